@@ -1,0 +1,1 @@
+"""Typed, persisted watermarks for Apache Airflow triggers and sensors."""

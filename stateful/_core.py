@@ -1,0 +1,292 @@
+"""The I/O-free decision core shared by the async (``run()``) and sync (``poke()``) drivers.
+
+The drivers do the I/O (read from a store, write to it); this module decides everything else:
+how stored text becomes a validated watermark, which snapshot of the watermark each emitted
+event covers, when a snapshot may be saved, and with which compare-and-set version. Keeping it
+free of I/O lets one piece of logic serve both drivers and makes every decision testable
+without a store.
+
+The life of one ``run()`` (or one ``poke()``)::
+
+    load(record) ──► user code mutates the watermark ──► emitted() ──► seq
+                                                            │
+                     before_yield(seq) / after_resume(seq) ─┴─► Save | None ──► driver writes
+                                                                                  │
+                                                         saved(save, new_version) ◄┘
+    finish() on a normal return; abandon() on an error, a cancellation or aclose().
+
+"Pending" (snapshots taken when events were emitted) and "saved" (the last snapshot the store
+acknowledged) are kept apart on purpose: a save can later be held until Airflow confirms that
+the events it covers were persisted, by confirming sequence numbers at that moment instead of
+at resume time.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, Literal, TypeVar
+
+from stateful.backends.base import StateRecord
+from stateful.errors import StateNameError, StateValidationError
+from stateful.types import Watermark
+
+__all__ = [
+    "DEFAULT_KEY",
+    "MAX_NAME_LENGTH",
+    "CommitMode",
+    "Save",
+    "Scope",
+    "WatermarkSession",
+    "check_namespace",
+    "resolve_name",
+]
+
+CommitMode = Literal["after_event", "before_event"]
+COMMIT_MODES: tuple[CommitMode, ...] = ("after_event", "before_event")
+
+#: The document key the decorator stores its watermark under.
+DEFAULT_KEY = "watermark"
+#: Longest namespace or name accepted; long enough for a bucket plus a prefix, short enough
+#: to be a primary-key column on every database we support.
+MAX_NAME_LENGTH = 255
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+W = TypeVar("W", bound=Watermark[Any])
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where one watermark lives: its address and a description of the store."""
+
+    namespace: str
+    name: str
+    key: str
+    store: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Save:
+    """A decision to write ``value`` if the stored version is still ``expected_version``."""
+
+    scope: Scope
+    value: str
+    expected_version: int | None
+    seq: int
+
+
+def _check_text(kind: str, value: str, where: str) -> str:
+    if not value.strip():
+        raise StateNameError(f"{kind} of {where} is empty; give @stateful a non-empty {kind}.")
+    if len(value) > MAX_NAME_LENGTH:
+        raise StateNameError(
+            f"{kind} of {where} is {len(value)} characters long, over the limit of {MAX_NAME_LENGTH}: "
+            f"{value[:60]!r}...; use a shorter template, or a callable that derives a shorter {kind} "
+            f"(for example a hash of the long part)."
+        )
+    if _CONTROL.search(value):
+        raise StateNameError(f"{kind} of {where} contains a control character: {value!r}.")
+    return value
+
+
+def check_namespace(namespace: str, where: str) -> str:
+    """Validate a namespace given to ``@stateful``."""
+    if not isinstance(namespace, str):
+        raise StateNameError(f"namespace of {where} must be a str, not {type(namespace).__name__}.")
+    return _check_text("namespace", namespace, where)
+
+
+class _Attributes(Mapping[str, Any]):
+    """Presents an object's attributes to ``str.format`` so ``"{bucket}/{prefix}"`` works."""
+
+    def __init__(self, obj: object) -> None:
+        self._obj = obj
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self._obj, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Any:
+        return iter(vars(self._obj) if hasattr(self._obj, "__dict__") else ())
+
+    def __len__(self) -> int:
+        return len(vars(self._obj)) if hasattr(self._obj, "__dict__") else 0
+
+
+def resolve_name(template: str | Callable[[Any], str], obj: object, where: str) -> str:
+    """Build a watermark's name from a format template over ``obj``'s attributes, or a callable.
+
+    Example:
+        >>> class T:
+        ...     bucket = "landing"
+        ...     prefix = "in/"
+        >>> resolve_name("{bucket}/{prefix}", T(), "T.run")
+        'landing/in/'
+    """
+    if callable(template):
+        try:
+            value = template(obj)
+        except Exception as exc:
+            raise StateNameError(f"the name callable of {where} raised {exc!r}.") from exc
+        if not isinstance(value, str):
+            raise StateNameError(
+                f"the name callable of {where} returned {type(value).__name__}, not str: {value!r}."
+            )
+        return _check_text("name", value, where)
+    try:
+        value = string.Formatter().vformat(template, (), _Attributes(obj))
+    except KeyError as exc:
+        known = sorted(k for k in getattr(obj, "__dict__", {}) if not k.startswith("_"))
+        raise StateNameError(
+            f"name template {template!r} of {where} refers to {exc.args[0]!r}, which "
+            f"{type(obj).__name__} does not have. Known attributes: {', '.join(known) or 'none'}. "
+            f"Fix the template, or pass a callable: name=lambda self: ..."
+        ) from None
+    except (IndexError, ValueError, AttributeError) as exc:
+        raise StateNameError(
+            f"name template {template!r} of {where} cannot be formatted ({exc}); use named fields "
+            f"such as '{{bucket}}/{{prefix}}' or a callable."
+        ) from None
+    return _check_text("name", value, where)
+
+
+class WatermarkSession(Generic[W]):
+    """The decisions for one run of a decorated ``run()`` or one call of ``poke()``.
+
+    Example:
+        >>> from stateful import Watermark
+        >>> scope = Scope("files", "landing", DEFAULT_KEY, "MemoryBackend")
+        >>> session = WatermarkSession(Watermark, scope, commit="after_event")
+        >>> wm = session.load(None)
+        >>> wm.advance(key="a.csv")
+        >>> seq = session.emitted()
+        >>> session.before_yield(seq) is None          # after_event: nothing before the yield
+        True
+        >>> save = session.after_resume(seq)
+        >>> save.expected_version is None               # first write: nothing may be stored yet
+        True
+    """
+
+    def __init__(
+        self,
+        model: type[W],
+        scope: Scope,
+        *,
+        commit: CommitMode,
+        lookback: timedelta = timedelta(0),
+        max_untimed_keys: int | None = None,
+    ) -> None:
+        self.model = model
+        self.scope = scope
+        self.commit = commit
+        self._lookback = lookback
+        self._max_untimed_keys = max_untimed_keys
+        self._watermark: W | None = None
+        # Last value the store acknowledged, and its version; None/None when nothing is stored.
+        self.saved_value: str | None = None
+        self.saved_version: int | None = None
+        # Snapshots taken when events were emitted, oldest first, awaiting confirmation.
+        self._pending: deque[tuple[int, str]] = deque()
+        self._seq = 0
+
+    @property
+    def watermark(self) -> W:
+        """The live watermark handed to user code (after :meth:`load`)."""
+        if self._watermark is None:
+            raise RuntimeError("WatermarkSession.load() has not been called")
+        return self._watermark
+
+    @property
+    def pending(self) -> int:
+        """How many emitted snapshots are not yet confirmed."""
+        return len(self._pending)
+
+    def load(self, record: StateRecord | None) -> W:
+        """Validate the stored record (or start fresh) and return the watermark for user code.
+
+        Raises:
+            StateValidationError: the stored value does not validate against the model. It is
+                never replaced by a default.
+        """
+        if record is None:
+            watermark = self.model()
+        else:
+            try:
+                watermark = self.model.from_state_json(record.value)
+            except ValueError as exc:
+                raise StateValidationError(
+                    namespace=self.scope.namespace,
+                    name=self.scope.name,
+                    key=self.scope.key,
+                    backend=self.scope.store,
+                    model=f"{self.model.__module__}.{self.model.__qualname__}",
+                    detail=str(exc),
+                ) from exc
+            self.saved_value = record.value
+            self.saved_version = record.version
+        watermark.configure(lookback=self._lookback, max_untimed_keys=self._max_untimed_keys)
+        self._watermark = watermark
+        return watermark
+
+    def snapshot(self) -> str:
+        """Serialise the live watermark as it is now."""
+        return self.watermark.to_state_json()
+
+    def emitted(self) -> int:
+        """Record that an event was emitted; return its sequence number.
+
+        The watermark is snapshotted now, so changes made after the event (while preparing the
+        next one) are never saved on this event's behalf.
+        """
+        self._seq += 1
+        self._pending.append((self._seq, self.snapshot()))
+        return self._seq
+
+    def confirm(self, seq: int) -> Save | None:
+        """Confirm every event up to ``seq``; return a save of the newest confirmed snapshot.
+
+        Returns ``None`` when the confirmed snapshot equals what is already stored.
+        """
+        value: str | None = None
+        while self._pending and self._pending[0][0] <= seq:
+            _, value = self._pending.popleft()
+        if value is None:
+            return None
+        return self._decide(value, seq)
+
+    def before_yield(self, seq: int) -> Save | None:
+        """The save to make before handing event ``seq`` over (``before_event``: at-most-once)."""
+        return self.confirm(seq) if self.commit == "before_event" else None
+
+    def after_resume(self, seq: int) -> Save | None:
+        """The save to make once the consumer took event ``seq`` (``after_event``: at-least-once)."""
+        return self.confirm(seq) if self.commit == "after_event" else None
+
+    def finish(self) -> Save | None:
+        """A normal return: save the watermark as user code left it, if it changed."""
+        self._pending.clear()
+        return self._decide(self.snapshot(), self._seq)
+
+    def abandon(self) -> None:
+        """An error, a cancellation or a close: drop every pending snapshot, save nothing."""
+        self._pending.clear()
+
+    def saved(self, save: Save, version: int) -> None:
+        """Record that the store acknowledged ``save`` as ``version``."""
+        self.saved_value = save.value
+        self.saved_version = version
+
+    def _decide(self, value: str, seq: int) -> Save | None:
+        if value == self.saved_value:
+            return None
+        return Save(scope=self.scope, value=value, expected_version=self.saved_version, seq=seq)

@@ -1,0 +1,80 @@
+"""The store used when ``@stateful`` is given none: chosen at call time, one per URL.
+
+Rules, first match wins:
+
+1. the environment variable ``STATEFUL_DATABASE_URL``;
+2. the Airflow configuration option ``[stateful] database_url`` (so also the environment
+   variable ``AIRFLOW__STATEFUL__DATABASE_URL``);
+3. SQLite at ``$AIRFLOW_HOME/stateful.db`` (``~/airflow/stateful.db`` if ``AIRFLOW_HOME`` is unset).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from stateful.backends.sql import SqlBackend
+
+__all__ = ["DefaultChoice", "choose_default_backend", "default_backend"]
+
+ENV_VAR = "STATEFUL_DATABASE_URL"
+
+_lock = threading.Lock()
+# One store per URL, so every trigger in a triggerer shares one engine and connection pool.
+_backends: dict[str, SqlBackend] = {}
+
+
+@dataclass(frozen=True)
+class DefaultChoice:
+    """The default store and the rule that chose it.
+
+    Attributes:
+        backend: the store (shared by every caller that resolves to the same URL).
+        reason: which rule chose it, for a log line; never shows the password.
+    """
+
+    backend: SqlBackend
+    reason: str
+
+
+def choose_default_backend() -> DefaultChoice:
+    """Apply the rules now (not at import) and return the store with the reason."""
+    url = os.environ.get(ENV_VAR)
+    if url:
+        return DefaultChoice(_backend_for(url), f"environment variable {ENV_VAR}")
+    # Imported here: it is slow to import, and rule 1 must work without reading Airflow's config.
+    from airflow.sdk.configuration import conf
+
+    url = conf.get("stateful", "database_url", fallback=None)
+    if url:
+        return DefaultChoice(_backend_for(url), "Airflow configuration [stateful] database_url")
+    home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser().absolute()
+    path = home / "stateful.db"
+    return DefaultChoice(
+        _backend_for(f"sqlite:///{path}"),
+        f"default SQLite file {path} (set {ENV_VAR} or [stateful] database_url to use another store)",
+    )
+
+
+def default_backend() -> SqlBackend:
+    """Return the default store (see the module docstring for the rules)."""
+    return choose_default_backend().backend
+
+
+def _backend_for(url: str) -> SqlBackend:
+    with _lock:
+        backend = _backends.get(url)
+        if backend is None:
+            backend = _backends[url] = SqlBackend(url)
+        return backend
+
+
+def _clear_cache() -> None:
+    """Dispose of and forget every cached store (for tests)."""
+    with _lock:
+        backends = list(_backends.values())
+        _backends.clear()
+    for backend in backends:
+        backend.dispose()

@@ -1,0 +1,139 @@
+"""The state store contract: a small sync Protocol and its async twin.
+
+A store keeps JSON text documents addressed by ``(namespace, name, key)``, each with an integer
+version that starts at 1 and grows by one on every write. Writes are compare-and-set: the writer
+says which version it read (``None`` when it read nothing) and the store refuses the write with
+:class:`~stateful.errors.StateConflictError` when that is no longer the stored version.
+
+Stores are passed to ``@stateful(backend=...)`` as instances. A store used by triggers must
+implement :class:`AsyncStateBackend` (the triggerer's event loop must never block); a store used
+by sensors implements :class:`StateBackend`. The built-in stores implement both.
+
+Example:
+    >>> from stateful.backends import MemoryBackend
+    >>> store = MemoryBackend()
+    >>> store.write("files", "landing", "watermark", "{}", expected_version=None)
+    1
+    >>> store.read("files", "landing", "watermark").version
+    1
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+__all__ = ["AsyncStateBackend", "StateBackend", "StateRecord", "default_writer"]
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """One stored state document.
+
+    Attributes:
+        namespace: the namespace given to ``@stateful``.
+        name: the resolved name.
+        key: the document key (the decorator stores its watermark under ``"watermark"``).
+        value: the JSON text.
+        version: 1 for the first write, then +1 per write.
+        updated_at: when it was last written (timezone-aware, UTC).
+        updated_by: who wrote it (by default ``host:pid``), or ``None`` if unknown.
+    """
+
+    namespace: str
+    name: str
+    key: str
+    value: str
+    version: int
+    updated_at: datetime
+    updated_by: str | None
+
+
+def default_writer() -> str:
+    """Return the default ``updated_by`` for writes from this process: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@runtime_checkable
+class StateBackend(Protocol):
+    """Blocking state store: for sensors, the CLI and tests. Never call it from async code."""
+
+    @property
+    def description(self) -> str:
+        """Human-readable description of the store for logs and errors (password masked)."""
+        ...
+
+    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
+        """Return the stored document, or ``None`` when nothing is stored."""
+        ...
+
+    def write(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Store ``value`` if the stored version is ``expected_version``; return the new version.
+
+        Raises:
+            StateConflictError: the stored version is not ``expected_version`` (``None`` means
+                "nothing stored"). Nothing was written.
+        """
+        ...
+
+    def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
+        """Delete the document; return whether one existed.
+
+        With ``expected_version`` the delete is compare-and-set and raises
+        :class:`~stateful.errors.StateConflictError` on a mismatch.
+        """
+        ...
+
+    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
+        """Return every stored document (of ``namespace``), ordered by namespace, name, key."""
+        ...
+
+
+@runtime_checkable
+class AsyncStateBackend(Protocol):
+    """Non-blocking twin of :class:`StateBackend`, used on the triggerer's event loop."""
+
+    @property
+    def description(self) -> str:
+        """Human-readable description of the store for logs and errors (password masked)."""
+        ...
+
+    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
+        """Async :meth:`StateBackend.read`."""
+        ...
+
+    async def awrite(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Async :meth:`StateBackend.write`."""
+        ...
+
+    async def adelete(
+        self, namespace: str, name: str, key: str, *, expected_version: int | None = None
+    ) -> bool:
+        """Async :meth:`StateBackend.delete`."""
+        ...
+
+    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
+        """Async :meth:`StateBackend.list`."""
+        ...

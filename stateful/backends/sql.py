@@ -1,0 +1,392 @@
+"""The SQL state store, on SQLAlchemy 2 Core: SQLite, PostgreSQL, and other SQL databases.
+
+Example:
+    >>> from stateful.backends import SqlBackend
+    >>> store = SqlBackend("sqlite:////tmp/stateful-doctest.db")  # connects at first use
+    >>> store.description
+    'SqlBackend(sqlite:////tmp/stateful-doctest.db)'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from stateful.backends._redact import Redactor
+from stateful.backends._sqlsupport import (
+    DRIVER_INSTALL,
+    WRITE_OPTION,
+    check_dialect,
+    install_sqlite_hooks,
+    parse_url,
+    sqlite_path,
+    state_table,
+)
+from stateful.backends.base import StateRecord, default_writer
+from stateful.errors import MissingDependencyError, StateConflictError, StatefulError, StoreError
+
+__all__ = ["SqlBackend"]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+DEFAULT_TABLE = "stateful_process_state"
+# Without it libpq waits for the OS TCP timeout (minutes) on a host that drops packets.
+_PG_CONNECT_TIMEOUT_S = 10
+
+
+class SqlBackend:
+    """Keeps state in one SQL table; implements both store Protocols.
+
+    Construction only parses the URL: it never connects and never imports the database driver,
+    so a DAG file can build stores at parse time. The engine is created at first use (once per
+    instance, thread-safely), and the table is created then if it is missing. Async methods run
+    the blocking code in a worker thread, so the triggerer's event loop never waits on the
+    database. Passwords are masked in :attr:`description`, ``repr`` and every error.
+
+    SQLite files are opened in WAL mode with a 30 s busy timeout and writes take the write lock
+    up front (``BEGIN IMMEDIATE``), so several processes can share one file. PostgreSQL needs
+    ``pip install 'airflow-stateful[postgres]'`` (``postgresql+psycopg://...``).
+
+    Args:
+        url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/stateful.db`` or
+            ``postgresql+psycopg://user:password@host/db``.
+        table_name: the table to use (created if absent).
+        engine_options: extra keyword arguments for :func:`sqlalchemy.create_engine`; they
+            override this class's defaults (``connect_args`` are merged).
+
+    Raises:
+        StoreError: the URL cannot be parsed, or names a dialect SQLAlchemy does not know.
+
+    Example:
+        >>> store = SqlBackend("postgresql+psycopg://airflow:s3cret@db.internal/airflow")
+        >>> store.description
+        'SqlBackend(postgresql+psycopg://airflow:***@db.internal/airflow)'
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        table_name: str = DEFAULT_TABLE,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._url = parse_url(url)
+        self._redactor = Redactor(self._url)
+        masked = self._redactor.masked_url
+        suffix = "" if table_name == DEFAULT_TABLE else f", table {table_name}"
+        self._description = f"SqlBackend({masked}{suffix})"
+        if not table_name:
+            raise StoreError(f"{self._description}: table_name must not be empty")
+        self._driver = check_dialect(self._url, masked)
+        self._table_name = table_name
+        self._table = state_table(table_name)
+        self._engine_options = dict(engine_options or {})
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._pid = os.getpid()
+        self._sqlite_memory = self._url.get_backend_name() == "sqlite" and sqlite_path(self._url) is None
+        # One shared in-memory SQLite connection is only safe if calls take turns.
+        self._serial: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self._sqlite_memory else contextlib.nullcontext()
+        )
+
+    @property
+    def description(self) -> str:
+        """The store for logs and errors, e.g. ``SqlBackend(postgresql+psycopg://u:***@h/db)``."""
+        return self._description
+
+    @property
+    def table_name(self) -> str:
+        """The name of the table that holds the state."""
+        return self._table_name
+
+    def __repr__(self) -> str:
+        return f"SqlBackend({self._redactor.masked_url!r}, table_name={self._table_name!r})"
+
+    def dispose(self) -> None:
+        """Close the engine and its pooled connections; the next call opens a new engine."""
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    # -- the sync Protocol ---------------------------------------------------------------------
+
+    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
+        """Return the stored document, or ``None``. See :class:`~stateful.backends.StateBackend`."""
+
+        def run(engine: Engine) -> StateRecord | None:
+            with engine.connect() as conn:
+                row = conn.execute(sa.select(self._table).where(*self._pk(namespace, name, key))).first()
+            return None if row is None else _record(row)
+
+        return self._run("read", _where(namespace, name, key), run)
+
+    def write(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Compare-and-set ``value``; return the new version. See :class:`~stateful.backends.StateBackend`.
+
+        Raises:
+            StateConflictError: the stored version is not ``expected_version``.
+            StoreError: the database failed.
+        """
+        columns = {
+            "value": value,
+            "updated_at": datetime.now(timezone.utc),
+            "updated_by": default_writer() if updated_by is None else updated_by,
+        }
+
+        def run(engine: Engine) -> int:
+            pk = self._pk(namespace, name, key)
+            if expected_version is None:
+                try:
+                    with self._write_tx(engine) as conn:
+                        conn.execute(
+                            sa.insert(self._table).values(
+                                namespace=namespace, name=name, key=key, version=1, **columns
+                            )
+                        )
+                    return 1
+                except IntegrityError:
+                    # The transaction is over (PostgreSQL aborts it): look the winner up anew.
+                    with engine.connect() as conn:
+                        actual = self._version(conn, namespace, name, key)
+                    if actual is None:
+                        raise  # not a duplicate key after all: reported as a StoreError
+            else:
+                update = (
+                    sa.update(self._table)
+                    .where(*pk, self._table.c.version == expected_version)
+                    .values(version=self._table.c.version + 1, **columns)
+                )
+                with self._write_tx(engine) as conn:
+                    if conn.execute(update).rowcount == 1:
+                        return expected_version + 1
+                    actual = self._version(conn, namespace, name, key)
+            raise self._conflict(namespace, name, key, expected_version, actual)
+
+        return self._run("write", _where(namespace, name, key), run)
+
+    def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
+        """Delete the document; return whether one existed. See :class:`~stateful.backends.StateBackend`.
+
+        Raises:
+            StateConflictError: ``expected_version`` was given and is not the stored version.
+            StoreError: the database failed.
+        """
+
+        def run(engine: Engine) -> bool:
+            stmt = sa.delete(self._table).where(*self._pk(namespace, name, key))
+            if expected_version is not None:
+                stmt = stmt.where(self._table.c.version == expected_version)
+            with self._write_tx(engine) as conn:
+                if conn.execute(stmt).rowcount > 0:
+                    return True
+                if expected_version is None:
+                    return False
+                actual = self._version(conn, namespace, name, key)
+            raise self._conflict(namespace, name, key, expected_version, actual)
+
+        return self._run("delete", _where(namespace, name, key), run)
+
+    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
+        """Return the stored documents (of ``namespace``), ordered by namespace, name, key."""
+
+        def run(engine: Engine) -> Sequence[StateRecord]:
+            stmt = sa.select(self._table)
+            if namespace is not None:
+                stmt = stmt.where(self._table.c.namespace == namespace)
+            with engine.connect() as conn:
+                records = [_record(row) for row in conn.execute(stmt)]
+            # Sorted here rather than by ORDER BY: the database's collation may not order
+            # strings by code point, and every store must order alike.
+            return sorted(records, key=lambda r: (r.namespace, r.name, r.key))
+
+        where = "all states" if namespace is None else f"states of namespace {namespace!r}"
+        return self._run("list", where, run)
+
+    # -- the async Protocol: the same code in a worker thread ------------------------------------
+    # If the awaiting task is cancelled, the thread still finishes its statement; a write may
+    # then be committed although the caller saw CancelledError.
+
+    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
+        """Async :meth:`read`, run in a worker thread."""
+        return await asyncio.to_thread(self.read, namespace, name, key)
+
+    async def awrite(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Async :meth:`write`, run in a worker thread."""
+        return await asyncio.to_thread(
+            lambda: self.write(
+                namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
+            )
+        )
+
+    async def adelete(
+        self, namespace: str, name: str, key: str, *, expected_version: int | None = None
+    ) -> bool:
+        """Async :meth:`delete`, run in a worker thread."""
+        return await asyncio.to_thread(
+            lambda: self.delete(namespace, name, key, expected_version=expected_version)
+        )
+
+    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
+        """Async :meth:`list`, run in a worker thread."""
+        return await asyncio.to_thread(self.list, namespace)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _run(self, operation: str, where: str, body: Callable[[Engine], _T]) -> _T:
+        """Run ``body`` with the engine; turn anything but our own errors into a masked StoreError."""
+        try:
+            with self._serial:
+                return body(self._get_engine())
+        except StatefulError:
+            raise
+        except Exception as exc:
+            summary = self._redactor.summary(exc)
+            error = StoreError(
+                f"{self._description} failed to {operation} {where}: {summary}"
+                f"{'' if summary.endswith(('.', '?', '!')) else '.'} "
+                f"Check that the database is reachable from this host, that the URL and credentials "
+                f"are right, and that the user may create, read and write table {self._table_name!r}."
+            )
+            cause = self._redactor.safe_cause(exc)
+        # Raised outside the except block so the original exception is not attached as
+        # __context__ when it had to be replaced by a redacted stand-in.
+        raise error from cause
+
+    def _get_engine(self) -> Engine:
+        engine = self._engine
+        if engine is not None and self._pid == os.getpid():
+            return engine
+        with self._lock:
+            if self._engine is not None and self._pid != os.getpid():
+                # A forked child must not share the parent's sockets: drop the pool (without
+                # closing the parent's connections) and let it open its own.
+                self._engine.dispose(close=False)
+            self._pid = os.getpid()
+            if self._engine is None:
+                self._engine = self._create_engine()
+            return self._engine
+
+    def _create_engine(self) -> Engine:
+        _log.debug("stateful: opening %s", self._description)
+        path = sqlite_path(self._url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            engine = sa.create_engine(self._url, **self._options())
+        except ImportError as exc:
+            install = DRIVER_INSTALL.get(
+                self._driver, f"pip install the package that provides {self._driver!r}"
+            )
+            raise MissingDependencyError(
+                f"{self._description} needs the database driver {self._driver!r}, which cannot be "
+                f"imported ({exc}). Install it: {install}"
+            ) from exc
+        if self._url.get_backend_name() == "sqlite":
+            install_sqlite_hooks(engine)
+        try:
+            self._create_table(engine)
+        except BaseException:
+            engine.dispose()  # the next call starts over, e.g. once the database is back
+            raise
+        return engine
+
+    def _options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        connect_args: dict[str, Any] = {}
+        if self._sqlite_memory:
+            options["poolclass"] = StaticPool
+            connect_args["check_same_thread"] = False
+        elif self._url.get_backend_name() != "sqlite":
+            options["pool_pre_ping"] = True  # triggerers live long; databases restart
+        if self._driver in {"psycopg", "psycopg2"} and "connect_timeout" not in self._url.query:
+            connect_args["connect_timeout"] = _PG_CONNECT_TIMEOUT_S
+        user = dict(self._engine_options)
+        options.update(user)
+        options["connect_args"] = {**connect_args, **user.get("connect_args", {})}
+        return options
+
+    def _create_table(self, engine: Engine) -> None:
+        try:
+            with self._write_tx(engine) as conn:
+                self._table.create(conn, checkfirst=True)
+        except sa.exc.SQLAlchemyError:
+            # Two processes starting at once both saw no table and both created it: the loser
+            # fails (duplicate table or type). Fine if the table is there now.
+            if not sa.inspect(engine).has_table(self._table_name):
+                raise
+
+    @contextlib.contextmanager
+    def _write_tx(self, engine: Engine) -> Iterator[Connection]:
+        with engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})  # SQLite: BEGIN IMMEDIATE
+            with conn.begin():
+                yield conn
+
+    def _pk(self, namespace: str, name: str, key: str) -> tuple[sa.ColumnElement[bool], ...]:
+        c = self._table.c
+        return (c.namespace == namespace, c.name == name, c.key == key)
+
+    def _version(self, conn: Connection, namespace: str, name: str, key: str) -> int | None:
+        stmt = sa.select(self._table.c.version).where(*self._pk(namespace, name, key))
+        version: int | None = conn.execute(stmt).scalar_one_or_none()
+        return version
+
+    def _conflict(
+        self, namespace: str, name: str, key: str, expected: int | None, actual: int | None
+    ) -> StateConflictError:
+        return StateConflictError(
+            namespace=namespace,
+            name=name,
+            key=key,
+            expected_version=expected,
+            actual_version=actual,
+            backend=self._description,
+        )
+
+
+def _where(namespace: str, name: str, key: str) -> str:
+    return f"state {namespace}/{name} (key {key!r})"
+
+
+def _record(row: sa.Row[Any]) -> StateRecord:
+    return StateRecord(
+        namespace=row.namespace,
+        name=row.name,
+        key=row.key,
+        value=row.value,
+        version=row.version,
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+    )

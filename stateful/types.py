@@ -1,0 +1,439 @@
+"""The :class:`Watermark` model: how far a trigger or sensor got, persisted between runs.
+
+A watermark holds the highest ``timestamp`` and ``cursor`` advanced past, plus the keys already
+emitted inside a boundary window, so items that share the boundary timestamp are neither lost
+nor emitted twice. ``@stateful(...)`` loads it, injects it into ``run()`` and saves it after
+events are emitted; ``docs/watermark.md`` describes the semantics in full.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import reprlib
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from datetime import datetime, timedelta, timezone
+from functools import cache
+from typing import Any, Generic
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    JsonValue,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+from typing_extensions import Self, TypeVar
+
+from stateful._seen import SeenKeys, SeenLog
+from stateful.errors import WatermarkValueError
+
+__all__ = ["DEFAULT_MAX_UNTIMED_KEYS", "SCHEMA_VERSION", "CursorT", "Watermark"]
+
+_LOG = logging.getLogger("stateful")
+
+#: Version of the document written by :meth:`Watermark.to_state_json`.
+SCHEMA_VERSION = 1
+#: ``_MIGRATIONS[n]`` turns a schema_version ``n`` document into a schema_version ``n + 1`` one,
+#: so a later release can still load state saved by this one. Empty while only version 1 exists.
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+DEFAULT_MAX_UNTIMED_KEYS = 10_000
+
+#: The cursor type; a bare ``Watermark`` is ``Watermark[JsonValue]`` (any JSON value).
+CursorT = TypeVar("CursorT", default=JsonValue)
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def _aware_utc(value: object, where: str) -> datetime:
+    """Return ``value`` in UTC; refuse anything but a timezone-aware datetime."""
+    if not isinstance(value, datetime):
+        raise WatermarkValueError(f"{where}: expected a datetime, got {type(value).__name__} {value!r}")
+    if value.utcoffset() is None:
+        raise WatermarkValueError(
+            f"{where}: {value.isoformat()} is a naive datetime (no timezone); watermark timestamps "
+            "must be timezone-aware. Use datetime.now(timezone.utc), or dt.replace(tzinfo=timezone.utc) "
+            "if dt is known to be in UTC."
+        )
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError as exc:
+        raise WatermarkValueError(f"{where}: {value.isoformat()} is out of range in UTC") from exc
+
+
+def _format_ts(value: datetime) -> str:
+    # Fixed width with microseconds and "Z": exact and byte-for-byte deterministic.
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+_SEEN_ADAPTER: TypeAdapter[dict[str, datetime | None]] = TypeAdapter(dict[str, datetime | None])
+
+
+def _unorderable(value: object) -> str | None:
+    """Say why ``value`` cannot be a cursor (None if it can): cursors must be totally ordered."""
+    # Sets and dicts compare without TypeError in some cases (subset order, equal lists of dicts),
+    # so refuse them by shape instead of relying on comparison failures alone.
+    if value is None or isinstance(value, (Mapping, AbstractSet)):
+        return f"a {type(value).__name__} is not ordered"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not ordered"
+    if isinstance(value, datetime) and value.utcoffset() is None:
+        return "a naive datetime cannot be compared with aware ones"
+    if isinstance(value, (list, tuple)):
+        return next((p for p in map(_unorderable, value) if p is not None), None)
+    return None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads would silently keep the last of two equal keys; stored state must be unambiguous.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"watermark state repeats the JSON key {key!r}")
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"watermark state contains {name}, which is not valid JSON")
+
+
+def _migrate(doc: dict[str, Any]) -> dict[str, Any]:
+    """Bring a stored document to :data:`SCHEMA_VERSION` (and drop the version marker)."""
+    if "schema_version" not in doc:
+        raise ValueError(
+            "watermark state has no schema_version: it was not written by Watermark.to_state_json()"
+        )
+    version = doc.pop("schema_version")
+    if type(version) is not int or version < 1:
+        raise ValueError(f"watermark state has an invalid schema_version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"watermark state has schema_version {version}, written by a newer airflow-stateful; "
+            f"this release reads up to schema_version {SCHEMA_VERSION}. Upgrade airflow-stateful."
+        )
+    for step in range(version, SCHEMA_VERSION):
+        doc = _MIGRATIONS[step](doc)
+    return doc
+
+
+@cache
+def _cursor_adapter(cls: type[Watermark[Any]]) -> TypeAdapter[Any]:
+    # Validates a cursor's type before comparing it; constraints and validators declared on the
+    # field run when the (newer) cursor is assigned.
+    annotation: Any = cls.model_fields["cursor"].annotation
+    return TypeAdapter(annotation, config=ConfigDict(strict=cls.model_config.get("strict", False)))
+
+
+class Watermark(BaseModel, Generic[CursorT]):
+    """How far a trigger or sensor got: a timestamp, a cursor and the keys seen at the boundary.
+
+    ``Watermark[int]`` types the cursor; a bare ``Watermark`` accepts any JSON value. Subclass it
+    to keep more typed state. The model is strict (no silent conversions), validates assignments
+    and refuses unknown fields. Persist it with :meth:`to_state_json`/:meth:`from_state_json`
+    (``model_dump()`` does not include ``seen``).
+
+    Attributes:
+        timestamp: the highest timestamp advanced past (timezone-aware, normalised to UTC).
+        cursor: the highest cursor advanced past (must be totally ordered).
+
+    Example:
+        >>> from datetime import datetime, timedelta, timezone
+        >>> class OrdersState(Watermark[int]):
+        ...     batches: int = 0
+        >>> wm = OrdersState().configure(lookback=timedelta(minutes=5))
+        >>> wm.advance(timestamp=datetime(2024, 5, 1, tzinfo=timezone.utc), key="a@v1")
+        >>> wm.batches += 1
+        >>> wm
+        OrdersState(timestamp=2024-05-01T00:00:00.000000Z, cursor=None, seen=1 key, batches=1)
+    """
+
+    model_config = ConfigDict(strict=True, validate_assignment=True, extra="forbid")
+
+    timestamp: datetime | None = None
+    cursor: CursorT | None = None
+
+    # seen lives in a private attribute, not a field: it must not be settable through the
+    # constructor or assignment (which would bypass its bounds), nor show up as a plain dict in
+    # model_dump(). __eq__ below compares it explicitly. Policy is private too: it is not stored.
+    _log: SeenLog = PrivateAttr(default_factory=SeenLog)
+    _lookback: timedelta = PrivateAttr(default=timedelta(0))
+    _max_untimed_keys: int = PrivateAttr(default=DEFAULT_MAX_UNTIMED_KEYS)
+    _warned: bool = PrivateAttr(default=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # A field named like a method or property of Watermark would shadow it (pydantic only
+        # warns), and schema_version is written next to the fields in the stored document.
+        super().__pydantic_init_subclass__(**kwargs)
+        reserved = {"schema_version", *(n for n in vars(Watermark) if not n.startswith("_"))}
+        clash = reserved.intersection(cls.model_fields) - Watermark.model_fields.keys()
+        if clash:
+            raise TypeError(f"{cls.__qualname__} declares reserved field name(s) {sorted(clash)}")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _check_timestamp(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _aware_utc(value, "timestamp")
+
+    @property
+    def seen(self) -> AbstractSet[str]:
+        """Keys already emitted inside the boundary window (read-only, sorted iteration)."""
+        return SeenKeys(self._log)
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far behind ``timestamp`` items still count as possibly new (see :meth:`configure`)."""
+        return self._lookback
+
+    @property
+    def max_untimed_keys(self) -> int:
+        """How many keys recorded without a timestamp are kept (see :meth:`configure`)."""
+        return self._max_untimed_keys
+
+    def configure(self, *, lookback: timedelta | None = None, max_untimed_keys: int | None = None) -> Self:
+        """Set the policy (not stored with the state); return ``self``.
+
+        ``@stateful`` calls it after loading. It drops nothing itself: the bounds are applied by
+        the next :meth:`advance`.
+
+        Args:
+            lookback: how late an item may arrive and still be new (``>= timedelta(0)``).
+            max_untimed_keys: cap on keys recorded without a timestamp (``>= 1``).
+
+        Example:
+            >>> Watermark().configure(lookback=timedelta(hours=1)).lookback
+            datetime.timedelta(seconds=3600)
+        """
+        if lookback is not None:
+            if not isinstance(lookback, timedelta):
+                raise TypeError(f"lookback must be a timedelta, got {type(lookback).__name__}")
+            if lookback < timedelta(0):
+                raise WatermarkValueError(f"lookback must be >= timedelta(0), got {lookback!r}")
+        if max_untimed_keys is not None:
+            if isinstance(max_untimed_keys, bool) or not isinstance(max_untimed_keys, int):
+                raise TypeError(f"max_untimed_keys must be an int, got {type(max_untimed_keys).__name__}")
+            if max_untimed_keys < 1:
+                raise WatermarkValueError(f"max_untimed_keys must be >= 1, got {max_untimed_keys}")
+            self._max_untimed_keys = max_untimed_keys
+        if lookback is not None:
+            self._lookback = lookback
+        return self
+
+    def seen_at(self, key: str) -> datetime | None:
+        """Return the timestamp ``key`` was recorded with (None if none); KeyError if not seen.
+
+        Example:
+            >>> wm = Watermark()
+            >>> wm.advance(key="a")
+            >>> wm.seen_at("a") is None
+            True
+        """
+        if key in self._log.untimed:
+            return None
+        return self._log.timed[key]
+
+    def _floor(self) -> datetime | None:
+        if self.timestamp is None:
+            return None
+        try:
+            return self.timestamp - self._lookback
+        except OverflowError:  # the window reaches before datetime.min: nothing is below it
+            return None
+
+    def is_new(self, key: str, timestamp: datetime | None = None) -> bool:
+        """Tell whether the item ``key`` (stamped ``timestamp``) has not been emitted yet.
+
+        With both timestamps set, with ``T = self.timestamp`` and ``L = self.lookback``: an item
+        newer than ``T`` is new, one older than ``T - L`` is not, and inside ``[T - L, T]`` it is
+        new exactly when ``key`` is not in :attr:`seen`. Otherwise only ``key`` decides.
+
+        Raises:
+            WatermarkValueError: ``timestamp`` is naive or not a datetime, or ``key`` not a str.
+
+        Example:
+            >>> t = datetime(2024, 5, 1, tzinfo=timezone.utc)
+            >>> wm = Watermark(timestamp=t)
+            >>> wm.is_new("a", t - timedelta(seconds=1)), wm.is_new("a", t)
+            (False, True)
+        """
+        if not isinstance(key, str):
+            raise WatermarkValueError(f"is_new(key=...): expected a str, got {type(key).__name__}")
+        if timestamp is not None:
+            ts = _aware_utc(timestamp, "is_new(timestamp=...)")
+            if self.timestamp is not None:
+                if ts > self.timestamp:
+                    return True
+                floor = self._floor()
+                if floor is not None and ts < floor:
+                    return False
+        return key not in self._log
+
+    def advance(
+        self, *, timestamp: datetime | None = None, cursor: CursorT | None = None, key: str | None = None
+    ) -> None:
+        """Record an emitted item; ``timestamp`` and ``cursor`` never move backwards.
+
+        ``key`` is recorded with ``timestamp``. Keys whose timestamp falls below
+        ``self.timestamp - lookback`` are pruned; keys without a timestamp beyond
+        ``max_untimed_keys`` are evicted oldest first (they may then be reported new again).
+
+        Raises:
+            WatermarkValueError: nothing given, a naive timestamp, or a cursor that is invalid for
+                the cursor type or not ordered against the current one. Nothing is changed then.
+
+        Example:
+            >>> wm = Watermark[int](cursor=10)
+            >>> wm.advance(cursor=7)
+            >>> wm.cursor
+            10
+        """
+        if timestamp is None and cursor is None and key is None:
+            raise WatermarkValueError("advance() needs at least one of timestamp=, cursor=, key=")
+        ts = None if timestamp is None else _aware_utc(timestamp, "advance(timestamp=...)")
+        if key is not None and not isinstance(key, str):
+            raise WatermarkValueError(f"advance(key=...): expected a str, got {type(key).__name__}")
+        new_cursor = None if cursor is None else self._newer_cursor(cursor)
+        # The cursor assignment is the last check that can fail (validators declared on the
+        # field), so it goes first: a refused call leaves the watermark unchanged.
+        if new_cursor is not None:
+            try:
+                self.cursor = new_cursor
+            except ValidationError as exc:
+                raise WatermarkValueError(f"cursor {new_cursor!r} is refused: {exc}") from exc
+        if ts is not None and (self.timestamp is None or ts > self.timestamp):
+            self.timestamp = ts
+        if key is not None:
+            self._log.add(key, ts)
+        floor = self._floor()
+        if floor is not None:
+            self._log.prune(floor)
+        evicted = self._log.evict(self._max_untimed_keys)
+        if evicted and not self._warned:
+            self._warned = True
+            _LOG.warning(
+                "%s: more than %d keys recorded without a timestamp; evicted the oldest. An evicted "
+                "key is reported new again if it shows up again (a repeat, never a skip: delivery "
+                "stays at-least-once). Raise max_untimed_keys, or advance with timestamps and a "
+                "lookback so keys expire by time. (Logged once per watermark.)",
+                type(self).__name__,
+                self._max_untimed_keys,
+            )
+
+    def _newer_cursor(self, cursor: object) -> Any:
+        """Validate ``cursor``; return it if it is newer than the current one, else None."""
+        try:
+            value = _cursor_adapter(type(self)).validate_python(cursor)
+        except ValidationError as exc:
+            detail = "; ".join(e["msg"] for e in exc.errors())
+            raise WatermarkValueError(
+                f"cursor {cursor!r} is invalid for {type(self).__name__}: {detail}"
+            ) from exc
+        problem = _unorderable(value)
+        if problem is None and self.cursor is not None:
+            try:
+                return value if value > self.cursor else None
+            except TypeError:
+                problem = f"it cannot be compared with the current cursor {self.cursor!r}"
+        if problem is not None:
+            raise WatermarkValueError(
+                f"cursor {_REPR.repr(value)}: {problem}. Cursors must be totally ordered (int, float, "
+                "str, aware datetime, or a list/tuple of those). Use a tuple for a composite position "
+                "(e.g. Watermark[tuple[str, int]]) and keep unordered data in a field of your own."
+            )
+        return value
+
+    def to_state_json(self) -> str:
+        """Return the state as deterministic JSON (sorted keys, ``schema_version``).
+
+        Example:
+            >>> Watermark[int](cursor=3).to_state_json()
+            '{"cursor":3,"schema_version":1,"seen":{},"timestamp":null}'
+        """
+        doc = self.model_dump(mode="json", round_trip=True)
+        doc["timestamp"] = None if self.timestamp is None else _format_ts(self.timestamp)
+        doc["seen"] = {k: None if ts is None else _format_ts(ts) for k, ts in self._log.entries().items()}
+        doc["schema_version"] = SCHEMA_VERSION
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_state_json(cls, text: str | bytes) -> Self:
+        """Load state written by :meth:`to_state_json`, strictly: no conversions, no unknown fields.
+
+        Raises:
+            ValueError: not JSON, missing or newer ``schema_version``, or a value of the wrong type
+                (a ``pydantic.ValidationError`` is a ``ValueError``).
+
+        Example:
+            >>> try:
+            ...     Watermark[int].from_state_json('{"schema_version":1,"cursor":"5"}')
+            ... except ValueError as exc:
+            ...     print(str(exc).splitlines()[:2])
+            ['1 validation error for Watermark[int]', 'cursor']
+        """
+        try:
+            doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"watermark state is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ValueError(f"watermark state must be a JSON object, got {type(doc).__name__}")
+        doc = _migrate(doc)
+        seen = doc.pop("seen", {})
+        # Strict *JSON* mode accepts ISO strings for datetimes but refuses numbers; strict Python
+        # mode would refuse the strings, so the (migrated) document is validated as JSON text.
+        wm = cls.model_validate_json(json.dumps(doc), strict=True)
+        try:
+            entries = _SEEN_ADAPTER.validate_json(json.dumps(seen), strict=True)
+            wm._log = SeenLog(
+                {k: None if v is None else _aware_utc(v, f"seen[{k!r}]") for k, v in entries.items()}
+            )
+        except ValueError as exc:  # ValidationError, or WatermarkValueError for a naive timestamp
+            raise ValueError(f"invalid 'seen' in watermark state: {exc}") from exc
+        return wm
+
+    def summary(self) -> str:
+        """Return a one-line summary, e.g. for logs.
+
+        Example:
+            >>> Watermark[int](cursor=3).summary()
+            'timestamp=None, cursor=3, seen=0 keys'
+        """
+        ts = None if self.timestamp is None else _format_ts(self.timestamp)
+        n = len(self._log)
+        return f"timestamp={ts}, cursor={_REPR.repr(self.cursor)}, seen={n} key{'' if n == 1 else 's'}"
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {name}={_REPR.repr(getattr(self, name))}"
+            for name in type(self).model_fields
+            if name not in ("timestamp", "cursor")
+        )
+        return f"{type(self).__name__}({self.summary()}{extra})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        # Equal exactly when the stored JSON would be: fields and seen keys count; the policy and
+        # bookkeeping (warning flag, expiry heap, eviction order) are not stored, so they don't.
+        # Like pydantic, compare generic origins: Watermark[int](cursor=1) == Watermark(cursor=1).
+        if not isinstance(other, Watermark):
+            return NotImplemented
+        origin = self.__pydantic_generic_metadata__["origin"] or type(self)
+        other_origin = other.__pydantic_generic_metadata__["origin"] or type(other)
+        return (
+            origin is other_origin
+            and self._log == other._log
+            and all(getattr(self, f) == getattr(other, f) for f in type(self).model_fields)
+        )
+
+    def __copy__(self) -> Self:
+        # pydantic's shallow copy would share the seen log: advancing the copy would change both.
+        clone = super().__copy__()
+        clone._log = self._log.copy()
+        return clone

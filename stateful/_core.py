@@ -123,6 +123,20 @@ class _Attributes(Mapping[str, Any]):
         return len(vars(self._obj)) if hasattr(self._obj, "__dict__") else 0
 
 
+def _known_attributes(obj: object) -> list[str]:
+    """The attributes worth suggesting: a trigger's serialized kwargs, else public attributes."""
+    serialize = getattr(obj, "serialize", None)
+    if callable(serialize):
+        try:
+            # A trigger's kwargs are what users think of as its attributes; vars() would also
+            # list Airflow's own (task_instance, trigger_id, ...).
+            _, kwargs = serialize()
+            return sorted(k for k in kwargs if hasattr(obj, k))
+        except Exception:
+            pass  # only a hint for an error message: fall back to vars()
+    return sorted(k for k in getattr(obj, "__dict__", {}) if not k.startswith("_"))
+
+
 def resolve_name(template: str | Callable[[Any], str], obj: object, where: str) -> str:
     """Build a watermark's name from a format template over ``obj``'s attributes, or a callable.
 
@@ -146,7 +160,7 @@ def resolve_name(template: str | Callable[[Any], str], obj: object, where: str) 
     try:
         value = string.Formatter().vformat(template, (), _Attributes(obj))
     except KeyError as exc:
-        known = sorted(k for k in getattr(obj, "__dict__", {}) if not k.startswith("_"))
+        known = _known_attributes(obj)
         raise StateNameError(
             f"name template {template!r} of {where} refers to {exc.args[0]!r}, which "
             f"{type(obj).__name__} does not have. Known attributes: {', '.join(known) or 'none'}. "

@@ -16,9 +16,7 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, cast, get_args
-
-from typing_extensions import Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, get_args
 
 from stateful._core import (
     COMMIT_MODES,
@@ -81,7 +79,9 @@ def stateful(
     lookback: timedelta = timedelta(0),
     commit: CommitMode = "after_event",
     max_untimed_keys: int | None = None,
-) -> Callable[[Callable[Concatenate[S, W, P], AsyncIterator[E]]], Callable[Concatenate[S, P], AsyncIterator[E]]]:
+) -> Callable[
+    [Callable[Concatenate[S, W, P], AsyncIterator[E]]], Callable[Concatenate[S, P], AsyncIterator[E]]
+]:
     """Give a trigger's ``run()`` a watermark that is loaded before and saved after its events.
 
     The parameter after ``self`` receives the watermark; its annotation (``Watermark``,
@@ -227,7 +227,11 @@ def _async_driver(
         store = await _async_store(spec)
         scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
         session = WatermarkSession(
-            spec.model, scope, commit=spec.commit, lookback=spec.lookback, max_untimed_keys=spec.max_untimed_keys
+            spec.model,
+            scope,
+            commit=spec.commit,
+            lookback=spec.lookback,
+            max_untimed_keys=spec.max_untimed_keys,
         )
         record = await store.aread(scope.namespace, scope.name, scope.key)
         watermark = session.load(record)

@@ -1,11 +1,15 @@
-"""Shared fixtures: a real PostgreSQL server for tests marked ``postgres``."""
+"""Shared fixtures: a real PostgreSQL server, and a fresh store of every kind."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
 
 import pytest
 
+from stateful.backends import AsyncStateBackend, MemoryBackend, SqlBackend, StateBackend
 from tests._postgres import INSTALL_HINT, PostgresServer, find_bindir, postgres_required
 
 
@@ -27,3 +31,30 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+class DualBackend(StateBackend, AsyncStateBackend, Protocol):
+    """A store implementing both Protocols, as every built-in store does."""
+
+
+POSTGRES_PARAM = pytest.param("postgres", marks=pytest.mark.postgres)
+
+
+def unique_table() -> str:
+    # One table per test keeps PostgreSQL tests independent without dropping anything.
+    return f"t_{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(params=["memory", "sqlite", POSTGRES_PARAM])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DualBackend]:
+    """A fresh, empty store of each kind."""
+    if request.param == "memory":
+        yield MemoryBackend()
+        return
+    if request.param == "sqlite":
+        store = SqlBackend(f"sqlite:///{tmp_path / 'state.db'}")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        store = SqlBackend(server.url, table_name=unique_table())
+    yield store
+    store.dispose()

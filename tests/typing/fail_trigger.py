@@ -1,4 +1,4 @@
-"""Must FAIL mypy --strict: each line marked `# E:` is an error mypy has to report."""
+"""Must FAIL mypy --strict: every line whose comment starts with "E:" is an error mypy must report."""
 
 from __future__ import annotations
 

@@ -42,7 +42,9 @@ class OrdersTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("tests.typing.pass_trigger.OrdersTrigger", {"table": self.table, "limit": self.limit})
 
-    @stateful(namespace="orders", name=lambda self: self.table, backend=MemoryBackend(), commit="before_event")
+    @stateful(
+        namespace="orders", name=lambda self: self.table, backend=MemoryBackend(), commit="before_event"
+    )
     async def run(self, state: OrdersState) -> AsyncIterator[TriggerEvent]:
         assert_type(state.cursor, int | None)
         assert_type(state.batches, int)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["AsyncStateBackend", "StateBackend", "StateRecord", "default_writer"]
+__all__ = ["AsyncFromSync", "AsyncStateBackend", "StateBackend", "StateRecord", "default_writer"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -137,3 +139,49 @@ class AsyncStateBackend(Protocol):
     async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
         """Async :meth:`StateBackend.list`."""
         ...
+
+
+class AsyncFromSync:
+    """Implements :class:`AsyncStateBackend` on top of a store's own sync methods.
+
+    Each async method hands the matching sync call to :meth:`_call`: a store whose sync calls
+    block (a database) overrides it to run them in a worker thread; a store whose calls only
+    take a lock for a dict operation keeps the direct call, which is cheaper than a thread hop.
+    One implementation serves both, so the sync and async semantics cannot drift apart.
+    """
+
+    async def _call(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        return function(*args, **kwargs)
+
+    async def aread(self: Any, namespace: str, name: str, key: str) -> StateRecord | None:
+        """Async :meth:`StateBackend.read`."""
+        result: StateRecord | None = await self._call(self.read, namespace, name, key)
+        return result
+
+    async def awrite(
+        self: Any,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Async :meth:`StateBackend.write`."""
+        version: int = await self._call(
+            self.write, namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
+        )
+        return version
+
+    async def adelete(
+        self: Any, namespace: str, name: str, key: str, *, expected_version: int | None = None
+    ) -> bool:
+        """Async :meth:`StateBackend.delete`."""
+        existed: bool = await self._call(self.delete, namespace, name, key, expected_version=expected_version)
+        return existed
+
+    async def alist(self: Any, namespace: str | None = None) -> Sequence[StateRecord]:
+        """Async :meth:`StateBackend.list`."""
+        records: Sequence[StateRecord] = await self._call(self.list, namespace)
+        return records

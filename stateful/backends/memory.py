@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from stateful.backends.base import StateRecord, default_writer
+from stateful.backends.base import AsyncFromSync, StateRecord, default_writer
 from stateful.errors import StateConflictError
 
 __all__ = ["MemoryBackend"]
@@ -23,7 +23,7 @@ __all__ = ["MemoryBackend"]
 _Address = tuple[str, str, str]
 
 
-class MemoryBackend:
+class MemoryBackend(AsyncFromSync):
     """Keeps state in a dict of this process; implements both store Protocols.
 
     Nothing survives the process, and two processes never see each other's state: use it in
@@ -108,38 +108,6 @@ class MemoryBackend:
         with self._lock:
             records = [r for r in self._records.values() if namespace is None or r.namespace == namespace]
         return sorted(records, key=lambda r: (r.namespace, r.name, r.key))
-
-    # The async twins call the sync methods directly: these only hold a lock for a dict
-    # operation, which is cheaper than handing the call to a worker thread.
-
-    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        """Async :meth:`read`."""
-        return self.read(namespace, name, key)
-
-    async def awrite(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
-    ) -> int:
-        """Async :meth:`write`."""
-        return self.write(
-            namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
-        )
-
-    async def adelete(
-        self, namespace: str, name: str, key: str, *, expected_version: int | None = None
-    ) -> bool:
-        """Async :meth:`delete`."""
-        return self.delete(namespace, name, key, expected_version=expected_version)
-
-    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        """Async :meth:`list`."""
-        return self.list(namespace)
 
     def _check(self, address: _Address, expected_version: int | None, current: StateRecord | None) -> None:
         actual_version = None if current is None else current.version

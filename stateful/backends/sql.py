@@ -33,7 +33,7 @@ from stateful.backends._sqlsupport import (
     sqlite_path,
     state_table,
 )
-from stateful.backends.base import StateRecord, default_writer
+from stateful.backends.base import AsyncFromSync, StateRecord, default_writer
 from stateful.errors import MissingDependencyError, StateConflictError, StatefulError, StoreError
 
 __all__ = ["SqlBackend"]
@@ -46,7 +46,7 @@ DEFAULT_TABLE = "stateful_process_state"
 _PG_CONNECT_TIMEOUT_S = 10
 
 
-class SqlBackend:
+class SqlBackend(AsyncFromSync):
     """Keeps state in one SQL table; implements both store Protocols.
 
     Construction only parses the URL: it never connects and never imports the database driver,
@@ -229,38 +229,8 @@ class SqlBackend:
     # If the awaiting task is cancelled, the thread still finishes its statement; a write may
     # then be committed although the caller saw CancelledError.
 
-    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        """Async :meth:`read`, run in a worker thread."""
-        return await asyncio.to_thread(self.read, namespace, name, key)
-
-    async def awrite(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
-    ) -> int:
-        """Async :meth:`write`, run in a worker thread."""
-        return await asyncio.to_thread(
-            lambda: self.write(
-                namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
-            )
-        )
-
-    async def adelete(
-        self, namespace: str, name: str, key: str, *, expected_version: int | None = None
-    ) -> bool:
-        """Async :meth:`delete`, run in a worker thread."""
-        return await asyncio.to_thread(
-            lambda: self.delete(namespace, name, key, expected_version=expected_version)
-        )
-
-    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        """Async :meth:`list`, run in a worker thread."""
-        return await asyncio.to_thread(self.list, namespace)
+    async def _call(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        return await asyncio.to_thread(function, *args, **kwargs)
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Example triggers built on ``@stateful``, and the script behind ``make demo``."""

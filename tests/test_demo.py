@@ -1,0 +1,109 @@
+"""examples/demo.py (``make demo``) runs end to end, as a user runs it, and checks itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "examples" / "demo.py"
+
+
+def run_demo(
+    tmp_path: Path, *args: str, airflow_home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"AIRFLOW_HOME", "STATEFUL_DATABASE_URL", "AIRFLOW__STATEFUL__DATABASE_URL"}
+    }
+    if airflow_home is not None:
+        env["AIRFLOW_HOME"] = str(airflow_home)
+    return subprocess.run(
+        [sys.executable, str(DEMO), "--workdir", str(tmp_path / "work"), *args],
+        cwd=tmp_path,  # not the repository: the script must find its own imports
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    tmp_path = tmp_path_factory.mktemp("demo")
+    return tmp_path, run_demo(tmp_path)
+
+
+def test_demo_passes_every_phase(first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    _, proc = first_run
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    verdicts = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("=>")]
+    assert [v.split(":")[0] for v in verdicts] == [
+        "=> 3 events (expected 3)",
+        "=> 0 events (expected 0)",
+        "=> 3 events (expected 3)",
+    ]
+    assert proc.stdout.count("  event   landing/") == 6
+    assert "All phases behaved as expected" in proc.stdout
+    assert "seen=6 keys" in proc.stdout
+
+
+def test_demo_keeps_its_state_under_the_workdir_when_airflow_home_is_unset(
+    first_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    tmp_path, proc = first_run
+
+    db = tmp_path / "work" / "airflow-home" / "stateful.db"
+    assert db.is_file()
+    assert f"sqlite:///{db}" in proc.stdout
+
+
+def test_demo_prints_the_same_on_every_run(first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    tmp_path, proc = first_run
+
+    again = run_demo(tmp_path)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout == proc.stdout
+
+
+def test_demo_uses_airflow_home_when_set_and_reset_clears_the_workdir(tmp_path: Path) -> None:
+    home = tmp_path / "my-airflow"
+    stale = tmp_path / "work" / "airflow-home" / "stale.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("left over")
+
+    proc = run_demo(tmp_path, "--reset", airflow_home=home)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (home / "stateful.db").is_file()
+    assert "AIRFLOW_HOME was already set" in proc.stdout
+    assert not stale.exists()
+
+
+def test_demo_fails_when_a_phase_count_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples import demo
+    from stateful.backends._default import _clear_cache
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("STATEFUL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("AIRFLOW__STATEFUL__DATABASE_URL", raising=False)
+    monkeypatch.setattr(demo, "_run_trigger", lambda trigger, workdir: [])  # a trigger that never fires
+    _clear_cache()
+    try:
+        status = demo.main(["--workdir", str(tmp_path / "work")])
+    finally:
+        _clear_cache()
+
+    assert status == 1
+    out = capsys.readouterr().out
+    assert "FAILED: phase 1: 0 events, expected 3; phase 3: 0 events, expected 3; phase 4" in out

@@ -1,0 +1,325 @@
+"""examples/local_files.py: NewFilesTrigger on a real directory and a real SQLite store.
+
+Each "run" below is one trigger instance driven like the triggerer drives it, in its own event
+loop, until it has completed two poll cycles (the first emits what is there, the second proves
+nothing more is pending). A new instance on the same directory is a triggerer restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples import local_files
+from examples._drive import drive
+from examples.local_files import LOOKBACK, MAX_CLOCK_SKEW, NewFilesTrigger, scan_directory
+from stateful.backends import SqlBackend
+from stateful.backends._default import _clear_cache
+from stateful.types import Watermark
+
+T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+POLL = 0.02
+
+
+@pytest.fixture(autouse=True)
+def store_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """The default store, pointed at a SQLite file of this test."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("STATEFUL_DATABASE_URL", url)
+    _clear_cache()
+    yield url
+    _clear_cache()
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    path = tmp_path / "landing"
+    path.mkdir()
+    return path
+
+
+def ns(when: datetime) -> int:
+    return (when - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def put(directory: Path, name: str, mtime: datetime | int, content: str = "data") -> Path:
+    """Write ``directory/name`` and stamp its mtime (a datetime, or nanoseconds)."""
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    mtime_ns = mtime if isinstance(mtime, int) else ns(mtime)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    return path
+
+
+def run(directory: Path, *, max_events: int | None = None, **options: Any) -> list[dict[str, Any]]:
+    """One trigger instance: drive it until two poll cycles are done; return the payloads."""
+    trigger = NewFilesTrigger(str(directory), poll_interval=POLL, **options)
+    result = asyncio.run(
+        drive(trigger.run(), until=lambda: trigger.polls >= 2, idle_timeout=60, max_events=max_events)
+    )
+    assert result.reason == ("until" if max_events is None else "max_events")
+    return [event.payload for event in result.events]
+
+
+def names(payloads: list[dict[str, Any]], directory: Path) -> list[str]:
+    return [Path(p["path"]).relative_to(directory).as_posix() for p in payloads]
+
+
+def stored(url: str, directory: Path, pattern: str = "*") -> Watermark:
+    """The watermark as stored in the SQLite file (read with a store of its own)."""
+    store = SqlBackend(url)
+    try:
+        record = store.read("files", str(directory / pattern), "watermark")
+    finally:
+        store.dispose()
+    assert record is not None
+    return Watermark.from_state_json(record.value)
+
+
+def test_one_event_per_file_oldest_first(landing: Path) -> None:
+    put(landing, "b.csv", T0 + timedelta(seconds=1), "bb")
+    put(landing, "c.csv", T0, "c")
+    put(landing, "a.csv", T0 + timedelta(seconds=2), "aaa")
+
+    payloads = run(landing)
+
+    assert payloads == [
+        {"path": str(landing / "c.csv"), "mtime": "2025-06-02T09:00:00+00:00", "size": 1},
+        {"path": str(landing / "b.csv"), "mtime": "2025-06-02T09:00:01+00:00", "size": 2},
+        {"path": str(landing / "a.csv"), "mtime": "2025-06-02T09:00:02+00:00", "size": 3},
+    ]
+
+
+def test_key_is_relative_path_at_mtime_ns_and_timestamp_keeps_microseconds(
+    landing: Path, store_url: str
+) -> None:
+    mtime_ns = ns(T0) + 123_456_789
+    put(landing, "a.csv", mtime_ns)
+
+    (payload,) = run(landing)
+
+    assert payload["mtime"] == "2025-06-02T09:00:00.123456+00:00"
+    watermark = stored(store_url, landing)
+    assert set(watermark.seen) == {f"a.csv@{mtime_ns}"}
+    assert watermark.timestamp == T0 + timedelta(microseconds=123_456)
+
+
+def test_restart_emits_nothing_already_emitted(landing: Path) -> None:
+    for i in range(3):
+        put(landing, f"{i}.csv", T0 + timedelta(seconds=i))
+    assert len(run(landing)) == 3
+
+    assert run(landing) == []
+    assert run(landing) == []
+
+
+def test_new_files_after_restart_fire(landing: Path) -> None:
+    put(landing, "old.csv", T0)
+    assert names(run(landing), landing) == ["old.csv"]
+
+    put(landing, "new-2.csv", T0 + timedelta(minutes=2))
+    put(landing, "new-1.csv", T0 + timedelta(minutes=1))
+
+    assert names(run(landing), landing) == ["new-1.csv", "new-2.csv"]
+    assert run(landing) == []
+
+
+def test_modified_file_fires_once(landing: Path) -> None:
+    path = put(landing, "report.csv", T0, "v1")
+    put(landing, "other.csv", T0 + timedelta(seconds=1))
+    assert len(run(landing)) == 2
+
+    path.write_text("v2, longer")
+    os.utime(path, ns=(ns(T0 + timedelta(minutes=1)),) * 2)
+
+    assert run(landing) == [
+        {"path": str(path), "mtime": "2025-06-02T09:01:00+00:00", "size": len("v2, longer")}
+    ]
+    assert run(landing) == []
+
+
+def test_same_mtime_ties_across_a_restart(landing: Path) -> None:
+    # Coarse file-system clocks give files written together the very same mtime_ns.
+    tie = ns(T0) + 500
+    put(landing, "a.csv", tie)
+    put(landing, "b.csv", tie)
+    assert names(run(landing), landing) == ["a.csv", "b.csv"]
+
+    put(landing, "c.csv", tie)  # lands after the restart with the same mtime as the emitted ones
+
+    assert names(run(landing), landing) == ["c.csv"]
+    assert run(landing) == []
+
+
+@pytest.mark.parametrize("same_mtime", [True, False], ids=["same-mtime", "distinct-mtimes"])
+def test_stop_in_the_middle_of_a_batch_repeats_never_skips(landing: Path, same_mtime: bool) -> None:
+    for i, name in enumerate(["a.csv", "b.csv", "c.csv"]):
+        put(landing, name, T0 if same_mtime else T0 + timedelta(seconds=i))
+
+    # Takes a.csv; b.csv is handed over but never taken (the triggerer stopped): not recorded.
+    first = run(landing, max_events=1)
+    assert names(first, landing) == ["a.csv", "b.csv"]
+
+    assert names(run(landing), landing) == ["b.csv", "c.csv"]
+    assert run(landing) == []
+
+
+def test_late_file_inside_the_lookback_fires_one_older_is_a_known_miss(landing: Path, store_url: str) -> None:
+    put(landing, "newest.csv", T0)
+    assert len(run(landing)) == 1
+
+    # A file copied with its original mtime (`cp -p`, `rsync -t`) after newer ones were emitted.
+    put(landing, "late.csv", T0 - LOOKBACK / 2)
+    # KNOWN MISS: a file whose mtime is more than LOOKBACK older than the newest emitted file
+    # never fires. That is the documented price of a bounded watermark.
+    put(landing, "too-late.csv", T0 - LOOKBACK - timedelta(seconds=1))
+
+    assert names(run(landing), landing) == ["late.csv"]
+    assert run(landing) == []
+
+
+def test_seen_keeps_only_the_keys_inside_the_lookback(landing: Path, store_url: str) -> None:
+    for i in range(3):
+        put(landing, f"early-{i}.csv", T0 + timedelta(seconds=i))
+    run(landing)
+    assert len(stored(store_url, landing).seen) == 3
+
+    put(landing, "much-later.csv", T0 + 2 * LOOKBACK)
+    assert names(run(landing), landing) == ["much-later.csv"]
+
+    assert set(stored(store_url, landing).seen) == {f"much-later.csv@{ns(T0 + 2 * LOOKBACK)}"}
+    assert run(landing) == []
+
+
+def test_pattern_filters_on_the_file_name(landing: Path) -> None:
+    put(landing, "a.csv", T0)
+    put(landing, "b.json", T0)
+    put(landing, "c.csv.tmp", T0)
+
+    assert names(run(landing, pattern="*.csv"), landing) == ["a.csv"]
+    assert run(landing, pattern="*.csv") == []
+
+
+def test_each_pattern_keeps_its_own_watermark(landing: Path, store_url: str) -> None:
+    put(landing, "new.csv", T0)
+    put(landing, "old.json", T0 - 2 * LOOKBACK)
+    assert names(run(landing, pattern="*.csv"), landing) == ["new.csv"]
+
+    # Had they shared one, the .csv trigger's watermark would have pushed old.json out of the window.
+    assert names(run(landing, pattern="*.json"), landing) == ["old.json"]
+    assert set(stored(store_url, landing, "*.json").seen) == {f"old.json@{ns(T0 - 2 * LOOKBACK)}"}
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_recursive_option(landing: Path, recursive: bool) -> None:
+    put(landing, "top.csv", T0)
+    put(landing, "2025/06/deep.csv", T0 + timedelta(seconds=1))
+    put(landing, "2025/other.csv", T0 + timedelta(seconds=2))
+
+    expected = ["top.csv", "2025/06/deep.csv", "2025/other.csv"] if recursive else ["top.csv"]
+    assert names(run(landing, recursive=recursive), landing) == expected
+
+
+def test_recursive_keys_use_relative_posix_paths(landing: Path, store_url: str) -> None:
+    put(landing, "x/y/z.csv", T0)
+
+    run(landing, recursive=True)
+
+    assert set(stored(store_url, landing, "**/*").seen) == {f"x/y/z.csv@{ns(T0)}"}
+
+
+def test_only_regular_files_are_reported(landing: Path) -> None:
+    put(landing, "file.csv", T0)
+    (landing / "dir.csv").mkdir()
+    (landing / "dangling.csv").symlink_to(landing / "gone.csv")
+    (landing / "link.csv").symlink_to(landing / "file.csv")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(landing / "pipe.csv")
+
+    files = scan_directory(str(landing), "*.csv")
+
+    # A link to a file is reported under its own name, with the target's mtime and size.
+    assert [f.relative_path for f in files] == ["file.csv", "link.csv"]
+
+
+def test_a_file_vanishing_between_listing_and_stat_is_skipped(
+    landing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(landing, "stays.csv", T0)
+    put(landing, "vanishes.csv", T0)
+    real_stat = os.stat
+
+    def stat_after_removal(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).endswith("vanishes.csv"):
+            os.remove(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat_after_removal)
+
+    assert [f.relative_path for f in scan_directory(str(landing))] == ["stays.csv"]
+
+
+def test_missing_directory_counts_as_empty_until_it_exists(tmp_path: Path) -> None:
+    directory = tmp_path / "not-yet"
+    with pytest.raises(FileNotFoundError):
+        scan_directory(str(directory))
+
+    assert run(directory) == []
+
+    put(directory, "first.csv", T0)
+    assert names(run(directory), directory) == ["first.csv"]
+
+
+def test_a_file_stamped_in_the_future_is_held_back(landing: Path, store_url: str) -> None:
+    now = datetime.now(timezone.utc)
+    put(landing, "now.csv", now)
+    put(landing, "future.csv", now + MAX_CLOCK_SKEW + timedelta(days=1))
+
+    assert names(run(landing), landing) == ["now.csv"]
+    # The watermark did not jump into the future, so files landing now still fire.
+    assert stored(store_url, landing).timestamp == now
+    put(landing, "next.csv", now + timedelta(seconds=1))
+    assert names(run(landing), landing) == ["next.csv"]
+
+
+def test_the_scan_runs_off_the_event_loop_thread(landing: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    put(landing, "a.csv", T0)
+    threads: list[threading.Thread] = []
+    real_scan = local_files.scan_directory
+
+    def recording_scan(directory: str, pattern: str = "*", recursive: bool = False) -> list[Any]:
+        threads.append(threading.current_thread())
+        return real_scan(directory, pattern, recursive)
+
+    monkeypatch.setattr(local_files, "scan_directory", recording_scan)
+
+    assert len(run(landing)) == 1
+    assert threads and threading.main_thread() not in threads
+
+
+def test_serialize_round_trips_through_the_classpath(tmp_path: Path) -> None:
+    trigger = NewFilesTrigger(str(tmp_path), pattern="*.parquet", poll_interval=30.0, recursive=True)
+
+    classpath, kwargs = trigger.serialize()
+
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert isinstance(rebuilt, NewFilesTrigger)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert rebuilt.glob == str(tmp_path / "**" / "*.parquet")
+    assert kwargs == {
+        "directory": str(tmp_path),
+        "pattern": "*.parquet",
+        "poll_interval": 30.0,
+        "recursive": True,
+    }

@@ -49,7 +49,7 @@ __all__ = ["LOOKBACK", "MAX_CLOCK_SKEW", "FileInfo", "NewFilesTrigger", "scan_di
 # the window, and the whole watermark is serialised and written after every event. One hour
 # covers the usual cases (an upload written to a temporary name and renamed, an rsync run of
 # recent files, a copy of the last hour's batch) while keeping `seen` bounded by the files
-# modified in the last hour: at 1,000 files an hour, about 80 KB of JSON and ~1.3 ms of CPU per
+# modified in the last hour: at 1,000 files an hour, about 80 KB of JSON and ~0.25 ms of CPU per
 # event (docs/performance.md). Raise it if your producers deliver older files; for copies of
 # arbitrarily old files an mtime watermark is the wrong tool (compare listings, or key on
 # content without a timestamp, which max_untimed_keys bounds instead).

@@ -8,6 +8,7 @@ events are emitted; ``docs/watermark.md`` describes the semantics in full.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -67,8 +68,11 @@ def _aware_utc(value: object, where: str) -> datetime:
         raise WatermarkValueError(f"{where}: {value.isoformat()} is out of range in UTC") from exc
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _format_ts(value: datetime) -> str:
     # Fixed width with microseconds and "Z": exact and byte-for-byte deterministic.
+    # Cached because every save re-serialises every `seen` timestamp (most unchanged since the
+    # last save); equal aware datetimes are one instant whatever their zone, so one string fits.
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 

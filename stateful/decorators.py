@@ -181,8 +181,11 @@ def stateful(
         raise StatefulUsageError(f"name of {where} must be a format string or a callable, not {name!r}.")
     if commit not in COMMIT_MODES:
         raise StatefulUsageError(f"commit of {where} must be one of {COMMIT_MODES}, not {commit!r}.")
-    if not isinstance(lookback, timedelta) or lookback < timedelta(0):
-        raise StatefulUsageError(f"lookback of {where} must be a timedelta >= 0, not {lookback!r}.")
+    try:
+        # The watermark's own checks, run now rather than at the first load in the triggerer.
+        Watermark[Any]().configure(lookback=lookback, max_untimed_keys=max_untimed_keys)
+    except (TypeError, ValueError) as exc:
+        raise StatefulUsageError(f"{where}: {exc}.") from exc
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         qualname = f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"

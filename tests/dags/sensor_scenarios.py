@@ -105,7 +105,9 @@ def sensor_dag(dag_id: str, **sensor_kwargs: Any) -> DAG:
 
 
 classic_poke = sensor_dag("classic_poke", mode="poke", scenario="arrive")
-classic_reschedule = sensor_dag("classic_reschedule", mode="reschedule", scenario="arrive")
+classic_reschedule = sensor_dag(
+    "classic_reschedule", mode="reschedule", exponential_backoff=True, scenario="arrive"
+)
 soft_fail = sensor_dag("soft_fail", mode="reschedule", timeout=0.5, soft_fail=True)
 xcom_fails_once = sensor_dag("xcom_fails_once", mode="poke", scenario="xcom_fails_once")
 conflict = sensor_dag("conflict", mode="poke", scenario="conflict")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from stateful._core import DEFAULT_KEY, Save, Scope, WatermarkSession, log_loaded
 from stateful.backends.base import StateBackend
-from stateful.errors import StatefulUsageError
+from stateful.errors import StateConflictError, StatefulUsageError
 
 if TYPE_CHECKING:
     from stateful.decorators import StatefulSpec
@@ -89,14 +89,19 @@ def commit(task: object) -> int:
             version = _write(item.store, save)
         except Exception as exc:
             # Airflow logs callback errors and swallows them; this line is the operator's signal.
+            outcome = (
+                "another writer saved it first and its watermark stands; the next run starts from it"
+                if isinstance(exc, StateConflictError)
+                else "the watermark was NOT advanced: the next run reports the same items again"
+            )
             _LOG.error(
-                "stateful: FAILED to save %s for %s in %s after the task succeeded: %s. The "
-                "watermark was NOT advanced: the next run reports the same items again. "
+                "stateful: FAILED to save %s for %s in %s after the task succeeded: %s. Outcome: %s. "
                 "Inspect it with `stateful show %s %s`.",
                 scope,
                 item.qualname,
                 scope.store,
                 exc,
+                outcome,
                 scope.namespace,
                 scope.name,
             )

@@ -19,7 +19,6 @@ driver in :mod:`stateful.sensors` does it in the worker.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -135,9 +134,11 @@ def stateful(
         name: a format template over the trigger's or sensor's attributes (``"{bucket}/{prefix}"``;
             for a TaskFlow sensor, over its task: ``"{task_id}"``) or a callable taking that
             object; together with ``namespace`` it addresses the state.
-        backend: the store (an instance); ``None`` picks the default store at first load:
-            ``STATEFUL_DATABASE_URL``, else ``[stateful] database_url``, else SQLite at
-            ``$AIRFLOW_HOME/stateful.db``.
+        backend: the store (an instance); ``NativeBackend()`` for the asset state store of the
+            trigger or task; ``None`` chooses at first load: ``[stateful] backend``, else the
+            asset state store where there is one (Airflow >= 3.3), else the SQL store
+            (``STATEFUL_DATABASE_URL``, ``[stateful] database_url``, or SQLite at
+            ``$AIRFLOW_HOME/stateful.db``). See docs/stores.md.
         lookback: how far behind the newest timestamp an item may still arrive and be new
             (see :meth:`Watermark.is_new`).
         commit: ``"after_event"`` (default, at-least-once) saves when the triggerer takes an
@@ -310,7 +311,7 @@ def _async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> 
     async def wrapper(self: Any, /, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         # Everything happens on the first iteration: never at import or construction time.
         name = spec.resolve_name(self)
-        store = await _async_store(spec)
+        store = await _async_store(spec, self)
         scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
         session = WatermarkSession(
             spec.model,
@@ -347,15 +348,13 @@ def _async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> 
     return wrapper
 
 
-async def _async_store(spec: StatefulSpec) -> AsyncStateBackend:
-    if spec.backend is not None:
-        return cast(AsyncStateBackend, spec.backend)
-    from stateful.backends._default import choose_default_backend
+async def _async_store(spec: StatefulSpec, obj: object) -> AsyncStateBackend:
+    # The rule (given store, [stateful] backend, asset scope, SQL default) and its log line
+    # live in the backends package, shared with the sync driver.
+    from stateful.backends._resolve import resolve_async_store
 
-    # Reading Airflow's configuration may touch files: keep it off the event loop.
-    choice = await asyncio.to_thread(choose_default_backend)
-    _LOG.debug("stateful: using %s, chosen by %s", choice.backend.description, choice.reason)
-    return choice.backend
+    store, _reason = await resolve_async_store(spec.backend, obj)
+    return store
 
 
 async def _save(store: AsyncStateBackend, session: WatermarkSession[Any], save: Save | None) -> None:

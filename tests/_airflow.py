@@ -31,13 +31,15 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psutil
 import structlog
 from airflow.sdk import Asset
 
 __all__ = ["AirflowStateStore", "CompositeComms", "metadata_db"]
+
+_T = TypeVar("_T")
 
 
 def migrate(home: Path) -> str:
@@ -143,7 +145,7 @@ def _triggerer_client(supervisor: Any) -> Any:
 class _TriggererSide:
     """A real TriggerRunnerSupervisor serving a real TriggerCommsDecoder over a socket pair."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: threading.Event) -> None:
         from airflow.jobs.triggerer_job_runner import TriggerCommsDecoder, TriggerRunnerSupervisor
         from airflow.sdk.execution_time.supervisor import length_prefixed_frame_reader
 
@@ -162,6 +164,7 @@ class _TriggererSide:
         # itself builds, TriggerRunnerSupervisor.make_client) serves every test.
         self._supervisor.client = _triggerer_client(self._supervisor)
         self._closed = threading.Event()
+        self._gate = gate
         self._supervisor.selector.register(
             parent,
             selectors.EVENT_READ,
@@ -186,6 +189,7 @@ class _TriggererSide:
         selector = self._supervisor.selector
         while not self._closed.is_set():
             for key, _ in selector.select(timeout=0.05):
+                self._gate.wait()  # closed by tests that make the API server slow
                 handler, on_close = key.data
                 try:
                     more = handler(key.fileobj)
@@ -228,6 +232,8 @@ class CompositeComms:
         self._task = supervisor.comms
         self._triggerers: dict[asyncio.AbstractEventLoop, asyncio.Task[_TriggererSide]] = {}
         self.requests = 0
+        self.gate = threading.Event()
+        self.gate.set()
 
     def send(self, msg: Any) -> Any:
         self.requests += 1
@@ -246,14 +252,14 @@ class CompositeComms:
             task = self._triggerers[loop] = loop.create_task(self._start())
         return await task
 
-    @staticmethod
-    async def _start() -> _TriggererSide:
-        side = _TriggererSide()
+    async def _start(self) -> _TriggererSide:
+        side = _TriggererSide(self.gate)
         await side.start()
         return side
 
     async def aclose(self) -> None:
         """Stop the triggerer side of the running loop (before the loop closes)."""
+        self.gate.set()
         task = self._triggerers.pop(asyncio.get_running_loop(), None)
         if task is not None:
             await (await task).aclose()
@@ -272,10 +278,22 @@ class AirflowStateStore:
         return Asset(name=name, uri=f"test://{name}")
 
     def accessors(self, *assets: Asset) -> Any:
-        """What the triggerer sets as ``trigger.asset_state_store`` for these watched assets."""
+        """What the triggerer sets as ``trigger.asset_state_store`` for these watched assets.
+
+        The same expression as ``TriggerRunner.create_triggers`` in Airflow 3.3.2, over the
+        ``RunTrigger.watched_assets`` mapping (name -> URI) the triggerer receives.
+        """
         from airflow.sdk.execution_time.context import AssetStateStoreAccessors
 
-        return AssetStateStoreAccessors(inlets=list(assets))
+        watched_assets = {a.name: a.uri for a in assets}
+        return AssetStateStoreAccessors(
+            inlets=[Asset(name=name, uri=uri) for name, uri in watched_assets.items()]
+        )
+
+    def watch(self, trigger: _T, *assets: Asset) -> _T:
+        """Inject the accessors into an event trigger as the triggerer does for a watcher."""
+        trigger.asset_state_store = self.accessors(*assets)  # type: ignore[attr-defined]
+        return trigger
 
     def stored(self, asset: Asset, key: str) -> Any:
         return stored_value(self.asset_ids[asset.name], key)

@@ -84,9 +84,10 @@ def assets_of(scope: object) -> tuple[WatchedAsset, ...]:
         isinstance(a, AssetStateStoreAccessor) for a in (*by_name.values(), *by_uri.values())
     ):
         raise StoreConfigError(
-            f"cannot find the assets of {scope!r}: Airflow {airflow_version()} keeps them differently "
-            f"from Airflow 3.3. Keep this state in the SQL store ([stateful] backend = sql, or "
-            f"backend=SqlBackend(...)) and report the Airflow version to airflow-stateful."
+            f"cannot find the assets of this {type(scope).__name__}: Airflow {airflow_version()} "
+            f"keeps them differently from Airflow 3.3. Keep this state in the SQL store ([stateful] "
+            f"backend = sql, or backend=SqlBackend(...)) and report the Airflow version to "
+            f"airflow-stateful."
         )
     assets = [WatchedAsset(f"asset {n!r}", a) for n, a in sorted(by_name.items())]
     assets += [WatchedAsset(f"asset uri {u!r}", a) for u, a in sorted(by_uri.items())]

@@ -60,6 +60,10 @@ def configured_backend() -> BackendSetting:
 
     Raises:
         StoreConfigError: a value other than ``auto``, ``native`` or ``sql``.
+
+    Example:
+        >>> configured_backend() in BACKEND_CHOICES
+        True
     """
     from airflow.sdk.configuration import conf
 
@@ -156,9 +160,19 @@ def resolve_sync_store(
         obj: the operator (or task) the watermark belongs to.
         context: the task's Airflow context; its ``"asset_state_store"`` is the asset scope.
 
+    Returns:
+        The store (wrapped so that an empty read checks the other candidate store, see the
+        module docstring) and the reason it was chosen.
+
     Raises:
         StoreConfigError: a bad ``[stateful] backend``, the native store asked for without an
             asset scope, or a given store without sync methods.
+
+    Example:
+        >>> from stateful.backends import MemoryBackend
+        >>> store, reason = resolve_sync_store(MemoryBackend(), object(), {})
+        >>> reason
+        'backend= given to @stateful'
     """
     choice = choose(backend, obj, asset_scope(obj, context))
     if not isinstance(choice.store, StateBackend):
@@ -178,6 +192,13 @@ async def resolve_async_store(backend: AnyBackend | None, obj: object) -> tuple[
 
     Raises:
         StoreConfigError: see :func:`resolve_sync_store`; also a given store without async methods.
+
+    Example:
+        >>> import asyncio
+        >>> from stateful.backends import MemoryBackend
+        >>> store, reason = asyncio.run(resolve_async_store(MemoryBackend(), object()))
+        >>> store.description
+        'MemoryBackend'
     """
     if backend is not None and not isinstance(backend, NativeBackend):
         choice = _Choice(backend, _GIVEN, None)

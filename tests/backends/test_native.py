@@ -98,6 +98,9 @@ def test_key_layout() -> None:
     assert native_key("a/b", "c", "k%") == "stateful/a%2Fb/k%25/c"
     assert parse_native_key("stateful/a%2Fb/k%25/c") == ("a/b", "c", "k%")
     assert parse_native_key("watermark") is None
+    # Text that looks escaped is escaped again, so it comes back as it was.
+    assert native_key("a%2Fb", "c") == "stateful/a%252Fb/watermark/c"
+    assert parse_native_key("stateful/a%252Fb/watermark/c") == ("a%2Fb", "c", "watermark")
 
 
 def test_long_addresses_are_hashed_and_the_document_still_names_them() -> None:

@@ -144,24 +144,26 @@ def sync_driver(
             else:
                 raise StatefulUsageError(f"{qualname}() needs the task context as its first argument.")
             # The name formats over the sensor; a done poke's snapshot is staged on it.
-            return _poke(spec, qualname, self, lambda wm: fn(self, context, wm, *rest, **kwargs))
+            return _poke(spec, qualname, self, context, lambda wm: fn(self, context, wm, *rest, **kwargs))
 
         return poke
 
     def taskflow(*args: Any, **kwargs: Any) -> Any:
         # @task.sensor calls the function with its own arguments only: the task comes from the
         # running task's context, and the name formats over it ("{task_id}").
-        task = _current_task(qualname)
-        return _poke(spec, qualname, task, lambda wm: fn(wm, *args, **kwargs))
+        context = _current_context(qualname)
+        return _poke(spec, qualname, context["task"], context, lambda wm: fn(wm, *args, **kwargs))
 
     return taskflow
 
 
-def _current_task(qualname: str) -> Any:
+def _current_context(qualname: str) -> Any:
     try:
         from airflow.sdk import get_current_context
 
-        return get_current_context()["task"]
+        context = get_current_context()
+        context["task"]  # a context without its task fails here too, as outside a task
+        return context
     except Exception as exc:  # Airflow raises a RuntimeError-like error outside a task
         raise StatefulUsageError(
             f"@stateful TaskFlow sensor {qualname} was called outside a running Airflow task "
@@ -170,19 +172,18 @@ def _current_task(qualname: str) -> Any:
         ) from exc
 
 
-def _sync_store(spec: StatefulSpec) -> StateBackend:
-    if spec.backend is not None:
-        return spec.backend  # type: ignore[return-value]  # checked at decoration time
-    from stateful.backends._default import choose_default_backend
+def _sync_store(spec: StatefulSpec, task: Any, context: Any) -> StateBackend:
+    # The rule (given store, [stateful] backend, asset scope, SQL default) and its log line
+    # live in the backends package, shared with the trigger driver.
+    from stateful.backends._resolve import resolve_sync_store
 
-    choice = choose_default_backend()
-    _LOG.debug("stateful: using %s, chosen by %s", choice.backend.description, choice.reason)
-    return choice.backend
+    store, _reason = resolve_sync_store(spec.backend, task, context)
+    return store
 
 
-def _poke(spec: StatefulSpec, qualname: str, task: Any, call: Callable[[Any], Any]) -> Any:
+def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Callable[[Any], Any]) -> Any:
     name = spec.resolve_name(task)
-    store = _sync_store(spec)
+    store = _sync_store(spec, task, context)
     scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
     session = WatermarkSession(
         spec.model, scope, commit=spec.commit, lookback=spec.lookback, max_untimed_keys=spec.max_untimed_keys

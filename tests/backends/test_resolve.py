@@ -334,6 +334,63 @@ def test_a_task_with_an_asset_inlet_keeps_state_in_that_asset(dags_folder: Path)
         assert (doc["version"], doc["value"]) == (2, {"runs": 1})
 
 
+_SENSOR_DAG_FILE = """
+from __future__ import annotations
+
+from airflow.sdk import DAG, Asset
+
+from examples.sqlite_rows_sensor import NewRowsSensor
+
+ORDERS = Asset(name="stateful-sensor-orders", uri="test://stateful-sensor/orders")
+
+with DAG(dag_id="stateful_native_sensor", schedule=None) as dag:
+    NewRowsSensor(
+        task_id="new_orders", database={database!r}, table="orders", inlets=[ORDERS],
+        mode="poke", poke_interval=0.1, timeout=60,
+    )
+"""
+
+
+def test_a_sensor_with_an_asset_inlet_keeps_its_watermark_in_that_asset(
+    dags_folder: Path, tmp_path: Path, sql_default: Path
+) -> None:
+    import sqlite3
+
+    from airflow.models.asset import AssetModel
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.utils.session import create_session
+
+    database = tmp_path / "shop.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, payload TEXT)")
+        connection.executemany("INSERT INTO orders (payload) VALUES (?)", [("a",), ("b",)])
+    path = dags_folder / "native_sensor.py"
+    path.write_text(textwrap.dedent(_SENSOR_DAG_FILE.format(database=str(database))))
+    spec = importlib.util.spec_from_file_location("native_sensor", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    reported = []
+    for new_row in ("c", None):
+        run = module.dag.test()
+        assert run.state == "success"
+        (ti,) = run.get_task_instances()
+        reported.append(ti.xcom_pull(task_ids="new_orders"))
+        if new_row:
+            with sqlite3.connect(database) as connection:
+                connection.execute("INSERT INTO orders (payload) VALUES (?)", (new_row,))
+    assert reported == [[1, 2], [3]]  # the second run reports only the new row
+
+    with create_session() as session:
+        asset_id = session.query(AssetModel.id).filter(AssetModel.name == "stateful-sensor-orders").scalar()
+        row = session.get(AssetStateStoreModel, (asset_id, "stateful/sqlite/watermark/orders"))
+        assert row is not None
+        doc = json.loads(row.value)
+    assert (doc["version"], doc["value"]["cursor"]) == (2, 3)  # saved on success, once per run
+    assert not exists(sql_default)
+
+
 # ---- Airflow without AIP-103 -----------------------------------------------------------------------
 
 _NO_AIP103 = """

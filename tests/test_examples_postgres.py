@@ -15,8 +15,9 @@ from typing import Any, cast
 
 import psycopg
 import pytest
+from airflow.models.trigger import Trigger
 from airflow.sdk import DAG, PokeReturnValue
-from airflow.serialization.serialized_objects import BaseSerialization
+from airflow.serialization.encoders import encode_trigger
 from airflow.triggers.base import TriggerEvent
 
 from examples._drive import drive
@@ -303,10 +304,11 @@ def test_serialize_round_trips_through_airflow(postgres: PostgresServer, table: 
     )
 
     classpath, kwargs = trigger.serialize()
-    # What the triggerer stores and reads back.
-    decoded = BaseSerialization.deserialize(BaseSerialization.serialize(kwargs))
+    # What Airflow stores for a watcher (a Trigger row) and what the triggerer builds from it.
+    encoded = encode_trigger(trigger)
+    row = Trigger(classpath=encoded["classpath"], kwargs=encoded["kwargs"])
 
-    rebuilt = NewRowsTrigger(**decoded)
+    rebuilt = NewRowsTrigger(**row.kwargs)
     assert classpath == "examples.postgres.NewRowsTrigger"
     assert rebuilt.serialize() == (classpath, kwargs)
     assert rebuilt.lookback == timedelta(minutes=3)

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOOKBACK",
     "MAX_CLOCK_SKEW",
+    "PAGE_ROWS",
     "NewRowsSensor",
     "NewRowsTrigger",
     "Row",
@@ -78,6 +79,9 @@ LOOKBACK = timedelta(minutes=10)
 # running fast) wait until they no longer are: reporting one would push the window past rows
 # stamped correctly. By updated_at only.
 MAX_CLOCK_SKEW = timedelta(minutes=1)
+# Rows read per query. Every poll re-reads the rows reported within the lookback (the seen keys
+# skip them), so pages are large; only keys are read, never the rows' data.
+PAGE_ROWS = 5000
 
 
 def _psycopg() -> Any:
@@ -227,17 +231,21 @@ def _settled_floor(watermark: Watermark[int], now: datetime) -> int | None:
 
 
 def fetch_new_rows(
-    connection: psycopg.Connection[Any], source: RowSource, watermark: Watermark[int], limit: int
+    connection: psycopg.Connection[Any],
+    source: RowSource,
+    watermark: Watermark[int],
+    limit: int,
+    page_rows: int = PAGE_ROWS,
 ) -> list[Row]:
     """Read up to ``limit`` new rows (blocking), page by page; advance the watermark past them."""
     taken: list[Row] = []
     after: Row | None = None
     while len(taken) < limit:
-        page, now = source.parse(connection.execute(*source.page(watermark, after, limit)).fetchall())
+        page, now = source.parse(connection.execute(*source.page(watermark, after, page_rows)).fetchall())
         if now is None:
             break
         taken += take_new_rows(watermark, page, now, limit - len(taken))
-        if len(page) < limit:
+        if len(page) < page_rows:
             break
         after = page[-1]
     return taken
@@ -279,11 +287,14 @@ class NewRowsTrigger(BaseEventTrigger):
         updated_at_column: watch new row versions by this ``timestamptz`` column instead.
         lookback: how late a row may commit and still be reported (see the module docstring).
         poll_interval: seconds between two polls.
-        batch_size: rows per query page and at most per event.
+        batch_size: the most rows per event.
 
     Attributes:
         polls: poll cycles completed by this instance (for monitoring and tests).
+        page_rows: rows read per query (:data:`PAGE_ROWS`).
     """
+
+    page_rows = PAGE_ROWS
 
     def __init__(
         self,
@@ -348,14 +359,17 @@ class NewRowsTrigger(BaseEventTrigger):
                         connection = await pg.AsyncConnection.connect(conninfo, autocommit=True)
                     after: Row | None = None
                     while True:
-                        cursor = await connection.execute(*self.rows.page(watermark, after, self.batch_size))
+                        cursor = await connection.execute(*self.rows.page(watermark, after, self.page_rows))
                         page, now = self.rows.parse(await cursor.fetchall())
                         if now is None:
                             break
-                        new = take_new_rows(watermark, page, now)
-                        if new:
+                        fresh = [row for row in page if watermark.is_new(row.key, row.updated_at)]
+                        for start in range(0, len(fresh), self.batch_size):
+                            # Advanced one event at a time: an event not taken leaves the rows
+                            # of the next ones unrecorded.
+                            new = take_new_rows(watermark, fresh[start : start + self.batch_size], now)
                             yield TriggerEvent({"table": self.rows.table, "rows": [r.to_json() for r in new]})
-                        if len(page) < self.batch_size:
+                        if len(page) < self.page_rows:
                             break
                         after = page[-1]
                 except pg.OperationalError as exc:
@@ -387,9 +401,13 @@ class NewRowsSensor(BaseSensorOperator):
         lookback: how late a row may commit and still be reported.
         limit: the most rows one run reports; the rest are reported by the next run.
         **kwargs: passed to ``BaseSensorOperator`` (``mode``, ``poke_interval``, ``timeout``...).
+
+    Attributes:
+        page_rows: rows read per query (:data:`PAGE_ROWS`).
     """
 
     template_fields = ("table",)
+    page_rows = PAGE_ROWS
 
     def __init__(
         self,
@@ -429,7 +447,7 @@ class NewRowsSensor(BaseSensorOperator):
         source = self.rows
         airflow_connection = None if source.conn_id is None else BaseHook.get_connection(source.conn_id)
         with _psycopg().connect(_conninfo(source, airflow_connection), autocommit=True) as connection:
-            rows = fetch_new_rows(connection, source, watermark, self.limit)
+            rows = fetch_new_rows(connection, source, watermark, self.limit, self.page_rows)
         if not rows:
             return PokeReturnValue(is_done=False)
         self.log.info("%d new row(s) in %s: ids %s..%s", len(rows), source.table, rows[0].id, rows[-1].id)

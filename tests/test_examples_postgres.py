@@ -27,6 +27,7 @@ from stateful.backends import SqlBackend
 from stateful.backends._default import _clear_cache
 from tests._postgres import PostgresServer
 from tests.conftest import unique_table
+from tests.test_triggerer import Triggerer
 
 pytestmark = pytest.mark.postgres
 
@@ -81,16 +82,25 @@ def insert(connection: psycopg.Connection[Any], table: str, *payloads: str) -> l
     return ids
 
 
-def trigger_for(postgres: PostgresServer, table: str, **options: Any) -> NewRowsTrigger:
-    return NewRowsTrigger(table, conninfo=postgres.conninfo, poll_interval=POLL, **options)
+def trigger_for(
+    postgres: PostgresServer, table: str, page_rows: int | None = None, **options: Any
+) -> NewRowsTrigger:
+    trigger = NewRowsTrigger(table, conninfo=postgres.conninfo, poll_interval=POLL, **options)
+    if page_rows is not None:
+        trigger.page_rows = page_rows
+    return trigger
 
 
 def run(
-    trigger: NewRowsTrigger, polls: int = 2, between: dict[int, Callable[[], None]] | None = None
+    trigger: NewRowsTrigger,
+    polls: int = 2,
+    between: dict[int, Callable[[], None]] | None = None,
+    max_events: int | None = None,
 ) -> list[list[int]]:
     """Drive one trigger instance until it completed ``polls`` poll cycles; the ids of each event.
 
     ``between[n]`` runs once the trigger completed ``n`` polls and sleeps (a commit elsewhere).
+    With ``max_events``, stop as soon as one more event arrives, without taking it.
     """
     steps = dict(between or {})
 
@@ -99,9 +109,9 @@ def run(
             steps.pop(done)()
         return trigger.polls >= polls
 
-    result = asyncio.run(drive(trigger.run(), until=until, idle_timeout=60))
-    assert result.reason == "until"
-    assert not steps, f"never reached poll(s) {sorted(steps)}"
+    result = asyncio.run(drive(trigger.run(), until=until, idle_timeout=60, max_events=max_events))
+    assert result.reason == ("until" if max_events is None else "max_events")
+    assert max_events is not None or not steps, f"never reached poll(s) {sorted(steps)}"
     for event in result.events:
         assert event.payload["table"] == trigger.rows.table
     return [[row["id"] for row in event.payload["rows"]] for event in result.events]
@@ -192,6 +202,39 @@ def test_out_of_order_commit_across_a_restart(
     assert run(trigger_for(postgres, table)) == []
 
 
+async def test_in_airflows_triggerer_loop_out_of_order_commits_and_a_restart(
+    postgres: PostgresServer, db: psycopg.Connection[Any], table: str
+) -> None:
+    # The loop Airflow's triggerer runs for every watcher (TriggerRunner.run_trigger).
+    async def until(condition: Callable[[], bool]) -> None:
+        async def wait() -> None:
+            while not condition():  # noqa: ASYNC110 - the runner's event deque offers no Event to wait on
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(wait(), 60)
+
+    def ids(triggerer: Triggerer) -> list[int]:
+        return [row["id"] for payload in triggerer.events for row in payload["rows"]]
+
+    with psycopg.connect(postgres.conninfo) as t1:
+        (n,) = insert(t1, table, "T1, slow")
+        (n1,) = insert(db, table, "fast")
+        first, trigger = Triggerer(), trigger_for(postgres, table)
+        first.start(cast(Any, trigger))
+        await until(lambda: trigger.polls >= 2)
+        assert ids(first) == [n1]
+        t1.commit()
+        await until(lambda: len(ids(first)) == 2)
+        await first.stop()
+    assert ids(first) == [n1, n]
+
+    again, restarted = Triggerer(), trigger_for(postgres, table)
+    again.start(cast(Any, restarted))
+    await until(lambda: restarted.polls >= 2)
+    await again.stop()
+    assert again.events == []
+
+
 def test_known_miss_a_transaction_committing_later_than_the_lookback(
     postgres: PostgresServer, db: psycopg.Connection[Any], table: str
 ) -> None:
@@ -200,7 +243,7 @@ def test_known_miss_a_transaction_committing_later_than_the_lookback(
     with psycopg.connect(postgres.conninfo) as t1:
         (n,) = insert(t1, table, "T1, slow")
         (n1,) = insert(db, table, "fast")
-        options = {"lookback": timedelta(0)}
+        options: dict[str, Any] = {"lookback": timedelta(0)}
         assert run(trigger_for(postgres, table, **options)) == [[n1]]
         (n2,) = insert(db, table, "next")
         assert run(trigger_for(postgres, table, **options)) == [[n2]]
@@ -215,17 +258,30 @@ def test_rows_are_paged_and_batched(
 ) -> None:
     ids = insert(db, table, *(f"row {i}" for i in range(10)))
 
-    events = run(trigger_for(postgres, table, batch_size=3))
+    events = run(trigger_for(postgres, table, page_rows=4, batch_size=3))
 
-    assert events == [ids[0:3], ids[3:6], ids[6:9], ids[9:]]
+    # Pages of 4 rows (4, 4, 2), each emitted in events of at most 3 rows.
+    assert events == [ids[0:3], ids[3:4], ids[4:7], ids[7:8], ids[8:10]]
     # Every row is now inside the lookback: the next run pages through seen rows, reports none.
-    assert run(trigger_for(postgres, table, batch_size=3)) == []
+    assert run(trigger_for(postgres, table, page_rows=4, batch_size=3)) == []
+
+
+def test_an_event_not_taken_is_repeated_and_the_rest_of_its_page_follows(
+    postgres: PostgresServer, db: psycopg.Connection[Any], table: str
+) -> None:
+    ids = insert(db, table, *"abcde")
+
+    # The triggerer took the first event; the second was handed over, then it stopped.
+    assert run(trigger_for(postgres, table, batch_size=2), max_events=1) == [ids[0:2], ids[2:4]]
+
+    assert run(trigger_for(postgres, table, batch_size=2)) == [ids[2:4], ids[4:]]
+    assert run(trigger_for(postgres, table, batch_size=2)) == []
 
 
 def test_state_stays_within_the_lookback(
     postgres: PostgresServer, db: psycopg.Connection[Any], table: str
 ) -> None:
-    options = {"lookback": timedelta(0)}
+    options: dict[str, Any] = {"lookback": timedelta(0)}
     first = insert(db, table, "a", "b")
     assert flat(run(trigger_for(postgres, table, **options))) == first
     (later,) = insert(db, table, "c")
@@ -317,8 +373,10 @@ def test_serialize_round_trips_through_airflow(postgres: PostgresServer, table: 
 # --- by updated_at ---------------------------------------------------------------------------
 
 
-def by_updated_at(postgres: PostgresServer, table: str, **options: Any) -> NewRowsTrigger:
-    return trigger_for(postgres, table, updated_at_column="updated_at", **options)
+def by_updated_at(
+    postgres: PostgresServer, table: str, page_rows: int | None = None, **options: Any
+) -> NewRowsTrigger:
+    return trigger_for(postgres, table, page_rows, updated_at_column="updated_at", **options)
 
 
 def test_updated_rows_fire_again_once_per_version(
@@ -355,8 +413,8 @@ def test_same_updated_at_across_pages(
     with psycopg.connect(postgres.conninfo) as writer:  # one transaction: one now() for all rows
         ids = insert(writer, table, *(f"tie {i}" for i in range(7)))
 
-    assert flat(run(by_updated_at(postgres, table, batch_size=3))) == ids
-    assert run(by_updated_at(postgres, table, batch_size=3)) == []
+    assert flat(run(by_updated_at(postgres, table, page_rows=3))) == ids
+    assert run(by_updated_at(postgres, table, page_rows=3)) == []
 
 
 def test_a_row_stamped_in_the_future_is_held_back(
@@ -486,6 +544,7 @@ def test_the_sensor_limit_leaves_the_rest_for_the_next_run(
     reported = []
     for _ in range(3):
         sensor = sensor_for(postgres, table, limit=2)
+        sensor.page_rows = 3  # pages and the limit do not line up
         reported.append(poke(sensor))
         commit(sensor)
     assert reported == [ids[:2], ids[2:4], ids[4:]]

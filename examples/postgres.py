@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, BaseSensorOperator, Context, PokeReturnValue
@@ -103,7 +103,7 @@ class Row:
 
     @property
     def key(self) -> str:
-        """The watermark key: ``"42"``, or ``"42@2025-06-02T09:00:00+00:00"`` for a version."""
+        """The watermark key: ``"42"``, or ``"42@2025-06-02T09:00:00+00:00"`` (UTC) for a version."""
         return str(self.id) if self.updated_at is None else f"{self.id}@{self.updated_at.isoformat()}"
 
     def to_json(self) -> dict[str, Any]:
@@ -188,7 +188,8 @@ class RowSource:
                     f"{self.table}.{self.updated_at_column} is not a timestamptz (got {updated_at!r}); a "
                     f"timestamp without time zone is ambiguous: ALTER it to timestamptz."
                 )
-            rows.append(Row(row_id, updated_at))
+            # In UTC: the key must not depend on the session's TimeZone setting.
+            rows.append(Row(row_id, None if updated_at is None else updated_at.astimezone(timezone.utc)))
         return rows, records[0][2] if records else None
 
 
@@ -198,7 +199,6 @@ def take_new_rows(
     """Return the rows of a page not reported yet (at most ``limit``); advance the watermark past them.
 
     Example:
-        >>> from datetime import timezone
         >>> wm = Watermark[int]()
         >>> now = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
         >>> [r.id for r in take_new_rows(wm, [Row(1), Row(2)], now)]
@@ -207,7 +207,10 @@ def take_new_rows(
         []
     """
     new = [row for row in rows if watermark.is_new(row.key, row.updated_at)][:limit]
-    floor = None if not new or new[0].updated_at is not None else _settled_floor(watermark, now)
+    by_id = bool(new) and new[0].updated_at is None
+    # When an earlier call already advanced to this very `now` (the same page), it settled
+    # and pruned everything there was: skip the scan of `seen`.
+    floor = _settled_floor(watermark, now) if by_id and watermark.timestamp != now else None
     for row in new:
         if row.updated_at is not None:
             watermark.advance(timestamp=row.updated_at, key=row.key)

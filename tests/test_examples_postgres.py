@@ -561,3 +561,6 @@ def test_the_sensor_by_updated_at_and_its_watermark_name(
     watermark = stored(postgres, f"dag_{table}.new_rows/{sensor.source}")
     assert sensor.source.endswith(f"/{table}/updated_at")
     assert watermark.timestamp is not None and len(watermark.seen) == 1
+    # The server's TimeZone is America/New_York; keys are written in UTC all the same.
+    (key,) = watermark.seen
+    assert key.startswith(f"{ids[0]}@") and key.endswith("+00:00")

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_INTERVAL = 0.2
-# Only a safety net: each phase stops once the trigger completed two poll cycles.
+# Only a safety net: each phase stops once the trigger completed three poll cycles.
 IDLE_TIMEOUT = 30.0
 # The files' mtimes, stamped explicitly (as `touch -d` would) so the output is reproducible.
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
@@ -165,11 +165,16 @@ def _drop(landing: Path, name: str, content: str, mtime: datetime, verb: str = "
 
 
 def _run_trigger(trigger: NewFilesTrigger, workdir: Path) -> list[dict[str, Any]]:
-    """Drive ``trigger.run()`` until it completed two poll cycles; print and return the payloads."""
+    """Drive ``trigger.run()`` until it completed three poll cycles; print and return the payloads."""
     from examples._drive import drive
 
-    # Two cycles: the first emits what is there; the second proves nothing more is pending.
-    result = asyncio.run(drive(trigger.run(), until=lambda: trigger.polls >= 2, idle_timeout=IDLE_TIMEOUT))
+    # Three cycles: the first observes the files, the second emits those that held still since,
+    # the third proves nothing more is pending.
+    result = asyncio.run(
+        drive(
+            trigger.run(), until=lambda: trigger.polls >= trigger.stable_polls + 1, idle_timeout=IDLE_TIMEOUT
+        )
+    )
     if result.reason != "until":
         print(f"  (stopped early: {result.reason})")
     payloads: list[dict[str, Any]] = [event.payload for event in result.events]

@@ -6,7 +6,9 @@ watermark (``@stateful``) survives triggerer restarts, so a restart neither re-f
 files nor misses the ones that landed while it was down.
 
 Each file is identified by ``f"{relative_path}@{mtime_ns}"``: a file rewritten in place gets a
-new mtime, hence a new key, and fires again. The watermark's timestamp is the file's mtime.
+new mtime, hence a new key, and fires again. The watermark's timestamp is the file's mtime. A
+file fires only once its size and mtime held still for two polls, so one still being written
+does not fire half-written.
 
 Example:
     A DAG scheduled on the files that land in ``/data/landing``::
@@ -144,8 +146,10 @@ class NewFilesTrigger(BaseEventTrigger):
     Events carry ``{"path": str, "mtime": ISO 8601 str, "size": int}``. Delivery is
     at-least-once: files are emitted oldest first, so if the triggerer stops in the middle of a
     batch, the files not yet emitted (and at most the last one emitted) fire after the restart;
-    none is skipped. A file emitted while it is still being written fires again when the writer
-    finishes (its mtime changes): let producers write to a name ``pattern`` does not match and
+    none is skipped. A file fires once its size and mtime were the same in ``stable_polls``
+    consecutive polls, so a file still being written is not emitted early; a writer that pauses
+    longer than ``poll_interval`` mid-file is taken as done (its file fires again, with its new
+    mtime, when it finishes): let producers write to a name ``pattern`` does not match and
     rename when done. A file whose mtime is more than :data:`MAX_CLOCK_SKEW` in the future is
     held back (with a warning) until it no longer is; a file older than the newest one emitted
     minus :data:`LOOKBACK` never fires.
@@ -155,6 +159,9 @@ class NewFilesTrigger(BaseEventTrigger):
         pattern: an ``fnmatch`` glob for the file names to report (``"*.csv"``).
         poll_interval: seconds to wait between two scans.
         recursive: also watch the subdirectories.
+        stable_polls: in how many consecutive polls a file must show the same size and mtime
+            before it fires (``1``: as soon as it is seen). The first poll after a start only
+            observes.
 
     Attributes:
         polls: how many poll cycles (a scan and its events) this instance has completed; for
@@ -162,13 +169,21 @@ class NewFilesTrigger(BaseEventTrigger):
     """
 
     def __init__(
-        self, directory: str, pattern: str = "*", poll_interval: float = 5.0, recursive: bool = False
+        self,
+        directory: str,
+        pattern: str = "*",
+        poll_interval: float = 5.0,
+        recursive: bool = False,
+        stable_polls: int = 2,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow leaves it unannotated
+        if isinstance(stable_polls, bool) or not isinstance(stable_polls, int) or stable_polls < 1:
+            raise ValueError(f"stable_polls must be an int >= 1, got {stable_polls!r}")
         self.directory = directory
         self.pattern = pattern
         self.poll_interval = poll_interval
         self.recursive = recursive
+        self.stable_polls = stable_polls
         self.polls = 0
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -180,6 +195,7 @@ class NewFilesTrigger(BaseEventTrigger):
                 "pattern": self.pattern,
                 "poll_interval": self.poll_interval,
                 "recursive": self.recursive,
+                "stable_polls": self.stable_polls,
             },
         )
 
@@ -205,6 +221,9 @@ class NewFilesTrigger(BaseEventTrigger):
         """
         missing = False
         held_back: set[str] = set()
+        # New files not yet stable: (key, size) -> in how many consecutive polls seen so. In
+        # memory only: after a restart, a file is observed for stable_polls polls again.
+        settling: dict[tuple[str, int], int] = {}
         while True:
             try:
                 # Listing and stat() block: never on the triggerer's event loop.
@@ -220,12 +239,21 @@ class NewFilesTrigger(BaseEventTrigger):
             for key in sorted(future - held_back):
                 self.log.warning("holding back %s: its mtime is more than %s ahead", key, MAX_CLOCK_SKEW)
             held_back = future
+            previous, settling = settling, {}
             for file in files:
                 ts = file.mtime
                 if ts > horizon:
                     break  # files are sorted by mtime: the rest are in the future too
-                if watermark.is_new(file.key, ts):
-                    watermark.advance(timestamp=ts, key=file.key)
-                    yield TriggerEvent({"path": file.path, "mtime": ts.isoformat(), "size": file.size})
+                if not watermark.is_new(file.key, ts):
+                    continue
+                # A writer changes the size (and mtime) as it writes; unchanged since the last
+                # poll, it has most likely finished.
+                state = (file.key, file.size)
+                polls_stable = previous.get(state, 0) + 1
+                if polls_stable < self.stable_polls:
+                    settling[state] = polls_stable
+                    continue
+                watermark.advance(timestamp=ts, key=file.key)
+                yield TriggerEvent({"path": file.path, "mtime": ts.isoformat(), "size": file.size})
             self.polls += 1
             await asyncio.sleep(self.poll_interval)

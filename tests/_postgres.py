@@ -84,6 +84,13 @@ class PostgresServer:
             database=_DATABASE,
         ).render_as_string(hide_password=False)
 
+    @property
+    def conninfo(self) -> str:
+        """libpq connection string of the test database, password included."""
+        return psycopg.conninfo.make_conninfo(
+            host="127.0.0.1", port=self.port, user=_USER, password=self.password, dbname=_DATABASE
+        )
+
     @classmethod
     def start(cls, bindir: Path) -> PostgresServer:
         """initdb a temporary directory, start the server and create the test database."""

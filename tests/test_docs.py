@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 VERBATIM = re.compile(r"<!-- verbatim: (?P<source>\S+) -->\n```python\n(?P<code>.*?)```", re.DOTALL)
 LINK = re.compile(r"\]\((?P<target>[^)#:\s]+)(?:#[^)]*)?\)")
 
@@ -17,7 +17,7 @@ def test_some_code_is_quoted_verbatim() -> None:
     assert sum(len(VERBATIM.findall(page.read_text())) for page in PAGES) >= 5
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_quoted_code_is_verbatim_from_its_source(page: Path) -> None:
     for match in VERBATIM.finditer(page.read_text()):
         source = ROOT / match["source"]
@@ -26,7 +26,7 @@ def test_quoted_code_is_verbatim_from_its_source(page: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_relative_links_resolve(page: Path) -> None:
     for match in LINK.finditer(page.read_text()):
         target = (page.parent / match["target"]).resolve()

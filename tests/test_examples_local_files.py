@@ -1,17 +1,19 @@
 """examples/local_files.py: NewFilesTrigger on a real directory and a real SQLite store.
 
 Each "run" below is one trigger instance driven like the triggerer drives it, in its own event
-loop, until it has completed two poll cycles (the first emits what is there, the second proves
-nothing more is pending). A new instance on the same directory is a triggerer restart.
+loop, until it has completed three poll cycles (the first observes, the second emits the files
+that held still since, the third proves nothing more is pending). A new instance on the same
+directory is a triggerer restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -61,13 +63,29 @@ def put(directory: Path, name: str, mtime: datetime | int, content: str = "data"
     return path
 
 
-def run(directory: Path, *, max_events: int | None = None, **options: Any) -> list[dict[str, Any]]:
-    """One trigger instance: drive it until two poll cycles are done; return the payloads."""
+def run(
+    directory: Path,
+    *,
+    max_events: int | None = None,
+    polls: int = 3,
+    between: dict[int, Callable[[], object]] | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """One trigger instance: drive it until ``polls`` poll cycles are done; return the payloads.
+
+    ``between[n]`` runs once the trigger completed ``n`` polls and sleeps (a writer at work).
+    """
     trigger = NewFilesTrigger(str(directory), poll_interval=POLL, **options)
-    result = asyncio.run(
-        drive(trigger.run(), until=lambda: trigger.polls >= 2, idle_timeout=60, max_events=max_events)
-    )
+    steps = dict(between or {})
+
+    def until() -> bool:
+        for done in sorted(n for n in steps if n <= trigger.polls):
+            steps.pop(done)()
+        return trigger.polls >= polls
+
+    result = asyncio.run(drive(trigger.run(), until=until, idle_timeout=60, max_events=max_events))
     assert result.reason == ("until" if max_events is None else "max_events")
+    assert max_events is not None or not steps, f"never reached poll(s) {sorted(steps)}"
     return [event.payload for event in result.events]
 
 
@@ -322,4 +340,98 @@ def test_serialize_round_trips_through_the_classpath(tmp_path: Path) -> None:
         "pattern": "*.parquet",
         "poll_interval": 30.0,
         "recursive": True,
+        "stable_polls": 2,
     }
+
+
+def test_kwargs_serialized_before_stable_polls_existed_still_load(tmp_path: Path) -> None:
+    # A trigger stored by an earlier release, restored by the triggerer after an upgrade.
+    old: dict[str, Any] = {
+        "directory": str(tmp_path),
+        "pattern": "*.csv",
+        "poll_interval": 5.0,
+        "recursive": False,
+    }
+
+    assert NewFilesTrigger(**old).stable_polls == 2
+    assert NewFilesTrigger(str(tmp_path), "*", 5.0, False).serialize()[1]["stable_polls"] == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_stable_polls_must_be_a_positive_int(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(ValueError, match="stable_polls must be an int >= 1"):
+        NewFilesTrigger(str(tmp_path), stable_polls=bad)
+
+
+# --- files still being written --------------------------------------------------------------
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a") as out:
+        out.write(text)
+
+
+def test_a_file_still_being_written_fires_once_with_its_final_size(landing: Path) -> None:
+    path = landing / "big.csv"
+    path.write_text("part 1\n")
+    # The writer adds a chunk after each of the first three polls, then closes the file.
+    chunks: dict[int, Callable[[], object]] = {
+        n: functools.partial(append, path, f"part {n + 1}\n") for n in (1, 2, 3)
+    }
+
+    payloads = run(landing, polls=6, between=chunks)
+
+    assert [(p["path"], p["size"]) for p in payloads] == [(str(path), path.stat().st_size)]
+    assert path.read_text().count("part") == 4
+
+
+def test_with_stable_polls_1_a_file_fires_as_soon_as_it_is_seen(landing: Path) -> None:
+    # The behaviour the default avoids: every size seen mid-write fires (as a new mtime).
+    path = landing / "big.csv"
+    path.write_text("part 1\n")
+
+    payloads = run(landing, polls=3, between={1: lambda: append(path, "part 2\n")}, stable_polls=1)
+
+    assert [p["size"] for p in payloads] == [len("part 1\n"), len("part 1\npart 2\n")]
+
+
+def test_a_new_file_waits_for_the_given_number_of_stable_polls(landing: Path) -> None:
+    put(landing, "a.csv", T0)
+
+    assert run(landing, polls=2, stable_polls=3) == []  # seen unchanged in 2 polls: not yet
+    assert names(run(landing, polls=4, stable_polls=3), landing) == ["a.csv"]
+
+
+def test_the_first_poll_after_a_restart_only_observes(landing: Path, store_url: str) -> None:
+    put(landing, "a.csv", T0)
+
+    assert run(landing, polls=1) == []
+
+    with pytest.raises(AssertionError):  # nothing was stored: nothing was emitted
+        stored(store_url, landing)
+    assert names(run(landing), landing) == ["a.csv"]
+
+
+def test_a_file_settling_does_not_hold_back_the_others(landing: Path) -> None:
+    growing = landing / "growing.csv"
+    growing.write_text("x")
+    put(landing, "done.csv", T0)
+
+    payloads = run(
+        landing, polls=4, between={1: lambda: append(growing, "y"), 2: lambda: append(growing, "z")}
+    )
+
+    assert names(payloads, landing) == ["done.csv", "growing.csv"]
+    assert payloads[1]["size"] == 3
+
+
+def test_a_modified_file_in_a_subdirectory_fires_once_more(landing: Path) -> None:
+    path = put(landing, "2025/06/report.csv", T0, "v1")
+    assert names(run(landing, recursive=True), landing) == ["2025/06/report.csv"]
+
+    put(landing, "2025/06/report.csv", T0 + timedelta(minutes=1), "v2, longer")
+
+    assert run(landing, recursive=True) == [
+        {"path": str(path), "mtime": "2025-06-02T09:01:00+00:00", "size": len("v2, longer")}
+    ]
+    assert run(landing, recursive=True) == []

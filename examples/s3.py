@@ -273,7 +273,55 @@ def _batches(items: Sequence[S3Object], size: int) -> Iterator[Sequence[S3Object
         yield items[start : start + size]
 
 
-class NewS3ObjectsTrigger(BaseEventTrigger):
+class _S3Watch:
+    """Where to list and how to connect: what the trigger and the sensor share."""
+
+    bucket: str
+    prefix: str
+    aws_conn_id: str | None
+    endpoint_url: str | None
+    region_name: str | None
+    lookback: timedelta
+
+    def _watch(
+        self,
+        bucket: str,
+        prefix: str,
+        aws_conn_id: str | None,
+        endpoint_url: str | None,
+        region_name: str | None,
+        lookback: timedelta,
+    ) -> None:
+        if not bucket:
+            raise ValueError("bucket must not be empty")
+        if lookback < timedelta(0):
+            raise ValueError(f"lookback must be >= timedelta(0), got {lookback!r}")
+        self.bucket = bucket
+        self.prefix = prefix
+        self.aws_conn_id = aws_conn_id
+        self.endpoint_url = endpoint_url
+        self.region_name = region_name
+        self.lookback = lookback
+
+    @property
+    def location(self) -> str:
+        """``s3://bucket/prefix``, for messages."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _options(
+        self, login: str | None = None, password: str | None = None, extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return client_options(
+            conn_id=self.aws_conn_id,
+            login=login,
+            password=password,
+            extra=extra,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region_name,
+        )
+
+
+class NewS3ObjectsTrigger(_S3Watch, BaseEventTrigger):
     """Fire for each new or updated object under ``s3://bucket/prefix``; remember what fired.
 
     The watermark lives in the default store under namespace ``"s3"`` and the name
@@ -319,21 +367,12 @@ class NewS3ObjectsTrigger(BaseEventTrigger):
         page_size: int = 1000,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow leaves it unannotated
-        if not bucket:
-            raise ValueError("bucket must not be empty")
+        self._watch(bucket, prefix, aws_conn_id, endpoint_url, region_name, lookback)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 1 <= page_size <= 1000:
             raise ValueError(f"page_size must be between 1 and 1000 (the S3 maximum), got {page_size}")
-        if lookback < timedelta(0):
-            raise ValueError(f"lookback must be >= timedelta(0), got {lookback!r}")
-        self.bucket = bucket
-        self.prefix = prefix
-        self.aws_conn_id = aws_conn_id
-        self.endpoint_url = endpoint_url
-        self.region_name = region_name
         self.poll_interval = poll_interval
-        self.lookback = lookback
         self.batch_size = batch_size
         self.page_size = page_size
         self.polls = 0
@@ -355,23 +394,11 @@ class NewS3ObjectsTrigger(BaseEventTrigger):
             },
         )
 
-    @property
-    def location(self) -> str:
-        """``s3://bucket/prefix``, for messages."""
-        return f"s3://{self.bucket}/{self.prefix}"
-
     async def _client_options(self) -> dict[str, Any]:
         if self.aws_conn_id is None:
-            return client_options(endpoint_url=self.endpoint_url, region_name=self.region_name)
+            return self._options()
         connection = await BaseHook.aget_connection(self.aws_conn_id)
-        return client_options(
-            conn_id=self.aws_conn_id,
-            login=connection.login,
-            password=connection.password,
-            extra=await connection.aextra_dejson(),
-            endpoint_url=self.endpoint_url,
-            region_name=self.region_name,
-        )
+        return self._options(connection.login, connection.password, await connection.aextra_dejson())
 
     @stateful(namespace="s3", name="{bucket}/{prefix}")
     async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
@@ -410,7 +437,7 @@ class NewS3ObjectsTrigger(BaseEventTrigger):
                 await asyncio.sleep(self.poll_interval)
 
 
-class NewS3ObjectsSensor(BaseSensorOperator):
+class NewS3ObjectsSensor(_S3Watch, BaseSensorOperator):
     """Wait for new or updated objects under ``s3://bucket/prefix``; return them as XCom.
 
     Each poke lists the prefix with boto3 (a sensor runs in a worker: blocking calls are
@@ -448,14 +475,9 @@ class NewS3ObjectsSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._watch(bucket, prefix, aws_conn_id, endpoint_url, region_name, lookback)
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
-        self.bucket = bucket
-        self.prefix = prefix
-        self.aws_conn_id = aws_conn_id
-        self.endpoint_url = endpoint_url
-        self.region_name = region_name
-        self.lookback = lookback
         self.max_objects = max_objects
 
     def _client(self) -> SyncS3Client:
@@ -467,17 +489,10 @@ class NewS3ObjectsSensor(BaseSensorOperator):
                 f"Install it on the workers: {_INSTALL}"
             ) from exc
         if self.aws_conn_id is None:
-            options = client_options(endpoint_url=self.endpoint_url, region_name=self.region_name)
+            options = self._options()
         else:
             connection = BaseHook.get_connection(self.aws_conn_id)
-            options = client_options(
-                conn_id=self.aws_conn_id,
-                login=connection.login,
-                password=connection.password,
-                extra=connection.extra_dejson,
-                endpoint_url=self.endpoint_url,
-                region_name=self.region_name,
-            )
+            options = self._options(connection.login, connection.password, connection.extra_dejson)
         return boto3.client("s3", **options)
 
     @stateful(namespace="s3", name="{dag_id}.{task_id}")
@@ -488,7 +503,7 @@ class NewS3ObjectsSensor(BaseSensorOperator):
             try:
                 new = list_new_objects(client, self.bucket, self.prefix, watermark)
             except Exception as exc:
-                raise _listing_failed(f"s3://{self.bucket}/{self.prefix}", exc) from exc
+                raise _listing_failed(self.location, exc) from exc
         if not new:
             return False
         reported = new[: self.max_objects]

@@ -11,6 +11,7 @@ the upload completes, so "started an hour ago, completed now" needs the clock se
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -133,6 +134,22 @@ def bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Buc
     client.create_bucket(Bucket=name)
     yield Bucket(name, s3_server, client)
     client.close()
+
+
+def add_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, bucket: Bucket) -> None:
+    """An Airflow AWS connection ``conn_id`` to the server, with its endpoint in the extra.
+
+    The credentials leave the environment: only the connection can supply them.
+    """
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    connection = {
+        "conn_type": "aws",
+        "login": CREDENTIALS["aws_access_key_id"],
+        "password": CREDENTIALS["aws_secret_access_key"],
+        "extra": {"endpoint_url": bucket.server.endpoint_url, "region_name": REGION},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
 
 
 @pytest.fixture(autouse=True)

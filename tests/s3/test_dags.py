@@ -25,7 +25,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.jobs.triggerer_job_runner import TriggerRunner
 from airflow.serialization.serialized_objects import BaseSerialization, DagSerialization
 
-from tests.s3.conftest import CREDENTIALS, REGION, Bucket
+from tests.s3.conftest import Bucket, add_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "examples" / "dags"
@@ -34,13 +34,7 @@ T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 
 def configure(monkeypatch: pytest.MonkeyPatch, bucket: Bucket) -> None:
     """Point the example DAGs at the test bucket, through the default AWS connection."""
-    connection = {
-        "conn_type": "aws",
-        "login": CREDENTIALS["aws_access_key_id"],
-        "password": CREDENTIALS["aws_secret_access_key"],
-        "extra": {"endpoint_url": bucket.server.endpoint_url, "region_name": REGION},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    add_connection(monkeypatch, "aws_default", bucket)
     monkeypatch.setenv("S3_WATCH_BUCKET", bucket.name)
     monkeypatch.setenv("S3_WATCH_PREFIX", "incoming/")
     monkeypatch.setenv("S3_WATCH_POKE_INTERVAL", "0.1")

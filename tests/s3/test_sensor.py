@@ -19,7 +19,7 @@ from examples._drive import drive
 from examples.s3 import NewS3ObjectsSensor, NewS3ObjectsTrigger
 from stateful.errors import MissingDependencyError
 from stateful.sensors import commit
-from tests.s3.conftest import CREDENTIALS, Bucket
+from tests.s3.conftest import Bucket, add_connection
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 CONTEXT: Context = {}  # poke() reads nothing from it
@@ -108,15 +108,7 @@ def test_credentials_and_endpoint_from_an_airflow_connection(
     bucket: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket.put("a.csv", at=T0)
-    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(variable)
-    connection = {
-        "conn_type": "aws",
-        "login": CREDENTIALS["aws_access_key_id"],
-        "password": CREDENTIALS["aws_secret_access_key"],
-        "extra": {"endpoint_url": bucket.server.endpoint_url},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_S3_LANDING", json.dumps(connection))
+    add_connection(monkeypatch, "s3_landing", bucket)
 
     assert poke(sensor(bucket, aws_conn_id="s3_landing", endpoint_url=None)) == ["a.csv"]
 

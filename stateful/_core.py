@@ -23,6 +23,7 @@ at resume time.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import string
@@ -45,6 +46,7 @@ __all__ = [
     "WatermarkSession",
     "check_namespace",
     "log_loaded",
+    "transition_key",
     "resolve_name",
 ]
 
@@ -216,6 +218,10 @@ class WatermarkSession(Generic[W]):
         # Snapshots taken when events were emitted, oldest first, awaiting confirmation.
         self._pending: deque[tuple[int, str]] = deque()
         self._seq = 0
+        # The snapshot before the latest event ("" when nothing was stored), for event keys.
+        self._previous = ""
+        #: The idempotency key of the latest emitted event (see :meth:`emitted`).
+        self.event_key = ""
 
     @property
     def watermark(self) -> W:
@@ -252,6 +258,7 @@ class WatermarkSession(Generic[W]):
                 ) from exc
             self.saved_value = record.value
             self.saved_version = record.version
+            self._previous = record.value
         watermark.configure(lookback=self._lookback, max_untimed_keys=self._max_untimed_keys)
         self._watermark = watermark
         return watermark
@@ -264,11 +271,16 @@ class WatermarkSession(Generic[W]):
         """Record that an event was emitted; return its sequence number.
 
         The watermark is snapshotted now, so changes made after the event (while preparing the
-        next one) are never saved on this event's behalf.
+        next one) are never saved on this event's behalf. :attr:`event_key` becomes the event's
+        idempotency key: the same transition (same stored state, same advance) after a restart
+        gets the same key, so consumers can drop the repeats at-least-once implies.
         """
         self._seq += 1
+        value = self.snapshot()
+        self.event_key = transition_key(self.scope, self._previous, value)
+        self._previous = value
         if self.commit != "never":  # nothing will ever be saved: keep no snapshots
-            self._pending.append((self._seq, self.snapshot()))
+            self._pending.append((self._seq, value))
         return self._seq
 
     def confirm(self, seq: int) -> Save | None:
@@ -311,6 +323,24 @@ class WatermarkSession(Generic[W]):
         if value == self.saved_value:
             return None
         return Save(scope=self.scope, value=value, expected_version=self.saved_version, seq=seq)
+
+
+def transition_key(scope: Scope, before: str, after: str) -> str:
+    """The idempotency key of an event that moved ``scope``'s watermark from ``before`` to ``after``.
+
+    Example:
+        >>> scope = Scope("files", "landing", DEFAULT_KEY, "MemoryBackend")
+        >>> transition_key(scope, "", '{"cursor":1}') == transition_key(scope, "", '{"cursor":1}')
+        True
+        >>> len(transition_key(scope, "", '{"cursor":1}'))
+        32
+    """
+    digest = hashlib.sha256()
+    for part in (scope.namespace, scope.name, scope.key, before, after):
+        digest.update(part.encode())
+        # NUL separates the parts: names refuse control characters and JSON text escapes them.
+        digest.update(b"\x00")
+    return digest.hexdigest()[:32]
 
 
 def log_loaded(session: WatermarkSession[Any], qualname: str) -> None:

@@ -23,22 +23,13 @@ import functools
 import inspect
 import logging
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, cast, get_args, overload
 
-from stateful._core import (
-    COMMIT_MODES,
-    DEFAULT_KEY,
-    CommitMode,
-    Save,
-    Scope,
-    WatermarkSession,
-    check_namespace,
-    log_loaded,
-    resolve_name,
-)
+from stateful._core import COMMIT_MODES, CommitMode, check_namespace, resolve_name
+from stateful._triggers import TriggerRun, async_driver
 from stateful.backends.base import AsyncStateBackend, StateBackend
 from stateful.errors import StatefulUsageError
 from stateful.sensors import sync_driver
@@ -93,6 +84,8 @@ class StatefulSpec:
         commit: ``"after_event"`` or ``"before_event"``.
         max_untimed_keys: the cap on keys recorded without a timestamp (``None``: the default).
         form: ``"trigger"`` (``run()``), ``"sensor"`` (``poke()``) or ``"taskflow"``.
+        ack: whether a watcher saves only once Airflow confirmed its events were stored.
+        idempotency_key: whether events get a ``stateful_idempotency_key`` in their payload.
     """
 
     namespace: str
@@ -103,6 +96,8 @@ class StatefulSpec:
     commit: CommitMode
     max_untimed_keys: int | None
     form: Form = "trigger"
+    ack: bool = True
+    idempotency_key: bool = True
 
     def resolve_name(self, obj: object) -> str:
         """Return the name for ``obj`` (a trigger or sensor instance, or a TaskFlow sensor's task)."""
@@ -117,6 +112,8 @@ def stateful(
     lookback: timedelta = timedelta(0),
     commit: CommitMode = "after_event",
     max_untimed_keys: int | None = None,
+    ack: bool = True,
+    idempotency_key: bool = True,
 ) -> StatefulDecorator:
     """Give a trigger's ``run()`` or a sensor's ``poke()`` a watermark loaded from and saved to a store.
 
@@ -147,6 +144,13 @@ def stateful(
             soon as ``poke()`` reports done; ``"never"`` loads but never saves (a trigger that
             waits on behalf of a deferrable sensor whose ``poke()`` saves, or a preview).
         max_untimed_keys: cap on keys recorded without a timestamp (default 10,000).
+        ack: on Airflow >= 3.3, a ``BaseEventTrigger`` run by an ``AssetWatcher`` saves each
+            snapshot only once Airflow confirmed that the events it covers were stored
+            (shared-stream ack mode; zero lost events under a triggerer crash). ``False`` keeps
+            saving when the triggerer resumes the generator. See docs/guarantees.md.
+        idempotency_key: add ``"stateful_idempotency_key"`` to each event's payload (when the
+            payload is a dict): the same for a repeat of the same watermark transition, so
+            consumers can drop the repeats at-least-once delivery implies.
 
     Returns:
         A decorator for an ``async def run(self, watermark, ...)`` async generator, a
@@ -192,10 +196,12 @@ def stateful(
         qualname = f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
         form, signature, parameter, model = _inspect_form(fn, qualname)
         _check_backend(backend, form, qualname)
-        spec = StatefulSpec(namespace, name, model, backend, lookback, commit, max_untimed_keys, form)
+        spec = StatefulSpec(
+            namespace, name, model, backend, lookback, commit, max_untimed_keys, form, ack, idempotency_key
+        )
         wrapper: Callable[..., Any]
         if form == "trigger":
-            wrapper = _async_driver(fn, spec, qualname)
+            wrapper = async_driver(fn, spec, qualname)
         else:
             context = list(signature.parameters)[1] if form == "sensor" else None
             wrapper = sync_driver(fn, spec, qualname, context_parameter=context)
@@ -206,7 +212,8 @@ def stateful(
             parameters=[p for p in signature.parameters.values() if p is not parameter]
         )
         wrapper.__stateful__ = spec  # type: ignore[attr-defined]
-        return wrapper
+        # A trigger's run() needs its class (for ack mode): TriggerRun hooks class creation.
+        return TriggerRun(wrapper, fn, spec) if form == "trigger" else wrapper
 
     return cast(StatefulDecorator, decorate)
 
@@ -305,64 +312,3 @@ def _resolve_annotation(
             f"Watermark model; annotate it with Watermark, Watermark[int] or a subclass of Watermark."
         )
     return annotation
-
-
-def _async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> Callable[..., Any]:
-    async def wrapper(self: Any, /, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        # Everything happens on the first iteration: never at import or construction time.
-        name = spec.resolve_name(self)
-        store = await _async_store(spec, self)
-        scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
-        session = WatermarkSession(
-            spec.model,
-            scope,
-            commit=spec.commit,
-            lookback=spec.lookback,
-            max_untimed_keys=spec.max_untimed_keys,
-        )
-        record = await store.aread(scope.namespace, scope.name, scope.key)
-        watermark = session.load(record)
-        log_loaded(session, qualname)
-
-        inner = fn(self, watermark, *args, **kwargs)
-        try:
-            sent: Any = None
-            while True:
-                try:
-                    event = await inner.asend(sent)
-                except StopAsyncIteration:
-                    break
-                seq = session.emitted()
-                await _save(store, session, session.before_yield(seq))
-                # A close, an athrow or a cancellation at this yield leaves the loop here: the
-                # event was handed over but not taken, so nothing more is saved for it.
-                sent = yield event
-                await _save(store, session, session.after_resume(seq))
-            await _save(store, session, session.finish())
-        except BaseException:
-            session.abandon()
-            raise
-        finally:
-            await inner.aclose()
-
-    return wrapper
-
-
-async def _async_store(spec: StatefulSpec, obj: object) -> AsyncStateBackend:
-    # The rule (given store, [stateful] backend, asset scope, SQL default) and its log line
-    # live in the backends package, shared with the sync driver.
-    from stateful.backends._resolve import resolve_async_store
-
-    store, _reason = await resolve_async_store(spec.backend, obj)
-    return store
-
-
-async def _save(store: AsyncStateBackend, session: WatermarkSession[Any], save: Save | None) -> None:
-    if save is None:
-        return
-    scope = save.scope
-    version = await store.awrite(
-        scope.namespace, scope.name, scope.key, save.value, expected_version=save.expected_version
-    )
-    session.saved(save, version)
-    _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, save.seq)

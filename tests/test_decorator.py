@@ -57,11 +57,13 @@ class CounterBase(BaseEventTrigger):
             await asyncio.Event().wait()  # a watcher polling forever
 
 
-def make_trigger_class(store: DualBackend, commit: CommitMode = "after_event") -> type[CounterBase]:
-    """The counter trigger, decorated with ``store`` and ``commit``."""
+def make_trigger_class(
+    store: DualBackend, commit: CommitMode = "after_event", *, ack: bool = True
+) -> type[CounterBase]:
+    """The counter trigger, decorated with ``store``, ``commit`` and ``ack``."""
 
     class CounterTrigger(CounterBase):
-        @stateful(namespace="tests", name="{source}", backend=store, commit=commit)
+        @stateful(namespace="tests", name="{source}", backend=store, commit=commit, ack=ack)
         async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
             async for event in self.body(watermark):
                 yield event

@@ -45,7 +45,9 @@ def test_the_wrapper_is_an_async_generator_without_the_injected_parameter() -> N
 
 async def test_extra_parameters_and_the_lookback_reach_the_user_code() -> None:
     events = [e.payload async for e in FilesTrigger("b", "in/").run(limit=3)]
-    assert events == [{"limit": 3, "lookback": 300.0}]
+    assert [{k: v for k, v in e.items() if k != "stateful_idempotency_key"} for e in events] == [
+        {"limit": 3, "lookback": 300.0}
+    ]
 
 
 def _not_a_generator(self: Any, watermark: Watermark) -> None: ...

@@ -26,6 +26,7 @@ from examples.local_files import LOOKBACK, MAX_CLOCK_SKEW, NewFilesTrigger, scan
 from stateful.backends import SqlBackend
 from stateful.backends._default import _clear_cache
 from stateful.types import Watermark
+from tests._triggerer import strip_key
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -86,7 +87,7 @@ def run(
     result = asyncio.run(drive(trigger.run(), until=until, idle_timeout=60, max_events=max_events))
     assert result.reason == ("until" if max_events is None else "max_events")
     assert max_events is not None or not steps, f"never reached poll(s) {sorted(steps)}"
-    return [event.payload for event in result.events]
+    return [strip_key(event.payload) for event in result.events]
 
 
 def names(payloads: list[dict[str, Any]], directory: Path) -> list[str]:

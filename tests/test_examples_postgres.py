@@ -26,8 +26,8 @@ from stateful import Watermark, commit
 from stateful.backends import SqlBackend
 from stateful.backends._default import _clear_cache
 from tests._postgres import PostgresServer
+from tests._triggerer import Triggerer, until
 from tests.conftest import unique_table
-from tests.test_triggerer import Triggerer
 
 pytestmark = pytest.mark.postgres
 
@@ -206,13 +206,6 @@ async def test_in_airflows_triggerer_loop_out_of_order_commits_and_a_restart(
     postgres: PostgresServer, db: psycopg.Connection[Any], table: str
 ) -> None:
     # The loop Airflow's triggerer runs for every watcher (TriggerRunner.run_trigger).
-    async def until(condition: Callable[[], bool]) -> None:
-        async def wait() -> None:
-            while not condition():  # noqa: ASYNC110 - the runner's event deque offers no Event to wait on
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(wait(), 60)
-
     def ids(triggerer: Triggerer) -> list[int]:
         return [row["id"] for payload in triggerer.events for row in payload["rows"]]
 
@@ -225,6 +218,7 @@ async def test_in_airflows_triggerer_loop_out_of_order_commits_and_a_restart(
         assert ids(first) == [n1]
         t1.commit()
         await until(lambda: len(ids(first)) == 2)
+        await first.settled()  # a clean shutdown: Airflow stored both events, the watermark saved
         await first.stop()
     assert ids(first) == [n1, n]
 

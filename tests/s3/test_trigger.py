@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.jobs.triggerer_job_runner import TriggerRunner
 from airflow.triggers.base import BaseEventTrigger
 
 from examples._drive import drive
 from examples.s3 import LOOKBACK, NewS3ObjectsTrigger
 from stateful.backends import SqlBackend
 from stateful.types import Watermark
+from tests._triggerer import Triggerer, strip_key, until
 from tests.s3.conftest import Bucket, add_connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def run(
         drive(instance.run(), until=lambda: instance.polls >= polls, idle_timeout=120, max_events=max_events)
     )
     assert result.reason == ("until" if max_events is None else "max_events")
-    return [event.payload for event in result.events]
+    return [strip_key(event.payload) for event in result.events]
 
 
 def keys(payloads: list[dict[str, Any]]) -> list[str]:
@@ -356,50 +356,29 @@ def test_no_file_is_opened_on_the_event_loop_thread(bucket: Bucket, store_url: s
     assert [path for path in outcome["opened"] if not path.startswith(core)] == []
 
 
-class Triggerer:
-    """One in-process triggerer: Airflow's TriggerRunner and the task running one trigger."""
-
-    def __init__(self, trigger: BaseEventTrigger) -> None:
-        self.runner = TriggerRunner()
-        self.task = asyncio.create_task(self.runner.run_trigger(1, trigger))
-        # What TriggerRunner.create_triggers records before the task first runs.
-        self.runner.triggers[1] = {"task": self.task, "is_watcher": True, "name": "s3", "events": 0}
-
-    @property
-    def objects(self) -> list[str]:
-        return [obj["key"] for entry in self.runner.events for obj in entry.event.payload["objects"]]
-
-    async def stop(self) -> None:
-        """What a triggerer shutdown does to a running trigger: cancel its task."""
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
-
-
-async def wait_for(condition: Any, timeout: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+def objects(triggerer: Triggerer) -> list[str]:
+    return [obj["key"] for payload in triggerer.events for obj in payload["objects"]]
 
 
 async def test_airflow_trigger_runner_restart_repeats_nothing(bucket: Bucket) -> None:
     for i in range(3):
         bucket.put(f"{i}.csv", at=T0 + timedelta(seconds=i))
     first_trigger = trigger(bucket, batch_size=2)
-    first = Triggerer(first_trigger)
-    await wait_for(lambda: first_trigger.polls >= 1)
+    first = Triggerer()
+    first.start(first_trigger)
+    await until(lambda: first_trigger.polls >= 1)
+    await first.settled()  # a clean shutdown: Airflow stored the events, the watermark saved
     await first.stop()
-    assert first.objects == ["0.csv", "1.csv", "2.csv"]
+    assert objects(first) == ["0.csv", "1.csv", "2.csv"]
 
     bucket.put("3.csv", at=T0 + timedelta(seconds=3))
     bucket.put("2.csv", b"rewritten", at=T0 + timedelta(seconds=4))
     restarted = trigger(bucket, batch_size=2)
-    second = Triggerer(restarted)
-    await wait_for(lambda: restarted.polls >= 2)
+    second = Triggerer()
+    second.start(restarted)
+    await until(lambda: restarted.polls >= 2)
     await second.stop()
-    assert second.objects == ["3.csv", "2.csv"]
+    assert objects(second) == ["3.csv", "2.csv"]
 
 
 def test_serialize_round_trips_and_hashes_for_asset_watchers(bucket: Bucket) -> None:

@@ -1,0 +1,195 @@
+"""Ack mode: a watcher's watermark is saved only after Airflow stored the events it covers.
+
+Airflow 3.3's triggerer queues a yielded event in memory and stores it in the metadata database
+a second or two later; a save made when the generator resumes can be durable before the event
+is, and a SIGKILL in between skips that event. Airflow 3.3 has one signal that closes the gap:
+a shared stream in *ack mode* (``airflow/triggers/shared_stream.py``). The triggerer hands each
+raw event a producer yields to the trigger's ``filter_shared_stream``, binds every trigger event
+derived from it to a persist-confirmation sequence number, and calls the producer's
+``advance(batch)`` only once those events were confirmed stored, in order.
+
+``@stateful`` maps a decorated ``run()`` onto it, with nothing for the user to write:
+
+* ``shared_stream_key()`` is one key per trigger configuration (class path + serialized kwargs),
+  so each trigger row gets its own group (Airflow already merges identical watchers into one
+  row). It returns ``None`` for a trigger serving a deferred task, which keeps the standalone
+  path.
+* the producer (``open_stream``) runs the decorated ``run()`` against the watermark and yields
+  ``(event, seq)``, where ``seq`` numbers the watermark snapshot taken when the event was
+  emitted; ``filter_shared_stream`` passes each event through unchanged.
+* ``advance(batch)`` confirms the batch's snapshots and saves the newest (compare-and-set). An
+  event that was not cleanly stored (ack timeout, a failed persist) raises instead: Airflow ends
+  the group, the trigger restarts from the last saved watermark and emits the event again.
+* a save that loses a compare-and-set race fences the producer: it emits nothing more, and the
+  error ends the group (two triggerers briefly running one watcher cannot both advance it).
+
+Saves therefore lag the events by one confirmation round (about a second); a crash in that lag
+repeats events, never skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from stateful._triggers import keyed, open_session, save
+from stateful.errors import StatefulError
+
+if TYPE_CHECKING:
+    from stateful.decorators import StatefulSpec
+
+__all__ = ["EventNotStoredError", "ack_mode_available", "install_ack_mode", "settled"]
+
+_LOG = logging.getLogger("stateful")
+
+_MEMBERS = ("shared_stream_key", "create_shared_stream_producer", "filter_shared_stream")
+
+# The trigger instance that asked for each key. The producer factory only receives the
+# serialized kwargs; the instance carries what the triggerer injected (asset_state_store).
+_LIVE: weakref.WeakValueDictionary[Hashable, Any] = weakref.WeakValueDictionary()
+# Running producers, so tests can wait until every emitted event was confirmed and saved.
+_PRODUCERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def settled() -> bool:
+    """Whether every running producer has saved all it emitted (no event awaits confirmation)."""
+    return all(producer.settled for producer in list(_PRODUCERS))
+
+
+class EventNotStoredError(StatefulError):
+    """Airflow did not confirm that an event was stored; the watermark stays before it."""
+
+
+def ack_mode_available() -> bool:
+    """Whether this Airflow has shared streams with ack mode (Airflow >= 3.3)."""
+    try:
+        from airflow.triggers.shared_stream import SharedStreamProducer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def install_ack_mode(owner: type, fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> bool:
+    """Give a ``BaseEventTrigger`` subclass the shared-stream members that turn on ack mode.
+
+    Returns whether it did: not for other classes, not before Airflow 3.3, not when ``ack`` is
+    off or the commit mode is not ``after_event``, and never over members the class (or a base
+    between it and ``BaseEventTrigger``) defines itself.
+    """
+    if not (spec.ack and spec.commit == "after_event" and ack_mode_available()):
+        return False
+    from airflow.triggers.base import BaseEventTrigger
+
+    if not (isinstance(owner, type) and issubclass(owner, BaseEventTrigger)):
+        return False
+    for klass in owner.__mro__:
+        if klass is BaseEventTrigger:
+            break
+        if any(member in vars(klass) for member in _MEMBERS):
+            _LOG.info("stateful: %s defines its own shared stream; ack mode left to it", qualname)
+            return False
+    producer_class = _producer_class()
+
+    def shared_stream_key(self: Any) -> Hashable | None:
+        if getattr(self, "task_instance", None) is not None:
+            return None  # a deferred task's trigger: no ack channel, the standalone path
+        key = _key(type(self), self.serialize()[1])
+        _LIVE[key] = self
+        return key
+
+    def create_shared_stream_producer(cls: type, kwargs: dict[str, Any]) -> Any:
+        trigger = _LIVE.get(_key(cls, kwargs))
+        return producer_class(trigger if trigger is not None else cls(**kwargs), fn, spec, qualname)
+
+    async def filter_shared_stream(self: Any, shared_stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for event in shared_stream:
+            yield event
+
+    members: tuple[object, ...] = (
+        shared_stream_key,
+        classmethod(create_shared_stream_producer),
+        filter_shared_stream,
+    )
+    for member, value in zip(_MEMBERS, members, strict=True):
+        setattr(owner, member, value)
+    return True
+
+
+def _key(cls: type, kwargs: dict[str, Any]) -> Hashable:
+    # Deterministic across calls, as Airflow requires; default=str covers datetimes and paths.
+    return (
+        "airflow-stateful",
+        f"{cls.__module__}.{cls.__qualname__}",
+        json.dumps(kwargs, sort_keys=True, default=str),
+    )
+
+
+def _producer_class() -> type:
+    from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
+
+    class StatefulProducer(SharedStreamProducer):
+        """Runs the decorated ``run()``; saves each snapshot once Airflow stored its events."""
+
+        def __init__(self, trigger: Any, fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> None:
+            self.trigger, self.fn, self.spec, self.qualname = trigger, fn, spec, qualname
+            self.store: Any = None
+            self.session: Any = None
+            self.fenced: BaseException | None = None
+            self.saving = False
+            _PRODUCERS.add(self)
+
+        @property
+        def settled(self) -> bool:
+            return self.session is not None and self.session.pending == 0 and not self.saving
+
+        async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
+            self.store, self.session = await open_session(self.spec, self.trigger, self.qualname)
+            session = self.session
+            _LOG.info(
+                "stateful: %s saves %s once Airflow confirms its events were stored",
+                self.qualname,
+                session.scope,
+            )
+            inner = self.fn(self.trigger, session.watermark)
+            try:
+                async for event in inner:
+                    if self.fenced is not None:
+                        raise self.fenced
+                    seq = session.emitted()
+                    yield keyed(event, session, self.spec), seq
+            finally:
+                await inner.aclose()
+            # run() returned: Airflow treats the end of a shared stream as an error, which ends
+            # the trigger; events still awaiting confirmation are emitted again after it restarts.
+            _LOG.warning("stateful: %s returned; its shared stream ends", self.qualname)
+
+        async def advance(self, batch: Sequence[AdvanceItem]) -> None:
+            session = self.session
+            for item in batch:
+                if not item.outcome.is_clean:
+                    session.abandon()
+                    raise EventNotStoredError(
+                        f"Airflow did not confirm that event {item.broker_payload} of {session.scope} "
+                        f"({self.qualname}) was stored ({item.outcome}); the watermark stays at the last "
+                        f"confirmed event and the trigger emits the rest again when it restarts."
+                    )
+            self.saving = True
+            try:
+                await save(self.store, session, session.confirm(batch[-1].broker_payload))
+            except BaseException as exc:
+                self.fenced = exc  # lost a race or the store failed: emit nothing more
+                _LOG.error(
+                    "stateful: %s stops: saving %s in %s failed: %s",
+                    self.qualname,
+                    session.scope,
+                    session.scope.store,
+                    exc,
+                )
+                raise
+            finally:
+                self.saving = False
+
+    return StatefulProducer

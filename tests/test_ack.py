@@ -1,0 +1,180 @@
+"""Ack mode: a watcher saves only what Airflow confirmed it stored, through Airflow's own runner.
+
+Each test runs a ``@stateful`` ``BaseEventTrigger`` in Airflow 3.3's ``TriggerRunner`` with its
+``SharedStreamManager``; the test plays the triggerer's supervisor, which stores queued events
+and confirms their persist sequence numbers (``Triggerer.store_events``). A cancelled task
+stands for a triggerer killed before those confirmations arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from airflow.triggers.base import TriggerEvent
+
+from stateful import Watermark, stateful
+from stateful._ack import EventNotStoredError
+from stateful.backends import MemoryBackend
+from stateful.errors import StateConflictError
+from tests._triggerer import Triggerer, until
+from tests.conftest import DualBackend
+from tests.test_decorator import CounterBase, make_trigger_class
+
+KEY = "stateful_idempotency_key"
+
+
+def cursor(store: DualBackend) -> int | None:
+    record = store.read("tests", "src", "watermark")
+    return None if record is None else int(json.loads(record.value)["cursor"])
+
+
+def keys(triggerer: Triggerer) -> list[str]:
+    return [entry.event.payload[KEY] for entry in triggerer.entries]
+
+
+class DictCounter(CounterBase):
+    """The counter trigger with dict payloads (which carry idempotency keys)."""
+
+    async def body(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+        async for event in super().body(watermark):
+            yield TriggerEvent({"n": event.payload})
+
+
+def dict_counter(store: DualBackend, **options: Any) -> type[DictCounter]:
+    class Counter(DictCounter):
+        @stateful(namespace="tests", name="{source}", backend=store, **options)
+        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+            async for event in self.body(watermark):
+                yield event
+
+    return Counter
+
+
+def test_a_decorated_event_trigger_gets_the_shared_stream_members() -> None:
+    trigger_class = make_trigger_class(MemoryBackend())
+    assert "create_shared_stream_producer" in vars(trigger_class)
+    trigger = trigger_class("src", [1])
+    assert trigger.shared_stream_key() == trigger_class("src", [1]).shared_stream_key()
+    assert trigger.shared_stream_key() != trigger_class("other", [1]).shared_stream_key()
+
+
+def test_ack_false_and_other_commit_modes_keep_the_standalone_path() -> None:
+    for trigger_class in (
+        make_trigger_class(MemoryBackend(), ack=False),
+        make_trigger_class(MemoryBackend(), commit="before_event"),
+    ):
+        assert "create_shared_stream_producer" not in vars(trigger_class)
+        assert trigger_class("src", [1]).shared_stream_key() is None
+
+
+def test_a_class_with_its_own_shared_stream_is_left_alone() -> None:
+    class OwnStream(CounterBase):
+        def shared_stream_key(self) -> Any:
+            return "mine"
+
+        @stateful(namespace="tests", name="{source}", backend=MemoryBackend())
+        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+            async for event in self.body(watermark):
+                yield event
+
+    assert "create_shared_stream_producer" not in vars(OwnStream)
+    assert OwnStream("src", [1]).shared_stream_key() == "mine"
+
+
+def test_a_deferred_tasks_trigger_keeps_the_standalone_path() -> None:
+    trigger = make_trigger_class(MemoryBackend())("src", [1])
+    # What the triggerer sets for a deferred task's trigger (the real TaskInstance has more).
+    trigger.task_instance = SimpleNamespace(task_id="wait")  # type: ignore[assignment]
+    assert trigger.shared_stream_key() is None
+
+
+async def test_nothing_is_saved_until_airflow_confirms_the_events(backend: DualBackend) -> None:
+    triggerer = Triggerer(store_events=False)
+    trigger = make_trigger_class(backend)("src", [1, 2, 3], then="block")
+    triggerer.start(trigger)
+    await trigger.blocked.wait()
+    await until(lambda: triggerer.events == [1, 2, 3])
+    for _ in range(20):  # the runner resumed the generator after each event; nothing saved
+        await asyncio.sleep(0.005)
+    assert cursor(backend) is None
+    assert triggerer.store_events() == 3
+    await until(lambda: cursor(backend) == 3)
+    await triggerer.stop()
+
+
+async def test_a_crash_before_the_confirmation_repeats_the_events_with_the_same_keys(
+    backend: DualBackend,
+) -> None:
+    trigger_class = dict_counter(backend)
+    first = Triggerer(store_events=False)
+    trigger = trigger_class("src", [1, 2, 3], then="block")
+    first.start(trigger)
+    await until(lambda: len(first.entries) == 3)
+    # Airflow stored and confirmed event 1 only; then the triggerer was killed.
+    first.runner._shared_streams.confirm_persisted([first.entries[0].persist_seq])
+    await until(lambda: cursor(backend) == 1)
+    await first.stop()
+
+    second = Triggerer()
+    second.start(trigger_class("src", [1, 2, 3], then="block"))
+    await until(lambda: len(second.entries) == 2)
+    await second.settled()
+    await second.stop()
+    assert second.events == [{"n": 2}, {"n": 3}]  # never a skip
+    assert keys(second) == keys(first)[1:]  # a repeat carries the key consumers already saw
+    assert cursor(backend) == 3
+
+
+async def test_an_event_airflow_never_confirms_fails_the_trigger_and_saves_nothing(
+    backend: DualBackend,
+) -> None:
+    triggerer = Triggerer(store_events=False)
+    triggerer.runner._shared_streams._ack_timeout = 0.2  # [triggerer] shared_stream_ack_timeout
+    triggerer.start(make_trigger_class(backend)("src", [1, 2], then="block"))
+    with pytest.raises(Exception) as failure:
+        await triggerer.finished()
+    assert failure.type.__name__ in {"AckTimeout", EventNotStoredError.__name__}
+    assert cursor(backend) is None
+
+
+async def test_a_producer_that_loses_a_save_race_stops_emitting(backend: DualBackend) -> None:
+    trigger_class = make_trigger_class(backend)
+    triggerer = Triggerer(store_events=False)
+    trigger = trigger_class("src", [1, 2, 3], then="block")
+    triggerer.start(trigger)
+    await until(lambda: len(triggerer.entries) == 3)
+    # Another triggerer running the same watcher saved first.
+    theirs = Watermark[int]()
+    theirs.advance(cursor=7)
+    backend.write("tests", "src", "watermark", theirs.to_state_json(), expected_version=None)
+    triggerer.store_events()
+    with pytest.raises(StateConflictError):
+        await triggerer.finished()
+    assert cursor(backend) == 7  # theirs stands
+
+
+async def test_every_dict_event_carries_a_distinct_idempotency_key() -> None:
+    triggerer = Triggerer()
+    triggerer.start(dict_counter(MemoryBackend())("src", [1, 2, 3], then="block"))
+    await until(lambda: len(triggerer.entries) == 3)
+    await triggerer.settled()
+    await triggerer.stop()
+    assert len(set(keys(triggerer))) == 3 and all(len(k) == 32 for k in keys(triggerer))
+
+
+async def test_the_idempotency_key_can_be_turned_off_and_never_replaces_a_users_field() -> None:
+    plain = [e.payload async for e in dict_counter(MemoryBackend(), idempotency_key=False)("s", [1]).run()]
+    assert plain == [{"n": 1}]
+
+    class OwnKey(CounterBase):
+        @stateful(namespace="tests", name="{source}", backend=MemoryBackend())
+        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+            watermark.advance(cursor=1)
+            yield TriggerEvent({KEY: "mine"})
+
+    assert [e.payload async for e in OwnKey("s", [1]).run()] == [{KEY: "mine"}]

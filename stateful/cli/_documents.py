@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ConfigDict, JsonValue
 
+from stateful._core import DEFAULT_KEY
 from stateful.backends.base import StateRecord
 from stateful.cli._errors import UsageError
 from stateful.cli._values import load_object
@@ -26,6 +27,7 @@ __all__ = [
     "canonical",
     "changes",
     "load_model",
+    "model_for",
     "record_json",
     "summarize",
     "validate",
@@ -58,6 +60,11 @@ def load_model(path: str | None) -> type[Watermark[Any]]:
         f"--model {path}: {value!r} is neither a Watermark model nor a class whose run() or poke() "
         f"is decorated with @stateful."
     )
+
+
+def model_for(key: str, model: type[Watermark[Any]]) -> type[Watermark[Any]] | None:
+    """``model`` for the decorator's document key, ``None`` (JSON only) for any other key."""
+    return model if key == DEFAULT_KEY else None
 
 
 def model_name(model: type[Watermark[Any]]) -> str:
@@ -126,8 +133,12 @@ class Summary:
         }
 
 
-def summarize(text: str, model: type[Watermark[Any]] = AnyWatermark) -> Summary:
-    """Summarize a stored document, whatever state it is in (a corrupt one must still show)."""
+def summarize(text: str, model: type[Watermark[Any]] | None = AnyWatermark) -> Summary:
+    """Summarize a stored document, whatever state it is in (a corrupt one must still show).
+
+    ``model=None`` checks only that it is a JSON object: a document under a key other than the
+    decorator's ``"watermark"`` is not a watermark.
+    """
     size = len(text.encode())
     try:
         doc = json.loads(text)
@@ -135,6 +146,8 @@ def summarize(text: str, model: type[Watermark[Any]] = AnyWatermark) -> Summary:
         return Summary(None, f"not JSON ({exc})", size)
     if not isinstance(doc, dict):
         return Summary(None, f"a JSON {type(doc).__name__}, not an object", size)
+    if model is None:
+        return Summary(doc, None, size)
     try:
         validate(text, model)
     except ValueError as exc:

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from stateful.backends.base import StateRecord
 from stateful.cli._common import address, model_option, read_existing, store_options
-from stateful.cli._documents import Summary, iso, load_model, model_name, record_json, short, summarize
+from stateful.cli._documents import (
+    AnyWatermark,
+    Summary,
+    iso,
+    load_model,
+    model_for,
+    model_name,
+    record_json,
+    short,
+    summarize,
+)
 from stateful.cli._errors import NotFoundError
 from stateful.cli._output import Output
 from stateful.cli._store import choose_store
+from stateful.types import Watermark
 
 __all__ = ["history_command", "list_command", "show_command"]
 
@@ -22,6 +34,12 @@ def _columns(summary: Summary) -> list[object]:
     if summary.doc is None:
         return ["INVALID", "-", "-", summary.size_bytes]
     return [summary.timestamp, short(summary.cursor, 24), summary.seen, summary.size_bytes]
+
+
+def _validity(summary: Summary, key: str, model: type[Watermark[Any]]) -> str:
+    if summary.problem is not None:
+        return f"NO: {summary.problem}"
+    return f"yes, as {model_name(model)}" if model_for(key, model) else "yes, as JSON (not a watermark key)"
 
 
 def _label(record: StateRecord) -> str:
@@ -54,7 +72,7 @@ def list_command(namespace: str | None, model: str | None, database_url: str | N
             f"unknown namespace {namespace!r}: no watermark is stored under it in {choice.description}. "
             f"Namespaces there: {', '.join(repr(n) for n in known) or 'none'}."
         )
-    summaries = [summarize(r.value, watermark_model) for r in records]
+    summaries = [summarize(r.value, model_for(r.key, watermark_model)) for r in records]
     if as_json:
         out.json(
             {
@@ -97,7 +115,7 @@ def show_command(
     watermark_model = load_model(model)
     choice = choose_store(database_url)
     record = read_existing(choice, namespace, name, key)
-    summary = summarize(record.value, watermark_model)
+    summary = summarize(record.value, model_for(key, watermark_model))
     if raw and not as_json:
         out.line(
             json.dumps(summary.doc, indent=2, ensure_ascii=False) if summary.doc is not None else record.value
@@ -124,10 +142,7 @@ def show_command(
         ]
     rows += [
         ("size", f"{summary.size_bytes} bytes"),
-        (
-            "valid",
-            f"yes, as {model_name(watermark_model)}" if summary.problem is None else f"NO: {summary.problem}",
-        ),
+        ("valid", _validity(summary, key, watermark_model)),
     ]
     out.line(f"{namespace}/{name}")
     width = max(len(label) for label, _ in rows)
@@ -163,7 +178,7 @@ def history_command(
     if not versions:
         read_existing(choice, namespace, name, key)  # raises NotFoundError with hints
     current = versions[0].version
-    summaries = [summarize(r.value) for r in versions]
+    summaries = [summarize(r.value, model_for(key, AnyWatermark)) for r in versions]
     if as_json:
         out.json(
             {

@@ -19,7 +19,7 @@ import contextlib
 import inspect
 import signal
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -292,7 +292,7 @@ async def _settle(step: asyncio.Future[Any], observed: Observed, stopper: Stoppe
         await step  # an event produced by now was not taken: not printed, not saved
 
 
-def _make_trigger(path: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Callable[..., Any]]:
+def _make_trigger(path: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Callable[..., AsyncIterator[Any]]]:
     cls = load_object(path, "MODULE:CLASS")
     if not inspect.isclass(cls):
         raise UsageError(f"{path} is not a class but {type(cls).__name__}; give the trigger class.")
@@ -363,7 +363,7 @@ async def _main(
     target: str,
     trigger: Any,
     spec: Any,
-    original: Callable[..., Any],
+    original: Callable[..., AsyncIterator[Any]],
     choice: StoreChoice,
     max_events: int | None,
     timeout: float | None,
@@ -385,7 +385,7 @@ async def _main(
         )
         # The trigger's own @stateful settings, with the observed store: the decorator stays the
         # only code that loads and saves, so what runs here is what runs in Airflow.
-        run = stateful(
+        run: Callable[..., AsyncIterator[Any]] = stateful(
             namespace=spec.namespace,
             name=spec.name,
             backend=observed,

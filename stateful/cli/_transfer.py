@@ -23,6 +23,7 @@ from typing import IO, Any, Literal
 
 import click
 
+from stateful._core import DEFAULT_KEY
 from stateful.backends.base import StateRecord
 from stateful.cli._common import model_option, store_options, yes_option
 from stateful.cli._documents import canonical, iso, load_model, model_name, one_line, validate
@@ -160,7 +161,8 @@ def _read_entries(stream: IO[str], source: str, model: Any) -> list[_Entry]:
             raise UsageError(f"{where}: {exc} Nothing was imported.") from None
         value = canonical(doc["value"])
         try:
-            validate(value, model)
+            if address[2] == DEFAULT_KEY:  # other keys hold JSON documents, not watermarks
+                validate(value, model)
         except ValueError as exc:
             raise UsageError(
                 f"{where}: the watermark {address[0]}/{address[1]} does not validate as {model_name(model)}: "

@@ -117,7 +117,7 @@ class Summary:
             return f"INVALID: {self.problem}"
         seen = self.seen
         keys = f"{seen} key{'' if seen == 1 else 's'}"
-        text = f"timestamp={self.timestamp}, cursor={short(self.cursor)}, seen={keys}"
+        text = f"timestamp={self.timestamp or 'null'}, cursor={short(self.cursor)}, seen={keys}"
         text += "".join(f", {k}={short(v)}" for k, v in self.fields.items())
         return text if self.problem is None else f"{text} (INVALID: {self.problem})"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -111,6 +113,11 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
     runner.close()
 
 
+def _controlling_terminal() -> None:
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class Terminal:
     """A command on a pseudo-terminal: what a person at a keyboard sees and types."""
 
@@ -123,7 +130,7 @@ class Terminal:
             stdin=child,
             stdout=child,
             stderr=child,
-            start_new_session=True,
+            preexec_fn=_controlling_terminal,  # so that Ctrl-C typed there sends SIGINT
         )
         os.close(child)
         self.screen = ""

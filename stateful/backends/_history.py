@@ -25,11 +25,10 @@ from stateful.errors import StoreError
 __all__ = [
     "DEFAULT_HISTORY_VERSIONS",
     "ENV_VAR",
+    "History",
     "check_history_versions",
     "history_setting",
     "history_table",
-    "purge",
-    "record",
     "select_history",
     "versions",
 ]
@@ -85,35 +84,54 @@ def history_setting() -> int:
     return DEFAULT_HISTORY_VERSIONS
 
 
-def _pk(table: sa.Table, namespace: str, name: str, key: str) -> tuple[sa.ColumnElement[bool], ...]:
+def _pk(table: sa.Table, namespace: Any, name: Any, key: Any) -> tuple[sa.ColumnElement[bool], ...]:
     c = table.c
     return (c.namespace == namespace, c.name == name, c.key == key)
 
 
-def record(
-    conn: Connection,
-    table: sa.Table,
-    address: tuple[str, str, str],
-    version: int,
-    columns: Mapping[str, Any],
-    keep: int,
-) -> None:
-    """Record ``version`` of the document at ``address`` and keep only the newest ``keep``."""
-    namespace, name, key = address
-    # One statement drops what fell out of the window and anything at or above the new version:
-    # left over from before a delete made by a writer that kept no history (versions restart).
-    conn.execute(
-        sa.delete(table).where(
-            *_pk(table, namespace, name, key),
-            sa.or_(table.c.version <= version - keep, table.c.version >= version),
+class History:
+    """The history table of one state table, with its statements built once.
+
+    Built once, the statements cost SQLAlchemy no construction or cache-key work per write;
+    built per call they doubled the CPU time of a write on an in-memory SQLite database.
+    """
+
+    def __init__(self, table_name: str) -> None:
+        self.table = history_table(table_name)
+        t = self.table
+        pk = _pk(t, sa.bindparam("h_namespace"), sa.bindparam("h_name"), sa.bindparam("h_key"))
+        # One statement drops what fell out of the window and anything at or above the new
+        # version: left over from before a delete made by a writer that knew nothing of history.
+        self._prune = sa.delete(t).where(
+            *pk, sa.or_(t.c.version <= sa.bindparam("h_floor"), t.c.version >= sa.bindparam("h_version"))
         )
-    )
-    conn.execute(sa.insert(table).values(namespace=namespace, name=name, key=key, version=version, **columns))
+        self._insert = sa.insert(t)
+        self._purge = sa.delete(t).where(*pk)
 
+    @property
+    def name(self) -> str:
+        return self.table.name
 
-def purge(conn: Connection, table: sa.Table, address: tuple[str, str, str]) -> None:
-    """Forget the history of the document at ``address`` (it was deleted)."""
-    conn.execute(sa.delete(table).where(*_pk(table, *address)))
+    def record(
+        self,
+        conn: Connection,
+        address: tuple[str, str, str],
+        version: int,
+        columns: Mapping[str, Any],
+        keep: int,
+    ) -> None:
+        """Record ``version`` of the document at ``address`` and keep only the newest ``keep``."""
+        namespace, name, key = address
+        where = {"h_namespace": namespace, "h_name": name, "h_key": key}
+        conn.execute(self._prune, {**where, "h_floor": version - keep, "h_version": version})
+        conn.execute(
+            self._insert, {"namespace": namespace, "name": name, "key": key, "version": version, **columns}
+        )
+
+    def purge(self, conn: Connection, address: tuple[str, str, str]) -> None:
+        """Forget the history of the document at ``address`` (it was deleted)."""
+        namespace, name, key = address
+        conn.execute(self._purge, {"h_namespace": namespace, "h_name": name, "h_key": key})
 
 
 def select_history(

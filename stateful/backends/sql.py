@@ -103,7 +103,7 @@ class SqlBackend(AsyncFromSync):
         self._table_name = table_name
         self._table = state_table(table_name)
         self._engine_options = dict(engine_options or {})
-        self._history = _history.history_table(table_name)
+        self._history = _history.History(table_name)
         self._keep = (
             None
             if history_versions is None
@@ -229,7 +229,7 @@ class SqlBackend(AsyncFromSync):
             with self._write_tx(engine) as conn:
                 if conn.execute(stmt).rowcount > 0:
                     if self._purge:
-                        _history.purge(conn, self._history, (namespace, name, key))
+                        self._history.purge(conn, (namespace, name, key))
                     return True
                 if expected_version is None:
                     return False
@@ -289,7 +289,9 @@ class SqlBackend(AsyncFromSync):
                 current = conn.execute(sa.select(self._table).where(*self._pk(*address))).first()
                 if current is None:
                     return []
-                rows = conn.execute(_history.select_history(self._history, address, limit, current.version))
+                rows = conn.execute(
+                    _history.select_history(self._history.table, address, limit, current.version)
+                )
                 return _history.versions(_record(current), [_record(row) for row in rows], limit)
 
         return self._run("read the history of", _where(*address), run)
@@ -386,7 +388,7 @@ class SqlBackend(AsyncFromSync):
             self._purge = sa.inspect(engine).has_table(self._history.name)
             return
         try:
-            self._create(engine, self._history)
+            self._create(engine, self._history.table)
         except sa.exc.SQLAlchemyError as exc:
             # A state table made by a DBA, for a user who may not create tables: keep working.
             self._no_history = f"table {self._history.name!r} is missing and cannot be created"
@@ -413,7 +415,7 @@ class SqlBackend(AsyncFromSync):
         self, conn: Connection, address: tuple[str, str, str], version: int, columns: Mapping[str, Any]
     ) -> None:
         if self._no_history is None and self._keep:
-            _history.record(conn, self._history, address, version, columns, self._keep)
+            self._history.record(conn, address, version, columns, self._keep)
 
     @contextlib.contextmanager
     def _write_tx(self, engine: Engine) -> Iterator[Connection]:

@@ -30,7 +30,7 @@ from stateful.cli._documents import (
 )
 from stateful.cli._errors import CONFLICT, CliError, NotFoundError, UsageError
 from stateful.cli._output import Output
-from stateful.cli._store import StoreChoice, choose_store, writer
+from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
 from stateful.cli._values import parse_cursor, parse_timestamp, parse_version_or_time
 from stateful.errors import StateConflictError
 
@@ -138,7 +138,7 @@ def set_command(
     model: str | None,
     yes: bool,
     dry_run: bool,
-    database_url: str | None,
+    where: StoreOptions,
     as_json: bool,
 ) -> None:
     """Set a watermark's timestamp or cursor (backwards too), validated and compare-and-set.
@@ -158,7 +158,7 @@ def set_command(
     new_timestamp: datetime | None = None
     if timestamp is not None and timestamp.strip().lower() not in _NONE:
         new_timestamp = parse_timestamp(timestamp, "--timestamp")
-    choice = choose_store(database_url)
+    choice = choose_store(where)
     current = choice.sync().read(namespace, name, key)
     if current is None and not create:
         try:
@@ -210,7 +210,7 @@ def reset_command(
     model: str | None,
     yes: bool,
     dry_run: bool,
-    database_url: str | None,
+    where: StoreOptions,
     as_json: bool,
 ) -> None:
     """Reset a watermark to empty: every item counts as new again. Kept in history (rewindable).
@@ -221,7 +221,7 @@ def reset_command(
     """
     out = Output(as_json)
     watermark_model = load_model(model)
-    choice = choose_store(database_url)
+    choice = choose_store(where)
     current = read_existing(choice, namespace, name, key)
     notes: tuple[str, ...] = ()
     dropped = sorted(summarize(current.value).fields) if watermark_model is AnyWatermark else []
@@ -265,7 +265,7 @@ def rewind_command(
     model: str | None,
     yes: bool,
     dry_run: bool,
-    database_url: str | None,
+    where: StoreOptions,
     as_json: bool,
 ) -> None:
     """Restore an earlier version of a watermark from its history, after showing the difference.
@@ -281,7 +281,7 @@ def rewind_command(
     out = Output(as_json)
     watermark_model = load_model(model)
     wanted = parse_version_or_time(target, "--to")
-    choice = choose_store(database_url)
+    choice = choose_store(where)
     versions = choice.history().history(namespace, name, key)
     if not versions:
         read_existing(choice, namespace, name, key)  # raises NotFoundError with hints
@@ -324,7 +324,7 @@ def rewind_command(
 @yes_option
 @store_options
 def delete_command(
-    namespace: str, name: str, key: str, yes: bool, database_url: str | None, as_json: bool
+    namespace: str, name: str, key: str, yes: bool, where: StoreOptions, as_json: bool
 ) -> None:
     """Delete a watermark and its history, for good (`stateful reset` keeps the history).
 
@@ -333,7 +333,7 @@ def delete_command(
       stateful delete files /data/old-landing/*.csv
     """
     out = Output(as_json)
-    choice = choose_store(database_url)
+    choice = choose_store(where)
     current = read_existing(choice, namespace, name, key)
     if not as_json:
         out.line(f"delete: {namespace}/{name} in {choice.description} (version {current.version})")

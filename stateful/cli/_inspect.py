@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from stateful.backends.base import StateRecord
-from stateful.cli._common import address, model_option, read_existing, store_options
+from stateful.cli._common import address, model_option, read_existing, store_options, stored_records
 from stateful.cli._documents import (
     AnyWatermark,
     Summary,
@@ -20,9 +20,8 @@ from stateful.cli._documents import (
     short,
     summarize,
 )
-from stateful.cli._errors import NotFoundError
 from stateful.cli._output import Output
-from stateful.cli._store import choose_store
+from stateful.cli._store import StoreOptions, choose_store
 from stateful.types import Watermark
 
 __all__ = ["history_command", "list_command", "show_command"]
@@ -54,7 +53,7 @@ def _when(record: StateRecord) -> str:
 @click.option("--namespace", "-n", metavar="NS", help="Only this namespace.")
 @model_option
 @store_options
-def list_command(namespace: str | None, model: str | None, database_url: str | None, as_json: bool) -> None:
+def list_command(namespace: str | None, model: str | None, where: StoreOptions, as_json: bool) -> None:
     """List stored watermarks: version, when and by whom, and a summary of each.
 
     \b
@@ -64,33 +63,31 @@ def list_command(namespace: str | None, model: str | None, database_url: str | N
     """
     out = Output(as_json)
     watermark_model = load_model(model)
-    choice = choose_store(database_url)
-    records = choice.sync().list(namespace)
-    if namespace is not None and not records:
-        known = sorted({r.namespace for r in choice.sync().list()})
-        raise NotFoundError(
-            f"unknown namespace {namespace!r}: no watermark is stored under it in {choice.description}. "
-            f"Namespaces there: {', '.join(repr(n) for n in known) or 'none'}."
-        )
+    choice = choose_store(where)
+    found = stored_records(out, choice, namespace)
+    records = [r for _, r in found]
+    assets = [a for a, _ in found]
+    on_assets = choice.api is not None  # the native store: say which asset holds each
     summaries = [summarize(r.value, model_for(r.key, watermark_model)) for r in records]
     if as_json:
-        out.json(
-            {
-                "store": choice.description,
-                "chosen_by": choice.reason,
-                "watermarks": [record_json(r, s) for r, s in zip(records, summaries, strict=True)],
-            }
-        )
+        entries = [record_json(r, s) for r, s in zip(records, summaries, strict=True)]
+        if on_assets:
+            entries = [{"asset": a, **e} for a, e in zip(assets, entries, strict=True)]
+        out.json({"store": choice.description, "chosen_by": choice.reason, "watermarks": entries})
         return
     out.line(f"store: {choice.description} (chosen by: {choice.reason})")
     if not records:
-        out.line("No watermarks are stored there yet.")
+        out.line(f"No watermarks are stored there yet.{choice.hint()}")
         return
     rows = [
         [r.namespace, _label(r), r.version, _when(r), r.updated_by, *_columns(s)]
         for r, s in zip(records, summaries, strict=True)
     ]
-    out.table(["NAMESPACE", "NAME", "VERSION", "UPDATED_AT", "UPDATED_BY", *_COLUMNS], rows)
+    headers = ["NAMESPACE", "NAME", "VERSION", "UPDATED_AT", "UPDATED_BY", *_COLUMNS]
+    if on_assets:
+        rows = [[a, *row] for a, row in zip(assets, rows, strict=True)]
+        headers = ["ASSET", *headers]
+    out.table(headers, rows)
     invalid = sum(1 for s in summaries if s.problem is not None)
     if invalid:
         out.line(f"{invalid} of them do not validate: `stateful show NAMESPACE NAME` says why.")
@@ -102,7 +99,7 @@ def list_command(namespace: str | None, model: str | None, database_url: str | N
 @click.option("--value", "raw", is_flag=True, help="Print only the stored JSON document (indented).")
 @store_options
 def show_command(
-    namespace: str, name: str, key: str, model: str | None, raw: bool, database_url: str | None, as_json: bool
+    namespace: str, name: str, key: str, model: str | None, raw: bool, where: StoreOptions, as_json: bool
 ) -> None:
     """Show one watermark: where it is stored, its version, who wrote it, and what it holds.
 
@@ -113,7 +110,7 @@ def show_command(
     """
     out = Output(as_json)
     watermark_model = load_model(model)
-    choice = choose_store(database_url)
+    choice = choose_store(where)
     record = read_existing(choice, namespace, name, key)
     summary = summarize(record.value, model_for(key, watermark_model))
     if raw and not as_json:
@@ -160,7 +157,7 @@ def show_command(
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Only the newest N versions.")
 @store_options
 def history_command(
-    namespace: str, name: str, key: str, limit: int | None, database_url: str | None, as_json: bool
+    namespace: str, name: str, key: str, limit: int | None, where: StoreOptions, as_json: bool
 ) -> None:
     """List the kept versions of a watermark, newest first (the SQL store keeps the last 100).
 
@@ -172,7 +169,7 @@ def history_command(
       stateful history files /data/landing/*.csv --limit 10
     """
     out = Output(as_json)
-    choice = choose_store(database_url)
+    choice = choose_store(where)
     history = choice.history()
     versions = history.history(namespace, name, key, limit=limit)
     if not versions:

@@ -26,11 +26,11 @@ from typing import Any, cast
 import click
 
 from stateful.backends.base import AsyncStateBackend, StateRecord, default_writer
-from stateful.cli._common import json_option
+from stateful.cli._common import json_option, location_options
 from stateful.cli._documents import summarize
 from stateful.cli._errors import CliError, UsageError
 from stateful.cli._output import Output, Status, logs_to_stderr
-from stateful.cli._store import StoreChoice, choose_trigger_store
+from stateful.cli._store import StoreChoice, StoreOptions, choose_trigger_store
 from stateful.cli._values import load_object, parse_json_object
 from stateful.errors import StateConflictError
 
@@ -325,9 +325,7 @@ def _make_trigger(path: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Callable
     "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S", help="Stop after S seconds."
 )
 @click.option("--dry-run", is_flag=True, help="Load the watermark but never save: a preview.")
-@click.option(
-    "--database-url", metavar="URL", help="Run against this SQL store instead of the trigger's own."
-)
+@location_options
 @json_option
 def run_command(
     target: str,
@@ -335,7 +333,7 @@ def run_command(
     max_events: int | None,
     timeout: float | None,
     dry_run: bool,
-    database_url: str | None,
+    where: StoreOptions,
     as_json: bool,
 ) -> int:
     """Run a @stateful trigger here, outside Airflow, printing each event and each save.
@@ -353,7 +351,7 @@ def run_command(
     out = Output(as_json)
     kwargs = parse_json_object(kwargs_text, "--kwargs")
     trigger, spec, original = _make_trigger(target, kwargs)
-    choice = choose_trigger_store(spec, database_url)
+    choice = choose_trigger_store(spec, where)
     logs_to_stderr()  # importing the trigger imported Airflow
     return asyncio.run(_main(out, target, trigger, spec, original, choice, max_events, timeout, dry_run))
 

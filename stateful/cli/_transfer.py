@@ -24,12 +24,12 @@ from typing import IO, Any, Literal
 import click
 
 from stateful._core import DEFAULT_KEY
-from stateful.backends.base import StateRecord
-from stateful.cli._common import model_option, store_options, yes_option
+from stateful.backends.base import StateBackend, StateRecord
+from stateful.cli._common import location_options, model_option, store_options, stored_records, yes_option
 from stateful.cli._documents import canonical, iso, load_model, model_name, one_line, validate
-from stateful.cli._errors import CONFLICT, CliError, NotFoundError, UsageError
+from stateful.cli._errors import CONFLICT, CliError, UsageError
 from stateful.cli._output import Output
-from stateful.cli._store import choose_store, writer
+from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
 from stateful.cli._values import parse_timestamp
 from stateful.errors import StateConflictError
 
@@ -49,8 +49,8 @@ Action = Literal["create", "update", "overwrite", "unchanged", "refuse"]
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write to this file instead of stdout.",
 )
-@click.option("--database-url", metavar="URL", help="The store to read (default: the one @stateful uses).")
-def export_command(namespace: str | None, output: Path | None, database_url: str | None) -> None:
+@location_options
+def export_command(namespace: str | None, output: Path | None, where: StoreOptions) -> None:
     """Write every watermark (of a namespace) as JSON lines, for `stateful import`.
 
     \b
@@ -59,19 +59,16 @@ def export_command(namespace: str | None, output: Path | None, database_url: str
       stateful export --namespace files --output files.jsonl
     """
     out = Output(as_json=False)
-    choice = choose_store(database_url)
-    records = choice.sync().list(namespace)
-    if namespace is not None and not records:
-        raise NotFoundError(f"unknown namespace {namespace!r}: nothing to export from {choice.description}.")
+    choice = choose_store(where)
     lines: list[str] = []
     skipped: list[str] = []
-    for record in records:
+    for asset, record in stored_records(out, choice, namespace):
         try:
             value = json.loads(record.value)
         except ValueError as exc:
             skipped.append(f"{record.namespace}/{record.name} (key {record.key!r}): not JSON ({exc})")
             continue
-        lines.append(json.dumps(_line(record, value), ensure_ascii=False, sort_keys=False))
+        lines.append(json.dumps(_line(record, value, asset), ensure_ascii=False))
     stream: IO[str]
     with out.progress(len(lines), "exporting", data_on_stdout=output is None) as progress:
         stream = sys.stdout if output is None else output.open("w", encoding="utf-8")
@@ -82,9 +79,9 @@ def export_command(namespace: str | None, output: Path | None, database_url: str
         finally:
             if output is not None:
                 stream.close()
-    where = "stdout" if output is None else str(output)
+    target = "stdout" if output is None else str(output)
     out.note(
-        f"Exported {len(lines)} watermark{'s' * (len(lines) != 1)} from {choice.description} to {where}."
+        f"Exported {len(lines)} watermark{'s' * (len(lines) != 1)} from {choice.description} to {target}."
     )
     if skipped:
         raise CliError(
@@ -92,9 +89,10 @@ def export_command(namespace: str | None, output: Path | None, database_url: str
         )
 
 
-def _line(record: StateRecord, value: Any) -> dict[str, Any]:
+def _line(record: StateRecord, value: Any, asset: str | None) -> dict[str, Any]:
     return {
         "kind": KIND,
+        **({} if asset is None else {"asset": asset}),
         "namespace": record.namespace,
         "name": record.name,
         "key": record.key,
@@ -113,6 +111,7 @@ class _Entry:
     key: str
     value: str
     updated_at: datetime
+    asset: str | None  # the asset it was exported from (the native store)
 
     @property
     def label(self) -> str:
@@ -124,6 +123,7 @@ class _Step:
     entry: _Entry
     action: Action
     target: StateRecord | None
+    store: StateBackend
 
 
 def _read_entries(stream: IO[str], source: str, model: Any) -> list[_Entry]:
@@ -168,8 +168,30 @@ def _read_entries(stream: IO[str], source: str, model: Any) -> list[_Entry]:
                 f"{where}: the watermark {address[0]}/{address[1]} does not validate as {model_name(model)}: "
                 f"{one_line(exc)}. Nothing was imported."
             ) from None
-        entries.append(_Entry(number, *address, value, updated_at))
+        asset = doc.get("asset")
+        entries.append(_Entry(number, *address, value, updated_at, asset if isinstance(asset, str) else None))
     return entries
+
+
+def _stores(choice: StoreChoice, entries: list[_Entry]) -> list[StateBackend]:
+    """The store of each entry: the chosen one, or on the native store without --asset, the asset
+    each was exported from."""
+    if choice.store is not None:
+        return [choice.sync()] * len(entries)
+    from stateful.cli._native import RestNativeStore
+
+    assert choice.api is not None
+    api = choice.api
+    missing = [e.line for e in entries if e.asset is None]
+    if missing:
+        raise UsageError(
+            f"lines {', '.join(map(str, missing[:10]))} name no asset (they were not exported from the "
+            f"native store): give --asset NAME, the asset whose state store receives them."
+        )
+    by_asset: dict[str, StateBackend] = {}
+    for name in sorted({e.asset for e in entries if e.asset is not None}):
+        by_asset[name] = RestNativeStore(api, api.asset(name))
+    return [by_asset[e.asset] for e in entries if e.asset is not None]
 
 
 def _plan(entry: _Entry, target: StateRecord | None, force: bool) -> Action:
@@ -195,7 +217,7 @@ def import_command(
     dry_run: bool,
     model: str | None,
     yes: bool,
-    database_url: str | None,
+    where: StoreOptions,
     as_json: bool,
 ) -> None:
     """Import watermarks written by `stateful export` (FILE, or - for stdin) into a store.
@@ -214,12 +236,13 @@ def import_command(
     watermark_model = load_model(model)
     source = "stdin" if file.name == "<stdin>" else file.name
     entries = _read_entries(file, source, watermark_model)
-    choice = choose_store(database_url)
-    store = choice.sync()
-    steps = [_Step(e, "create", None) for e in entries]
+    choice = choose_store(where)
+    steps = [
+        _Step(e, "create", None, store) for e, store in zip(entries, _stores(choice, entries), strict=True)
+    ]
     with out.progress(len(steps), "reading the target", data_on_stdout=False) as progress:
         for step in steps:
-            step.target = store.read(step.entry.namespace, step.entry.name, step.entry.key)
+            step.target = step.store.read(step.entry.namespace, step.entry.name, step.entry.key)
             step.action = _plan(step.entry, step.target, force)
             progress.advance()
     counts = {
@@ -255,7 +278,7 @@ def import_command(
             e = step.entry
             expected = None if step.target is None else step.target.version
             try:
-                version = store.write(
+                version = step.store.write(
                     e.namespace,
                     e.name,
                     e.key,

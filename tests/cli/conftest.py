@@ -11,7 +11,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,8 +168,11 @@ class Terminal:
         return code
 
 
+OpenTerminal = Callable[..., Terminal]
+
+
 @pytest.fixture
-def terminal(cli: Cli) -> Iterator[Any]:
+def terminal(cli: Cli) -> Iterator[OpenTerminal]:
     opened: list[Terminal] = []
 
     def open_terminal(*args: str, **env: str) -> Terminal:

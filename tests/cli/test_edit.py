@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stateful.types import Watermark
-from tests.cli.conftest import WM, Cli
+from tests.cli.conftest import WM, Cli, OpenTerminal
 from tests.cli.triggers import OrdersState
 
 T = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
@@ -163,7 +163,7 @@ def test_changes_need_confirmation_when_nobody_can_answer(cli: Cli) -> None:
     assert stored(cli) == before
 
 
-def test_confirmation_on_a_terminal(cli: Cli, terminal: Any) -> None:
+def test_confirmation_on_a_terminal(cli: Cli, terminal: OpenTerminal) -> None:
     cli.seed(NS, NAME, wm(1))
 
     declined = terminal("set", NS, NAME, "--cursor", "2")
@@ -181,7 +181,7 @@ def test_confirmation_on_a_terminal(cli: Cli, terminal: Any) -> None:
     assert stored(cli) == (2, json.loads(wm(2).to_state_json()))
 
 
-def test_a_change_made_while_deciding_is_a_version_conflict(cli: Cli, terminal: Any) -> None:
+def test_a_change_made_while_deciding_is_a_version_conflict(cli: Cli, terminal: OpenTerminal) -> None:
     cli.seed(NS, NAME, wm(1), wm(2))
 
     term = terminal("set", NS, NAME, "--cursor", "0")

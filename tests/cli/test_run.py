@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stateful.types import Watermark
-from tests.cli.conftest import WM, Cli
+from tests.cli.conftest import WM, Cli, OpenTerminal
 
 NUMBERS = "tests.cli.triggers:Numbers"
 
@@ -132,7 +132,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_saving_nothing_past_the_last_event(
     assert "Traceback" not in err
 
 
-def test_status_line_and_ctrl_c_on_a_terminal(cli: Cli, terminal: Any) -> None:
+def test_status_line_and_ctrl_c_on_a_terminal(cli: Cli, terminal: OpenTerminal) -> None:
     term = terminal("run", NUMBERS, "--kwargs", kwargs(total=2, hold=True))
     term.read_until("saved    version 2")
     term.read_until("waiting for events: 2 taken, last saved version 2 (Ctrl-C stops)")

@@ -11,7 +11,7 @@ import pytest
 
 from stateful.types import Watermark
 from tests._postgres import PostgresServer
-from tests.cli.conftest import WM, Cli
+from tests.cli.conftest import WM, Cli, OpenTerminal
 from tests.cli.triggers import OrdersState
 
 T = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
@@ -211,7 +211,7 @@ def test_export_of_an_unknown_namespace_or_a_corrupt_value(cli: Cli) -> None:
     assert "files/broken (key 'watermark'): not JSON" in partial.stderr
 
 
-def test_progress_shows_on_a_terminal_only(source: Cli, terminal: Any, tmp_path: Path) -> None:
+def test_progress_shows_on_a_terminal_only(source: Cli, terminal: OpenTerminal, tmp_path: Path) -> None:
     for n in range(30):
         source.seed("bulk", f"w{n:02d}", wm(n))
     exported = tmp_path / "bulk.jsonl"

@@ -26,7 +26,8 @@ def cli(verbose: int) -> None:
     """Run @stateful triggers locally; inspect, fix, rewind and move their watermarks.
 
     The store is the one @stateful uses (STATEFUL_DATABASE_URL, else [stateful] database_url,
-    else SQLite at $AIRFLOW_HOME/stateful.db), or --database-url. Every change is compare-and-set
+    else SQLite at $AIRFLOW_HOME/stateful.db), or --database-url, or an asset's state store
+    through Airflow's REST API (--airflow-url, --asset). Every change is compare-and-set
     and asks for confirmation unless --yes. Exit status: 0 ok, 1 failure, 2 bad input,
     3 version conflict, 4 not found, 130/143 run stopped by Ctrl-C/SIGTERM. See docs/cli.md.
     """

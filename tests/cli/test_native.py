@@ -211,3 +211,11 @@ def test_rest_errors_are_clear(api_server: str, cli: Cli) -> None:
     )
     assert unknown.returncode == 1 and "no asset 'no-such-asset'" in unknown.stderr
     assert orphan.returncode == 2 and "--asset needs --airflow-url" in orphan.stderr
+
+
+def test_a_token_the_api_server_refuses(api_server: str, cli: Cli) -> None:
+    result = cli("list", "--airflow-url", api_server, "--token", "not-a-token")
+
+    assert result.returncode == 1
+    assert f"Airflow's REST API at {api_server} refused GET /api/v2/assets (HTTP 403)" in result.stderr
+    assert "--token" in result.stderr and "not-a-token" not in result.stderr

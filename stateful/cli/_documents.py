@@ -28,6 +28,7 @@ __all__ = [
     "changes",
     "load_model",
     "model_for",
+    "record_fields",
     "record_json",
     "summarize",
     "validate",
@@ -171,8 +172,8 @@ def iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def record_json(record: StateRecord, summary: Summary) -> dict[str, Any]:
-    """A stored record for ``--json`` output."""
+def record_fields(record: StateRecord) -> dict[str, Any]:
+    """Where a record is and which version, for JSON output and export lines."""
     return {
         "namespace": record.namespace,
         "name": record.name,
@@ -180,8 +181,12 @@ def record_json(record: StateRecord, summary: Summary) -> dict[str, Any]:
         "version": record.version,
         "updated_at": iso(record.updated_at),
         "updated_by": record.updated_by,
-        **summary.as_json(),
     }
+
+
+def record_json(record: StateRecord, summary: Summary) -> dict[str, Any]:
+    """A stored record for ``--json`` output."""
+    return {**record_fields(record), **summary.as_json()}
 
 
 def changes(before: str | None, after: str) -> dict[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ auth manager with all users admins).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -289,15 +289,3 @@ def list_asset(
                 )
             )
     return sorted(records, key=lambda r: (r.namespace, r.name, r.key))
-
-
-def list_all(
-    api: AirflowApi, namespace: str | None, problems: list[str], tick: Callable[[int], None] | None = None
-) -> list[tuple[Asset, StateRecord]]:
-    """The documents of every asset, each with its asset (several assets may hold one watermark)."""
-    found = []
-    for asset in api.assets():
-        found += [(asset, record) for record in list_asset(api, asset, namespace, problems)]
-        if tick is not None:
-            tick(1)
-    return found

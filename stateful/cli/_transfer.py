@@ -26,7 +26,7 @@ import click
 from stateful._core import DEFAULT_KEY
 from stateful.backends.base import StateBackend, StateRecord
 from stateful.cli._common import location_options, model_option, store_options, stored_records, yes_option
-from stateful.cli._documents import canonical, iso, load_model, model_name, one_line, validate
+from stateful.cli._documents import canonical, iso, load_model, model_name, one_line, record_fields, validate
 from stateful.cli._errors import CONFLICT, CliError, UsageError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
@@ -93,12 +93,7 @@ def _line(record: StateRecord, value: Any, asset: str | None) -> dict[str, Any]:
     return {
         "kind": KIND,
         **({} if asset is None else {"asset": asset}),
-        "namespace": record.namespace,
-        "name": record.name,
-        "key": record.key,
-        "version": record.version,
-        "updated_at": iso(record.updated_at),
-        "updated_by": record.updated_by,
+        **record_fields(record),
         "value": value,
     }
 

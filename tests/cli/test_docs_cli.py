@@ -24,7 +24,8 @@ _HOST_PID = re.compile(r"(?<![\w:./-])[A-Za-z][\w.-]*:\d+(?![\w:.])")
 
 def _steps(page: str) -> list[tuple[str, list[str]]]:
     """The incident's commands, each with the output the page shows for it."""
-    section = page[page.index("<!-- incident") : page.index("## Moving watermarks")]
+    start = page.index("<!-- incident")
+    section = page[start : page.index("\n## ", start)]
     steps: list[tuple[str, list[str]]] = []
     for block in re.findall(r"```console\n(.*?)```", section, re.DOTALL):
         for line in block.splitlines():

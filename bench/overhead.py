@@ -148,9 +148,9 @@ async def measure(
 
 
 @contextmanager
-def sqlite_store() -> Iterator[SqlBackend]:
+def sqlite_store(history_versions: int | None = None) -> Iterator[SqlBackend]:
     with tempfile.TemporaryDirectory(prefix="stateful-bench-") as tmp:
-        store = SqlBackend(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        store = SqlBackend(f"sqlite:///{Path(tmp) / 'bench.db'}", history_versions=history_versions)
         try:
             yield store
         finally:
@@ -243,12 +243,12 @@ async def _consume_iterator(iterator: AsyncIterator[int]) -> None:
 def sqlite_breakdown(writes: int, repeats: int) -> list[tuple[str, float]]:
     """Cost of one ``SqlBackend`` write on SQLite, in µs: as shipped, without the flush, the hop."""
     results: dict[str, float] = {}
-    with sqlite_store() as full, sqlite_store() as normal:
+    with sqlite_store() as full, sqlite_store() as normal, sqlite_store(history_versions=0) as bare:
         # Private access, for the measurement only: a connection hook that turns the flush off.
         engine = normal._get_engine()
         sa.event.listen(engine, "connect", _synchronous_normal)
         engine.dispose()
-        for label, store in {"full": full, "normal": normal}.items():
+        for label, store in {"full": full, "normal": normal, "bare": bare}.items():
             store.read(NAMESPACE, "warm-up", KEY)
             runs = iter(range(repeats))
 
@@ -278,6 +278,8 @@ def sqlite_breakdown(writes: int, repeats: int) -> list[tuple[str, float]]:
         ("SqlBackend.write as shipped (WAL, synchronous=FULL)", results["full"]),
         ("the same with PRAGMA synchronous=NORMAL (no flush per commit)", results["normal"]),
         ("  so: the WAL flush at commit", results["full"] - results["normal"]),
+        ("the same without history (history_versions=0)", results["bare"]),
+        ("  so: recording the version in the history table", results["full"] - results["bare"]),
         ("asyncio.to_thread hop (SqlBackend.awrite runs write in a thread)", results["hop"]),
     ]
 

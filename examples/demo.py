@@ -1,16 +1,16 @@
 """``make demo``: a persisted watermark at work, on a real directory, in a few seconds.
 
-Runs :class:`examples.local_files.NewFilesTrigger` outside Airflow, the way the triggerer would
-(``async for event in trigger.run()``), with the default store: SQLite at
-``$AIRFLOW_HOME/stateful.db``. Unless ``AIRFLOW_HOME`` is already set, it points at
-``<workdir>/airflow-home`` so the demo never writes into your ``~/airflow``.
+Runs :class:`examples.local_files.NewFilesTrigger` outside Airflow with the command line,
+``stateful run``, which drives the trigger the way Airflow's triggerer does, against the default
+store: SQLite at ``$AIRFLOW_HOME/stateful.db``. Unless ``AIRFLOW_HOME`` is already set, it points
+at ``<workdir>/airflow-home`` so the demo never writes into your ``~/airflow``.
 
 Phases, each checked (the exit status is 1 if a count is off):
 
 1. three files land; a fresh trigger emits one event per file (3 events);
-2. "restart": a new trigger instance, nothing new: the old files stay quiet (0 events);
+2. "restart": a new run, nothing new: the old files stay quiet (0 events in 2 s);
 3. two new files land and an old one is rewritten: exactly those fire (3 events);
-4. the stored watermark is printed, with where it lives.
+4. ``stateful show --value`` prints the stored watermark.
 
 Every run starts clean (the landing directory and the demo's watermark are deleted first) and
 stamps file mtimes explicitly, so it prints the same output every time.
@@ -23,23 +23,20 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from examples.local_files import NewFilesTrigger
 
 REPO = Path(__file__).resolve().parents[1]
+TRIGGER = "examples.local_files:NewFilesTrigger"
 POLL_INTERVAL = 0.2
-# Only a safety net: each phase stops once the trigger completed three poll cycles.
-IDLE_TIMEOUT = 30.0
+# Phase 2 expects silence: the trigger scans every POLL_INTERVAL, so this is about ten scans.
+QUIET_SECONDS = 2
 # The files' mtimes, stamped explicitly (as `touch -d` would) so the output is reproducible.
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -75,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from examples.local_files import LOOKBACK, NewFilesTrigger
     from stateful.backends._default import choose_default_backend
-    from stateful.types import Watermark
 
-    _show_stateful_logs()
     choice = choose_default_backend()
     store = choice.backend
     trigger_name = NewFilesTrigger(str(landing)).glob  # the watermark's name
@@ -87,19 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     landing.mkdir(parents=True)
     store.delete("files", trigger_name, "watermark")
 
-    print("airflow-stateful demo: NewFilesTrigger on a real directory, outside Airflow")
+    print("airflow-stateful demo: NewFilesTrigger on a real directory, run by `stateful run` outside Airflow")
     print(f"  landing directory : {landing}")
     print(f"  state store       : {store.description}")
     print(f"                      chosen by: {choice.reason}")
     if home_was_set:
         print(f"                      (AIRFLOW_HOME was already set: {os.environ['AIRFLOW_HOME']})")
     print(f"  watermark         : namespace 'files', name '{trigger_name}', lookback {LOOKBACK}")
-    print(f"  serialize()       : {NewFilesTrigger(str(landing), poll_interval=POLL_INTERVAL).serialize()}")
     print("  File mtimes are stamped explicitly (like `touch -d`) so every run prints the same output.")
 
     failures: list[str] = []
 
-    def check(phase: str, events: list[dict[str, Any]], expected: int, meaning: str) -> None:
+    kwargs = json.dumps({"directory": str(landing), "poll_interval": POLL_INTERVAL})
+
+    def check(phase: str, events: list[str], expected: int, meaning: str) -> None:
         ok = len(events) == expected
         verdict = f"OK: {meaning}" if ok else "UNEXPECTED"
         print(f"  => {len(events)} event{'s' * (len(events) != 1)} (expected {expected}): {verdict}")
@@ -111,12 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     _drop(landing, "orders-001.csv", "id,amount\n1,10\n", T0)
     _drop(landing, "orders-002.csv", "id,amount\n2,20\n3,30\n", T0 + timedelta(seconds=10))
     _drop(landing, "orders-003.csv", "id,amount\n4,40\n", T0 + timedelta(seconds=20))
-    events = _run_trigger(NewFilesTrigger(str(landing), poll_interval=POLL_INTERVAL), workdir)
-    check("phase 1", events, 3, "one event per file")
+    events = _run_trigger(["--kwargs", kwargs, "--max-events", "3"])
+    check("phase 1", events, 3, "one event per file, each saved once taken")
 
     print()
     print('Phase 2: "restart": a new trigger instance, nothing new in the directory')
-    events = _run_trigger(NewFilesTrigger(str(landing), poll_interval=POLL_INTERVAL), workdir)
+    events = _run_trigger(["--kwargs", kwargs, "--timeout", str(QUIET_SECONDS)])
     check("phase 2", events, 0, "the files already emitted stay quiet")
 
     print()
@@ -124,28 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     _drop(landing, "orders-004.csv", "id,amount\n5,50\n", T0 + timedelta(minutes=5))
     _drop(landing, "orders-005.csv", "id,amount\n6,60\n", T0 + timedelta(minutes=5, seconds=10))
     _drop(landing, "orders-001.csv", "id,amount\n1,11\n", T0 + timedelta(minutes=5, seconds=20), "rewrite")
-    events = _run_trigger(NewFilesTrigger(str(landing), poll_interval=POLL_INTERVAL), workdir)
-    check("phase 3", events, 3, "the new files and the rewritten one, nothing else")
+    events = _run_trigger(["--kwargs", kwargs, "--max-events", "3"])
+    check("phase 3", events, 3, "the new files and the rewritten one")
+    fired = {Path(json.loads(event.split(None, 2)[2])["path"]).name for event in events}
+    if events and fired != {"orders-004.csv", "orders-005.csv", "orders-001.csv"}:
+        failures.append(f"phase 3: {sorted(fired)} fired, not the new and rewritten files")
 
     print()
     print("Phase 4: the stored watermark")
-    record = store.read("files", trigger_name, "watermark")
-    if record is None:
-        print("  nothing stored!")
+    value = _stateful(["show", "files", trigger_name, "--value"])
+    if value is None:
         failures.append("phase 4: no watermark stored")
     else:
-        watermark = Watermark.from_state_json(record.value)
-        print(f"  where   : {store.description}, table {store.table_name}")
-        print(f"            row (namespace, name, key) = ('files', '{trigger_name}', 'watermark')")
-        print(f"  version : {record.version} (one compare-and-set write per event taken)")
-        print(f"  summary : {watermark.summary()}")
-        print("  JSON    :")
-        for line in json.dumps(json.loads(record.value), indent=2).splitlines():
-            print(f"    {line}")
         print(
             "  The old orders-001.csv key stays in `seen` until it is more than the lookback "
             f"({LOOKBACK}) older than the newest file; `seen` holds only the keys inside that window."
         )
+    print()
+    print("Look around with the command line (from the repository's directory):")
+    for command in (["list"], ["show", "files", trigger_name], ["history", "files", trigger_name]):
+        env = "" if home_was_set else f"AIRFLOW_HOME={shlex.quote(os.environ['AIRFLOW_HOME'])} "
+        print(f"  {env}.venv/bin/stateful {shlex.join(command)}")
 
     print()
     if failures:
@@ -164,34 +159,29 @@ def _drop(landing: Path, name: str, content: str, mtime: datetime, verb: str = "
     print(f"  {verb:>7} landing/{name:<15} mtime {shown}  {len(content.encode())} bytes")
 
 
-def _run_trigger(trigger: NewFilesTrigger, workdir: Path) -> list[dict[str, Any]]:
-    """Drive ``trigger.run()`` until it completed three poll cycles; print and return the payloads."""
-    from examples._drive import drive
-
-    # Three cycles: the first observes the files, the second emits those that held still since,
-    # the third proves nothing more is pending.
-    result = asyncio.run(
-        drive(
-            trigger.run(), until=lambda: trigger.polls >= trigger.stable_polls + 1, idle_timeout=IDLE_TIMEOUT
-        )
+def _stateful(args: list[str]) -> list[str] | None:
+    """Run ``stateful ARGS`` as a user would, print its output indented; None if it failed."""
+    print(f"  $ stateful {shlex.join(args)}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "stateful", *args],
+        cwd=REPO,  # examples/ is importable from here
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    if result.reason != "until":
-        print(f"  (stopped early: {result.reason})")
-    payloads: list[dict[str, Any]] = [event.payload for event in result.events]
-    for payload in payloads:
-        path = Path(payload["path"]).relative_to(workdir)
-        print(f"  event   {path!s:<23} mtime {payload['mtime']}  size {payload['size']}")
-    return payloads
+    lines = proc.stdout.splitlines()
+    for line in lines:
+        print(f"  {line}")
+    if proc.returncode != 0:
+        print(f"  (exit status {proc.returncode}) {proc.stderr.strip()}")
+        return None
+    return lines
 
 
-def _show_stateful_logs() -> None:
-    """Print what ``@stateful`` logs (load and start), indented under the current phase."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("  log     %(message)s"))
-    logger = logging.getLogger("stateful")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+def _run_trigger(args: list[str]) -> list[str]:
+    """``stateful run`` the trigger; return its event lines."""
+    lines = _stateful(["run", TRIGGER, *args])
+    return [] if lines is None else [line for line in lines if line.startswith("event ")]
 
 
 if __name__ == "__main__":

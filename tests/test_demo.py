@@ -1,7 +1,8 @@
-"""examples/demo.py (``make demo``) runs end to end, as a user runs it, and checks itself."""
+"""examples/demo.py (``make demo``) runs end to end through ``stateful run``, and checks itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,9 +51,27 @@ def test_demo_passes_every_phase(first_run: tuple[Path, subprocess.CompletedProc
         "=> 0 events (expected 0)",
         "=> 3 events (expected 3)",
     ]
-    assert proc.stdout.count("  event   landing/") == 6
+    commands = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("$ stateful")]
+    assert [c.split()[2] for c in commands] == ["run", "run", "run", "show"]
+    assert [c.split()[-2:] for c in commands[:3]] == [
+        ["--max-events", "3"],
+        ["--timeout", "2"],
+        ["--max-events", "3"],
+    ]
+    events = [line.split(None, 2)[2] for line in proc.stdout.splitlines() if line.startswith("  event ")]
+    assert [Path(json.loads(e)["path"]).name for e in events] == [
+        "orders-001.csv",
+        "orders-002.csv",
+        "orders-003.csv",
+        "orders-004.csv",
+        "orders-005.csv",
+        "orders-001.csv",
+    ]
+    assert proc.stdout.count("  saved    version ") == 6  # each event saved once taken
+    assert (
+        "saved    version 6: timestamp=2025-06-02T09:05:20.000000Z, cursor=null, seen=6 keys" in proc.stdout
+    )
     assert "All phases behaved as expected" in proc.stdout
-    assert "seen=6 keys" in proc.stdout
 
 
 def test_demo_keeps_its_state_under_the_workdir_when_airflow_home_is_unset(
@@ -97,7 +116,7 @@ def test_demo_fails_when_a_phase_count_is_off(
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("STATEFUL_DATABASE_URL", raising=False)
     monkeypatch.delenv("AIRFLOW__STATEFUL__DATABASE_URL", raising=False)
-    monkeypatch.setattr(demo, "_run_trigger", lambda trigger, workdir: [])  # a trigger that never fires
+    monkeypatch.setattr(demo, "_run_trigger", lambda args: [])  # a trigger that never fires
     _clear_cache()
     try:
         status = demo.main(["--workdir", str(tmp_path / "work")])

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["AsyncFromSync", "AsyncStateBackend", "StateBackend", "StateRecord", "default_writer"]
+__all__ = [
+    "AsyncFromSync",
+    "AsyncStateBackend",
+    "StateBackend",
+    "StateRecord",
+    "SupportsHistory",
+    "default_writer",
+]
 
 _T = TypeVar("_T")
 
@@ -138,6 +145,17 @@ class AsyncStateBackend(Protocol):
 
     async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
         """Async :meth:`StateBackend.list`."""
+        ...
+
+
+@runtime_checkable
+class SupportsHistory(Protocol):
+    """A store that keeps earlier versions of each document (``SqlBackend`` does)."""
+
+    def history(
+        self, namespace: str, name: str, key: str, *, limit: int | None = None
+    ) -> Sequence[StateRecord]:
+        """Return the kept versions of a document, newest first, the current one included."""
         ...
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from stateful.backends import _history
 from stateful.backends._redact import Redactor
 from stateful.backends._sqlsupport import (
     DRIVER_INSTALL,
@@ -59,12 +60,20 @@ class SqlBackend(AsyncFromSync):
     up front (``BEGIN IMMEDIATE``), so several processes can share one file. PostgreSQL needs
     ``pip install 'airflow-stateful[postgres]'`` (``postgresql+psycopg://...``).
 
+    Every write also records the version it creates in ``<table_name>_history`` (created when
+    missing, also next to a table made by an earlier release) and keeps the newest
+    ``history_versions`` of each document; :meth:`history` lists them. Deleting a document
+    deletes its history too.
+
     Args:
         url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/stateful.db`` or
             ``postgresql+psycopg://user:password@host/db``.
         table_name: the table to use (created if absent).
         engine_options: extra keyword arguments for :func:`sqlalchemy.create_engine`; they
             override this class's defaults (``connect_args`` are merged).
+        history_versions: how many versions of each document to keep (0: no history). ``None``
+            reads ``STATEFUL_HISTORY_VERSIONS``, else ``[stateful] history_versions``, else 100,
+            at first use.
 
     Raises:
         StoreError: the URL cannot be parsed, or names a dialect SQLAlchemy does not know.
@@ -81,6 +90,7 @@ class SqlBackend(AsyncFromSync):
         *,
         table_name: str = DEFAULT_TABLE,
         engine_options: Mapping[str, Any] | None = None,
+        history_versions: int | None = None,
     ) -> None:
         self._url = parse_url(url)
         self._redactor = Redactor(self._url)
@@ -93,6 +103,16 @@ class SqlBackend(AsyncFromSync):
         self._table_name = table_name
         self._table = state_table(table_name)
         self._engine_options = dict(engine_options or {})
+        self._history = _history.History(table_name)
+        self._keep = (
+            None
+            if history_versions is None
+            else _history.check_history_versions(history_versions, f"{self._description}: history_versions")
+        )
+        # Why history is off, once known (None: it is on, or the store was not used yet).
+        self._no_history: str | None = None
+        # Whether a delete also deletes the history (whenever the history table exists).
+        self._purge = False
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._pid = os.getpid()
@@ -114,6 +134,11 @@ class SqlBackend(AsyncFromSync):
 
     def __repr__(self) -> str:
         return f"SqlBackend({self._redactor.masked_url!r}, table_name={self._table_name!r})"
+
+    @property
+    def history_table_name(self) -> str:
+        """The name of the table that keeps the history (see :meth:`history`)."""
+        return self._history.name
 
     def dispose(self) -> None:
         """Close the engine and its pooled connections; the next call opens a new engine."""
@@ -166,6 +191,7 @@ class SqlBackend(AsyncFromSync):
                                 namespace=namespace, name=name, key=key, version=1, **columns
                             )
                         )
+                        self._record_history(conn, (namespace, name, key), 1, columns)
                     return 1
                 except IntegrityError:
                     # The transaction is over (PostgreSQL aborts it): look the winner up anew.
@@ -181,6 +207,7 @@ class SqlBackend(AsyncFromSync):
                 )
                 with self._write_tx(engine) as conn:
                     if conn.execute(update).rowcount == 1:
+                        self._record_history(conn, (namespace, name, key), expected_version + 1, columns)
                         return expected_version + 1
                     actual = self._version(conn, namespace, name, key)
             raise self._conflict(namespace, name, key, expected_version, actual)
@@ -201,6 +228,8 @@ class SqlBackend(AsyncFromSync):
                 stmt = stmt.where(self._table.c.version == expected_version)
             with self._write_tx(engine) as conn:
                 if conn.execute(stmt).rowcount > 0:
+                    if self._purge:
+                        self._history.purge(conn, (namespace, name, key))
                     return True
                 if expected_version is None:
                     return False
@@ -224,6 +253,48 @@ class SqlBackend(AsyncFromSync):
 
         where = "all states" if namespace is None else f"states of namespace {namespace!r}"
         return self._run("list", where, run)
+
+    # -- history ---------------------------------------------------------------------------------
+
+    @property
+    def history_versions(self) -> int | None:
+        """How many versions of each document are kept (``None`` until the setting is read)."""
+        return self._keep
+
+    def history(
+        self, namespace: str, name: str, key: str, *, limit: int | None = None
+    ) -> Sequence[StateRecord]:
+        """Return the kept versions of a document, newest first, the current one included.
+
+        A document last written before its database had a history table shows its current
+        version only; a deleted document has no history.
+
+        Raises:
+            StoreError: the store keeps no history (``history_versions=0``, or the history table
+                could not be created), or the database failed.
+
+        Example:
+            >>> store = SqlBackend("sqlite://", history_versions=2)
+            >>> for version, value in enumerate(["a", "b", "c"]):
+            ...     _ = store.write("ns", "n", "k", value, expected_version=version or None)
+            >>> [(r.version, r.value) for r in store.history("ns", "n", "k")]
+            [(3, 'c'), (2, 'b')]
+        """
+        address = (namespace, name, key)
+
+        def run(engine: Engine) -> Sequence[StateRecord]:
+            if self._no_history is not None:
+                raise StoreError(f"{self._description} keeps no history: {self._no_history}.")
+            with engine.connect() as conn:
+                current = conn.execute(sa.select(self._table).where(*self._pk(*address))).first()
+                if current is None:
+                    return []
+                rows = conn.execute(
+                    _history.select_history(self._history.table, address, limit, current.version)
+                )
+                return _history.versions(_record(current), [_record(row) for row in rows], limit)
+
+        return self._run("read the history of", _where(*address), run)
 
     # -- the async Protocol: the same code in a worker thread ------------------------------------
     # If the awaiting task is cancelled, the thread still finishes its statement; a write may
@@ -308,14 +379,43 @@ class SqlBackend(AsyncFromSync):
         return options
 
     def _create_table(self, engine: Engine) -> None:
+        self._create(engine, self._table)
+        if self._keep is None:
+            self._keep = _history.history_setting()
+        if self._keep == 0:
+            self._no_history = "history_versions is 0"
+            # Others may keep history here: a document deleted now must not inherit it later.
+            self._purge = sa.inspect(engine).has_table(self._history.name)
+            return
+        try:
+            self._create(engine, self._history.table)
+        except sa.exc.SQLAlchemyError as exc:
+            # A state table made by a DBA, for a user who may not create tables: keep working.
+            self._no_history = f"table {self._history.name!r} is missing and cannot be created"
+            _log.warning(
+                "stateful: %s keeps no history: %s (%s). Create it, or set history_versions=0.",
+                self._description,
+                self._no_history,
+                self._redactor.summary(exc),
+            )
+        else:
+            self._no_history, self._purge = None, True
+
+    def _create(self, engine: Engine, table: sa.Table) -> None:
         try:
             with self._write_tx(engine) as conn:
-                self._table.create(conn, checkfirst=True)
+                table.create(conn, checkfirst=True)
         except sa.exc.SQLAlchemyError:
             # Two processes starting at once both saw no table and both created it: the loser
             # fails (duplicate table or type). Fine if the table is there now.
-            if not sa.inspect(engine).has_table(self._table_name):
+            if not sa.inspect(engine).has_table(table.name):
                 raise
+
+    def _record_history(
+        self, conn: Connection, address: tuple[str, str, str], version: int, columns: Mapping[str, Any]
+    ) -> None:
+        if self._no_history is None and self._keep:
+            self._history.record(conn, address, version, columns, self._keep)
 
     @contextlib.contextmanager
     def _write_tx(self, engine: Engine) -> Iterator[Connection]:

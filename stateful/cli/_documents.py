@@ -1,0 +1,253 @@
+"""Stored watermark documents as the command line shows, checks, changes and compares them.
+
+Without ``--model`` a document is checked against :class:`AnyWatermark`: the fields every
+watermark has are validated strictly, and the fields of a user's subclass are kept as they are.
+With ``--model`` the trigger's own model validates everything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ConfigDict, JsonValue
+
+from stateful._core import DEFAULT_KEY
+from stateful.backends.base import StateRecord
+from stateful.cli._errors import UsageError
+from stateful.cli._values import load_object
+from stateful.types import Watermark
+
+__all__ = [
+    "AnyWatermark",
+    "Summary",
+    "canonical",
+    "changes",
+    "load_model",
+    "model_for",
+    "record_fields",
+    "record_json",
+    "summarize",
+    "validate",
+]
+
+_BASE_FIELDS = ("timestamp", "cursor", "seen", "schema_version")
+_SHOWN_KEYS = 5
+
+
+class AnyWatermark(Watermark[JsonValue]):
+    """Any watermark document: the common fields validated, a subclass's own fields kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def load_model(path: str | None) -> type[Watermark[Any]]:
+    """The model named by ``--model``: a Watermark subclass, or a ``@stateful`` trigger's model."""
+    if path is None:
+        return AnyWatermark
+    value = load_object(path, "--model")
+    spec = getattr(getattr(value, "run", None), "__stateful__", None) or getattr(
+        getattr(value, "poke", None), "__stateful__", None
+    )
+    if spec is not None:
+        model: type[Watermark[Any]] = spec.model
+        return model
+    if isinstance(value, type) and issubclass(value, Watermark):
+        return value
+    raise UsageError(
+        f"--model {path}: {value!r} is neither a Watermark model nor a class whose run() or poke() "
+        f"is decorated with @stateful."
+    )
+
+
+def model_for(key: str, model: type[Watermark[Any]]) -> type[Watermark[Any]] | None:
+    """``model`` for the decorator's document key, ``None`` (JSON only) for any other key."""
+    return model if key == DEFAULT_KEY else None
+
+
+def model_name(model: type[Watermark[Any]]) -> str:
+    return "any Watermark" if model is AnyWatermark else f"{model.__module__}.{model.__qualname__}"
+
+
+def validate(text: str, model: type[Watermark[Any]]) -> Watermark[Any]:
+    """Load ``text`` with ``model``; a ValueError says what is wrong."""
+    watermark = model.from_state_json(text)
+    if model is AnyWatermark and isinstance(watermark.cursor, dict):
+        raise ValueError("cursor is a JSON object, which is not ordered; a cursor must be totally ordered")
+    return watermark
+
+
+def canonical(value: Any) -> str:
+    """JSON text as :meth:`Watermark.to_state_json` writes it (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What ``list`` and ``show`` say about one stored document."""
+
+    doc: dict[str, Any] | None
+    problem: str | None
+    size_bytes: int
+
+    @property
+    def timestamp(self) -> str | None:
+        return None if self.doc is None else self.doc.get("timestamp")
+
+    @property
+    def cursor(self) -> Any:
+        return None if self.doc is None else self.doc.get("cursor")
+
+    @property
+    def seen(self) -> int | None:
+        seen = None if self.doc is None else self.doc.get("seen")
+        return len(seen) if isinstance(seen, dict) else None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The fields of a user's subclass."""
+        doc = self.doc or {}
+        return {k: v for k, v in doc.items() if k not in _BASE_FIELDS}
+
+    def line(self) -> str:
+        """One line: ``timestamp=..., cursor=..., seen=3 keys`` (or the problem)."""
+        if self.doc is None:
+            return f"INVALID: {self.problem}"
+        seen = self.seen
+        keys = f"{seen} key{'' if seen == 1 else 's'}"
+        text = f"timestamp={self.timestamp or 'null'}, cursor={short(self.cursor)}, seen={keys}"
+        text += "".join(f", {k}={short(v)}" for k, v in self.fields.items())
+        return text if self.problem is None else f"{text} (INVALID: {self.problem})"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "timestamp": self.timestamp,
+            "cursor": self.cursor,
+            "seen_keys": self.seen,
+            "fields": self.fields,
+            "size_bytes": self.size_bytes,
+            "valid": self.problem is None,
+            "problem": self.problem,
+        }
+
+
+def summarize(text: str, model: type[Watermark[Any]] | None = AnyWatermark) -> Summary:
+    """Summarize a stored document, whatever state it is in (a corrupt one must still show).
+
+    ``model=None`` checks only that it is a JSON object: a document under a key other than the
+    decorator's ``"watermark"`` is not a watermark.
+    """
+    size = len(text.encode())
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        return Summary(None, f"not JSON ({exc})", size)
+    if not isinstance(doc, dict):
+        return Summary(None, f"a JSON {type(doc).__name__}, not an object", size)
+    if model is None:
+        return Summary(doc, None, size)
+    try:
+        validate(text, model)
+    except ValueError as exc:
+        return Summary(doc, f"does not validate as {model_name(model)}: {one_line(exc)}", size)
+    return Summary(doc, None, size)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """A JSON value in at most ``limit`` characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def iso(value: datetime) -> str:
+    """UTC with microseconds and a Z, as watermark timestamps are stored."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def record_fields(record: StateRecord) -> dict[str, Any]:
+    """Where a record is and which version, for JSON output and export lines."""
+    return {
+        "namespace": record.namespace,
+        "name": record.name,
+        "key": record.key,
+        "version": record.version,
+        "updated_at": iso(record.updated_at),
+        "updated_by": record.updated_by,
+    }
+
+
+def record_json(record: StateRecord, summary: Summary) -> dict[str, Any]:
+    """A stored record for ``--json`` output."""
+    return {**record_fields(record), **summary.as_json()}
+
+
+def changes(before: str | None, after: str) -> dict[str, dict[str, Any]]:
+    """What differs between two documents, field by field; ``seen`` as keys added and removed.
+
+    Example:
+        >>> old = '{"cursor":1,"schema_version":1,"seen":{"a":null},"timestamp":null}'
+        >>> new = '{"cursor":2,"schema_version":1,"seen":{"b":null},"timestamp":null}'
+        >>> changes(old, new)["cursor"]
+        {'before': 1, 'after': 2}
+        >>> changes(old, new)["seen"]
+        {'before': 1, 'after': 1, 'added': ['b'], 'removed': ['a']}
+    """
+    old = _as_doc(before)
+    new = _as_doc(after)
+    result: dict[str, dict[str, Any]] = {}
+    for field in sorted(old.keys() | new.keys(), key=_field_order):
+        a, b = old.get(field), new.get(field)
+        if field == "seen":
+            a_keys = set(a) if isinstance(a, Mapping) else set()
+            b_keys = set(b) if isinstance(b, Mapping) else set()
+            if a != b:
+                result[field] = {
+                    "before": len(a_keys),
+                    "after": len(b_keys),
+                    "added": sorted(b_keys - a_keys),
+                    "removed": sorted(a_keys - b_keys),
+                }
+        elif a != b:
+            result[field] = {"before": a, "after": b}
+    return result
+
+
+def change_lines(diff: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """``changes()`` for people, one line per changed field."""
+    if not diff:
+        return ["(no change)"]
+    lines = []
+    for field, change in diff.items():
+        if field == "seen":
+            parts = [f"{change['before']} -> {change['after']} keys"]
+            for verb in ("added", "removed"):
+                keys = change[verb]
+                if keys:
+                    shown = ", ".join(keys[:_SHOWN_KEYS]) + (", ..." if len(keys) > _SHOWN_KEYS else "")
+                    parts.append(f"{len(keys)} {verb}: {shown}")
+            lines.append(f"{field:<10} " + "; ".join(parts))
+        else:
+            lines.append(f"{field:<10} {short(change['before'])} -> {short(change['after'])}")
+    return lines
+
+
+def _as_doc(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {"(value)": text}
+    return doc if isinstance(doc, dict) else {"(value)": doc}
+
+
+def _field_order(field: str) -> tuple[int, str]:
+    return (_BASE_FIELDS.index(field) if field in _BASE_FIELDS else len(_BASE_FIELDS), field)

@@ -1,0 +1,362 @@
+"""``stateful set``, ``reset``, ``rewind`` and ``delete``: changing a watermark, safely.
+
+Every change reads the stored version, shows what would change, asks (unless ``--yes``), and
+writes with compare-and-set against the version it read: if a trigger or another operator
+saved in between, the change is refused (exit status 3) and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from stateful.backends.base import StateRecord
+from stateful.cli._common import address, model_option, read_existing, store_options, yes_option
+from stateful.cli._documents import (
+    AnyWatermark,
+    canonical,
+    change_lines,
+    changes,
+    iso,
+    load_model,
+    model_name,
+    one_line,
+    summarize,
+    validate,
+)
+from stateful.cli._errors import CONFLICT, CliError, NotFoundError, UsageError
+from stateful.cli._output import Output
+from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
+from stateful.cli._values import parse_cursor, parse_timestamp, parse_version_or_time
+from stateful.errors import StateConflictError
+
+__all__ = ["delete_command", "reset_command", "rewind_command", "set_command"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NONE = {"none", "null"}
+
+
+def dry_run_option(f: F) -> F:
+    return click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")(f)
+
+
+def _conflict(exc: StateConflictError, what: str) -> CliError:
+    found = "nothing stored" if exc.actual_version is None else f"version {exc.actual_version}"
+    read = "nothing stored" if exc.expected_version is None else f"version {exc.expected_version}"
+    return CliError(
+        f"{exc.namespace}/{exc.name} changed while {what}: it was {read} when read, it is {found} now "
+        f"(a trigger or another operator saved it). Nothing was written. Look again (`stateful show "
+        f"{exc.namespace} {exc.name}`) and re-run the command if it still applies; stop or pause the "
+        f"trigger first if it keeps advancing.",
+        exit_code=CONFLICT,
+    )
+
+
+def _change(
+    out: Output,
+    choice: StoreChoice,
+    where: tuple[str, str, str],
+    current: StateRecord | None,
+    new_value: str,
+    *,
+    action: str,
+    yes: bool,
+    dry_run: bool,
+    notes: tuple[str, ...] = (),
+) -> None:
+    """Show the change, ask, and write it with compare-and-set against ``current``."""
+    namespace, name, key = where
+    diff = changes(None if current is None else current.value, new_value)
+    before = None if current is None else current.version
+    after = (before or 0) + 1
+    result: dict[str, Any] = {
+        "action": action,
+        "namespace": namespace,
+        "name": name,
+        "key": key,
+        "store": choice.description,
+        "previous_version": before,
+        "version": None,
+        "dry_run": dry_run,
+        "changes": diff,
+    }
+    if not out.as_json:
+        state = "nothing stored yet" if current is None else f"version {before}"
+        out.line(f"{action}: {namespace}/{name} in {choice.description} ({state})")
+        for line in change_lines(diff):
+            out.line(f"  {line}")
+        for note in notes:
+            out.line(f"  note: {note}")
+    if not diff or dry_run:
+        out.note("Nothing to change; nothing was written." if not diff else "Dry run: nothing was written.")
+        if out.as_json:
+            out.json(result)
+        return
+    out.confirm(f"Write version {after} of {namespace}/{name}?", yes=yes)
+    try:
+        version = choice.sync().write(
+            namespace, name, key, new_value, expected_version=before, updated_by=writer(action)
+        )
+    except StateConflictError as exc:
+        raise _conflict(exc, "you were deciding") from None
+    if out.as_json:
+        out.json({**result, "version": version})
+    else:
+        out.line(f"Wrote version {version}. Check it with `stateful show {namespace} {name}`.")
+
+
+def _json_kind(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}.get(
+        type(value), type(value).__name__
+    )
+
+
+@click.command("set")
+@address
+@click.option("--timestamp", metavar="ISO|none", help="New timestamp: ISO 8601 with a time zone, or 'none'.")
+@click.option(
+    "--cursor", metavar="VALUE", help='New cursor: JSON (42, "42", [1, 2], null) or else taken as text.'
+)
+@click.option("--clear-seen", is_flag=True, help="Forget the keys seen at the boundary.")
+@click.option("--create", is_flag=True, help="Create the watermark if nothing is stored yet.")
+@model_option
+@yes_option
+@dry_run_option
+@store_options
+def set_command(
+    namespace: str,
+    name: str,
+    key: str,
+    timestamp: str | None,
+    cursor: str | None,
+    clear_seen: bool,
+    create: bool,
+    model: str | None,
+    yes: bool,
+    dry_run: bool,
+    where: StoreOptions,
+    as_json: bool,
+) -> None:
+    """Set a watermark's timestamp or cursor (backwards too), validated and compare-and-set.
+
+    Stop or pause the trigger first: while it runs it keeps its own copy, and its next save
+    fails with a version conflict (it then restarts from what you set).
+
+    \b
+    Examples:
+      stateful set files /data/landing/*.csv --timestamp 2025-06-02T09:00:00Z
+      stateful set orders db.public.orders --cursor 41870 --model dags.orders:OrdersTrigger
+    """
+    if timestamp is None and cursor is None and not clear_seen:
+        raise UsageError("nothing to set: give --timestamp, --cursor and/or --clear-seen.")
+    out = Output(as_json)
+    watermark_model = load_model(model)
+    new_timestamp: datetime | None = None
+    if timestamp is not None and timestamp.strip().lower() not in _NONE:
+        new_timestamp = parse_timestamp(timestamp, "--timestamp")
+    choice = choose_store(where)
+    current = choice.sync().read(namespace, name, key)
+    if current is None and not create:
+        try:
+            read_existing(choice, namespace, name, key)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc} To create it, pass --create.") from None
+    doc = json.loads(watermark_model().to_state_json() if current is None else current.value)
+    if not isinstance(doc, dict):
+        raise CliError(
+            f"the stored value of {namespace}/{name} is not a JSON object; `stateful reset` replaces it."
+        )
+    if timestamp is not None:
+        doc["timestamp"] = None if new_timestamp is None else iso(new_timestamp)
+    if cursor is not None:
+        value = parse_cursor(cursor)
+        old = doc.get("cursor")
+        if (
+            watermark_model is AnyWatermark
+            and None not in (old, value)
+            and _json_kind(old) != _json_kind(value)
+        ):
+            raise UsageError(
+                f"--cursor {cursor}: the stored cursor is {_json_kind(old)} {json.dumps(old)}, the new "
+                f"one would be {_json_kind(value)}. Write it as the same JSON type, or pass --model "
+                f"MODULE:CLASS to validate against the trigger's model."
+            )
+        doc["cursor"] = value
+    if clear_seen:
+        doc["seen"] = {}
+    try:
+        new_value = validate(canonical(doc), watermark_model).to_state_json()
+    except ValueError as exc:
+        raise UsageError(
+            f"the new value does not validate as {model_name(watermark_model)}: {one_line(exc)}"
+        ) from None
+    _change(out, choice, (namespace, name, key), current, new_value, action="set", yes=yes, dry_run=dry_run)
+
+
+@click.command("reset")
+@address
+@model_option
+@yes_option
+@dry_run_option
+@store_options
+def reset_command(
+    namespace: str,
+    name: str,
+    key: str,
+    model: str | None,
+    yes: bool,
+    dry_run: bool,
+    where: StoreOptions,
+    as_json: bool,
+) -> None:
+    """Reset a watermark to empty: every item counts as new again. Kept in history (rewindable).
+
+    \b
+    Example:
+      stateful reset files /data/landing/*.csv
+    """
+    out = Output(as_json)
+    watermark_model = load_model(model)
+    choice = choose_store(where)
+    current = read_existing(choice, namespace, name, key)
+    notes: tuple[str, ...] = ()
+    dropped = sorted(summarize(current.value).fields) if watermark_model is AnyWatermark else []
+    if dropped:
+        notes = (
+            f"the fields {', '.join(dropped)} are dropped: the model's defaults apply when the trigger "
+            f"loads it (pass --model MODULE:CLASS to write them)",
+        )
+    empty = watermark_model().to_state_json()
+    _change(
+        out,
+        choice,
+        (namespace, name, key),
+        current,
+        empty,
+        action="reset",
+        yes=yes,
+        dry_run=dry_run,
+        notes=notes,
+    )
+
+
+@click.command("rewind")
+@address
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="VERSION|ISO-TIME",
+    help="A version from `stateful history`, or a date-time: the version that was current then.",
+)
+@model_option
+@yes_option
+@dry_run_option
+@store_options
+def rewind_command(
+    namespace: str,
+    name: str,
+    key: str,
+    target: str,
+    model: str | None,
+    yes: bool,
+    dry_run: bool,
+    where: StoreOptions,
+    as_json: bool,
+) -> None:
+    """Restore an earlier version of a watermark from its history, after showing the difference.
+
+    The restored value is written as a new version (the history keeps the one it replaces), so
+    a rewind can itself be undone.
+
+    \b
+    Examples:
+      stateful rewind files /data/landing/*.csv --to 41 --dry-run
+      stateful rewind files /data/landing/*.csv --to 2025-06-02T09:00:00Z
+    """
+    out = Output(as_json)
+    watermark_model = load_model(model)
+    wanted = parse_version_or_time(target, "--to")
+    choice = choose_store(where)
+    versions = choice.history().history(namespace, name, key)
+    if not versions:
+        read_existing(choice, namespace, name, key)  # raises NotFoundError with hints
+    current, oldest = versions[0], versions[-1]
+    if isinstance(wanted, int):
+        found = next((r for r in versions if r.version == wanted), None)
+        missing = f"version {wanted} is not in the history of {namespace}/{name}"
+    else:
+        found = next((r for r in versions if r.updated_at <= wanted), None)
+        missing = f"no kept version of {namespace}/{name} was current at {iso(wanted)}"
+    if found is None:
+        raise NotFoundError(
+            f"{missing}: it keeps versions {oldest.version} ({iso(oldest.updated_at)}) to {current.version} "
+            f"({iso(current.updated_at)}). `stateful history {namespace} {name}` lists them."
+        )
+    try:
+        validate(found.value, watermark_model)
+    except ValueError as exc:
+        raise CliError(
+            f"version {found.version} of {namespace}/{name} does not validate as "
+            f"{model_name(watermark_model)}: {one_line(exc)}. Nothing was written."
+        ) from None
+    by = found.updated_by or "unknown"
+    note = f"restores version {found.version}, written {iso(found.updated_at)} by {by}"
+    _change(
+        out,
+        choice,
+        (namespace, name, key),
+        current,
+        found.value,
+        action=f"rewind to version {found.version}",
+        yes=yes,
+        dry_run=dry_run,
+        notes=(note,),
+    )
+
+
+@click.command("delete")
+@address
+@yes_option
+@store_options
+def delete_command(
+    namespace: str, name: str, key: str, yes: bool, where: StoreOptions, as_json: bool
+) -> None:
+    """Delete a watermark and its history, for good (`stateful reset` keeps the history).
+
+    \b
+    Example:
+      stateful delete files /data/old-landing/*.csv
+    """
+    out = Output(as_json)
+    choice = choose_store(where)
+    current = read_existing(choice, namespace, name, key)
+    if not as_json:
+        out.line(f"delete: {namespace}/{name} in {choice.description} (version {current.version})")
+        out.line(f"  {summarize(current.value).line()}")
+    out.confirm(
+        f"Delete {namespace}/{name} and its history? This cannot be undone; a trigger that uses it "
+        f"starts from nothing.",
+        yes=yes,
+    )
+    try:
+        choice.sync().delete(namespace, name, key, expected_version=current.version)
+    except StateConflictError as exc:
+        raise _conflict(exc, "you were deciding") from None
+    if out.as_json:
+        out.json(
+            {
+                "action": "delete",
+                "namespace": namespace,
+                "name": name,
+                "key": key,
+                "store": choice.description,
+                "previous_version": current.version,
+            }
+        )
+    else:
+        out.line(f"Deleted {namespace}/{name} (it was version {current.version}).")

@@ -1,0 +1,167 @@
+"""What ``stateful run`` sees of a trigger: its store's loads and saves, and its events.
+
+:class:`Observed` stands between ``@stateful`` and the trigger's store: it reports each load and
+save to a :class:`Reporter`, and with ``--dry-run`` keeps saves in memory instead of writing
+them. :class:`Reporter` prints, as text (above a live status line on a terminal) or JSON lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from stateful.backends.base import AsyncStateBackend, StateRecord, default_writer
+from stateful.cli._documents import summarize
+from stateful.cli._errors import CliError
+from stateful.cli._output import Output, Status, dumps
+from stateful.errors import StateConflictError
+
+__all__ = ["Observed", "Reporter"]
+
+
+class Reporter:
+    """Prints what happens: the load, each event, each save, the stop."""
+
+    def __init__(self, out: Output, status: Status) -> None:
+        self.out, self.status = out, status
+        self.events = 0
+        self.saved_version: int | None = None
+        self.started = time.monotonic()
+
+    def emit(self, kind: str, text: str, **data: Any) -> None:
+        if self.out.as_json:
+            self.out.json({"type": kind, **data})
+        else:
+            self.status.line(text)
+        self.refresh()
+
+    def refresh(self) -> None:
+        saved = (
+            "nothing saved yet" if self.saved_version is None else f"last saved version {self.saved_version}"
+        )
+        self.status.update(f"waiting for events: {self.events} taken, {saved} (Ctrl-C stops)")
+
+    def loaded(self, namespace: str, name: str, key: str, record: StateRecord | None) -> None:
+        where = {"namespace": namespace, "name": name, "key": key}
+        if record is None:
+            self.emit(
+                "loaded",
+                f"loaded   {namespace}/{name}: nothing stored yet, starting empty",
+                **where,
+                version=None,
+            )
+            return
+        summary = summarize(record.value)
+        self.saved_version = record.version
+        self.emit(
+            "loaded",
+            f"loaded   {namespace}/{name} version {record.version}: {summary.line()}",
+            **where,
+            version=record.version,
+            **summary.as_json(),
+        )
+
+    def event(self, event: Any) -> None:
+        self.events += 1
+        payload = getattr(event, "payload", event)
+        self.emit("event", f"event {self.events:<3} {dumps(payload)}", n=self.events, payload=payload)
+
+    def saved(self, version: int, value: str, dry_run: bool) -> None:
+        summary = summarize(value)
+        self.saved_version = version
+        verb = "would save version" if dry_run else "saved    version"
+        self.emit(
+            "saved",
+            f"{verb} {version}: {summary.line()}{' (dry run: not written)' if dry_run else ''}",
+            version=version,
+            dry_run=dry_run,
+            **summary.as_json(),
+        )
+
+
+class Observed:
+    """The trigger's store, seen through: reports loads and saves; ``dry_run`` writes nothing.
+
+    With ``dry_run`` the saves go to an overlay in memory (compare-and-set still applies), so the
+    trigger runs exactly as it would, and the store is left as it was.
+    """
+
+    def __init__(self, store: AsyncStateBackend, reporter: Reporter, *, dry_run: bool) -> None:
+        self._store, self._reporter, self._dry_run = store, reporter, dry_run
+        self._overlay: dict[tuple[str, str, str], StateRecord] = {}
+        self._writing = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def description(self) -> str:
+        return self._store.description + (" (dry run)" if self._dry_run else "")
+
+    @property
+    def writing(self) -> bool:
+        """Whether a save is under way."""
+        return self._writing > 0
+
+    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
+        record = self._overlay.get((namespace, name, key))
+        if record is None:
+            record = await self._store.aread(namespace, name, key)
+        self._reporter.loaded(namespace, name, key, record)
+        return record
+
+    async def awrite(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        self._writing += 1
+        self.idle.clear()
+        try:
+            if self._dry_run:
+                version = self._pretend(namespace, name, key, value, expected_version)
+            else:
+                version = await self._store.awrite(
+                    namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
+                )
+        finally:
+            self._writing -= 1
+            if not self._writing:
+                self.idle.set()
+        self._reporter.saved(version, value, self._dry_run)
+        return version
+
+    async def adelete(
+        self, namespace: str, name: str, key: str, *, expected_version: int | None = None
+    ) -> bool:
+        raise CliError("stateful run does not delete watermarks")
+
+    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
+        return await self._store.alist(namespace)
+
+    def _pretend(self, namespace: str, name: str, key: str, value: str, expected: int | None) -> int:
+        address = (namespace, name, key)
+        current = self._overlay.get(address)
+        # Before the first pretended save, the loaded record's version is what is expected.
+        actual = expected if current is None else current.version
+        if actual != expected:
+            raise StateConflictError(
+                namespace=namespace,
+                name=name,
+                key=key,
+                expected_version=expected,
+                actual_version=actual,
+                backend=self.description,
+            )
+        version = (expected or 0) + 1
+        self._overlay[address] = StateRecord(
+            namespace, name, key, value, version, datetime.now(timezone.utc), default_writer()
+        )
+        return version

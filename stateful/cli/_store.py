@@ -1,0 +1,172 @@
+"""Which store a command uses: chosen in one place, the way ``@stateful`` chooses it.
+
+First match wins:
+
+1. ``--database-url``: that SQL store.
+2. ``--airflow-url``: the Airflow-native store (an asset's state store, AIP-103) through
+   Airflow's REST API; ``--asset`` names the asset (``list`` and ``export`` read every asset
+   without it).
+3. for ``run``, the store the trigger's decorator names (``backend=``);
+4. the decorator's own rule (:mod:`stateful.backends._resolve`) as it applies outside Airflow,
+   where nothing has an asset scope: ``STATEFUL_DATABASE_URL``; else ``[stateful] backend``
+   (``native`` cannot be reached without rule 2: a clear error says so); else
+   ``[stateful] database_url``; else SQLite at ``$AIRFLOW_HOME/stateful.db``.
+
+Every description shown masks the database password.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stateful.backends.base import AsyncStateBackend, StateBackend, SupportsHistory
+from stateful.cli._errors import CliError, UsageError
+from stateful.cli._output import logs_to_stderr
+
+if TYPE_CHECKING:
+    from stateful.cli._native import AirflowApi
+    from stateful.decorators import StatefulSpec
+
+__all__ = ["StoreChoice", "StoreOptions", "choose_store", "choose_trigger_store", "writer"]
+
+NATIVE_HINT = (
+    "On Airflow >= 3.3 the watermarks of asset watchers, and of tasks with an asset, are kept in "
+    "the asset's state store: reach them with --airflow-url URL --asset NAME."
+)
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """What the user said about the store (``--database-url``, ``--airflow-url``, ...)."""
+
+    database_url: str | None = None
+    airflow_url: str | None = None
+    asset: str | None = None
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreChoice:
+    """A store and why it was chosen (both shown to the user; no password).
+
+    ``store`` is ``None`` when the native store was asked for without ``--asset``: then
+    ``api`` reaches every asset (``list`` and ``export`` only).
+    """
+
+    store: Any  # StateBackend and/or AsyncStateBackend
+    reason: str
+    api: AirflowApi | None = None
+    default: bool = False  # chosen by the default rules (not named by the user)
+
+    @property
+    def description(self) -> str:
+        if self.store is None:
+            assert self.api is not None
+            return f"the asset state stores of every asset via {self.api.shown}"
+        return str(self.store.description)
+
+    def sync(self) -> StateBackend:
+        """The store's blocking interface (every command but ``run`` uses it)."""
+        if self.store is None:
+            raise UsageError("this command needs --asset NAME with --airflow-url: which asset's state store?")
+        if not isinstance(self.store, StateBackend):
+            raise CliError(
+                f"{self.description} has no blocking interface (read/write/...); the CLI needs one."
+            )
+        return self.store
+
+    def history(self) -> SupportsHistory:
+        """The store's history, or a clear error when it keeps none."""
+        if not isinstance(self.store, SupportsHistory):
+            raise CliError(
+                f"{self.description} keeps no history of earlier versions; only the SQL store does "
+                f"(see docs/cli.md)."
+            )
+        return self.store
+
+    def hint(self) -> str:
+        """What to try when a default store holds nothing: the native store may hold it."""
+        return f" {NATIVE_HINT}" if self.default else ""
+
+
+def choose_store(options: StoreOptions) -> StoreChoice:
+    """The store for commands that address watermarks by namespace and name (rules 1, 2, 4)."""
+    if options.database_url:
+        return _sql(options.database_url)
+    if options.airflow_url:
+        return _native(options)
+    if options.asset:
+        raise UsageError("--asset needs --airflow-url (the Airflow API server whose asset it is).")
+    from stateful.backends._default import ENV_VAR, choose_default_backend
+
+    if not os.environ.get(ENV_VAR):
+        from stateful.backends._resolve import configured_backend
+
+        setting = configured_backend()
+        logs_to_stderr()  # reading Airflow's configuration imported Airflow
+        if setting == "native":
+            raise CliError(
+                "[stateful] backend is native: the watermarks are in the state stores of Airflow's "
+                "assets. Reach one with --airflow-url URL --asset NAME, or a SQL store with --database-url."
+            )
+    choice = choose_default_backend()
+    logs_to_stderr()
+    return StoreChoice(choice.backend, choice.reason, default=True)
+
+
+def choose_trigger_store(spec: StatefulSpec, options: StoreOptions) -> StoreChoice:
+    """The store ``stateful run`` drives a trigger against (rules 1 to 4)."""
+    from stateful.backends.native import NativeBackend
+
+    if options.database_url or options.airflow_url:
+        choice = choose_store(options)
+        if choice.store is None:
+            raise UsageError(
+                "stateful run with --airflow-url needs --asset NAME: the asset the trigger watches."
+            )
+        return choice
+    if isinstance(spec.backend, NativeBackend):
+        raise UsageError(
+            "this trigger keeps its watermark in Airflow's asset state store (backend=NativeBackend()); "
+            "outside Airflow, reach it with --airflow-url URL --asset NAME, or use --database-url."
+        )
+    if spec.backend is not None:
+        if not isinstance(spec.backend, AsyncStateBackend):
+            raise CliError(f"{spec.backend.description} has no async methods, which a trigger needs.")
+        return StoreChoice(spec.backend, "the trigger's @stateful(backend=...)")
+    return choose_store(options)
+
+
+def _sql(url: str) -> StoreChoice:
+    from stateful.backends.sql import SqlBackend
+
+    return StoreChoice(SqlBackend(url), "--database-url")
+
+
+def _native(options: StoreOptions) -> StoreChoice:
+    from stateful.cli._native import AirflowApi, RestNativeStore
+
+    assert options.airflow_url is not None
+    api = AirflowApi(
+        options.airflow_url, token=options.token, username=options.username, password=options.password
+    )
+    if options.asset is None:
+        return StoreChoice(None, "--airflow-url", api=api)
+    store = RestNativeStore(api, api.asset(options.asset))
+    logs_to_stderr()  # the native store imported Airflow
+    return StoreChoice(store, "--airflow-url and --asset", api=api)
+
+
+def writer(action: str) -> str:
+    """``updated_by`` for a change made with the CLI, e.g. ``stateful rewind by alice@ops-1``."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in the environment or the password database
+        user = "unknown"
+    return f"stateful {action} by {user}@{socket.gethostname()}"

@@ -1,0 +1,221 @@
+"""The Airflow-native store through Airflow's REST API: a real `airflow api-server` process.
+
+The watermarks are written and read on the Airflow side by the native store itself
+(``NativeBackend`` over the accessors the triggerer injects, see tests/_airflow.py), and on the
+operator's side by the command line through ``/api/v2/assets/{asset_id}/state-store``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stateful.backends import NativeBackend
+from stateful.backends.native import NativeDocument, native_key
+from stateful.types import Watermark
+from tests._airflow import AirflowStateStore
+from tests.cli.conftest import WM, Cli, OpenTerminal
+
+pytestmark = pytest.mark.airflow_db
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def api_server(airflow_metadata_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``airflow api-server`` on the session's metadata database; its base URL."""
+    home = Path(airflow_metadata_db.removeprefix("sqlite:///")).parent
+    port = _free_port()
+    env = dict(
+        os.environ,
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_metadata_db,
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",  # no token needed
+    )
+    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
+    airflow = Path(sys.executable).with_name("airflow")
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(airflow), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"airflow api-server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# A name that starts with "/" and holds "*" and a space: the key has "//" and must be quoted.
+NAME = "/data/in bound/*.csv"
+
+
+def wm(cursor: int) -> str:
+    return Watermark[int](cursor=cursor).to_state_json()
+
+
+async def test_operators_see_and_fix_what_the_trigger_wrote(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli
+) -> None:
+    asset = airflow_state_store.new_asset("cli")
+    trigger_store = NativeBackend(airflow_state_store.accessors(asset))  # as a watcher has it
+    version = await trigger_store.awrite("files", "landing/in/", WM, wm(41), expected_version=None)
+    version = await trigger_store.awrite("files", "landing/in/", WM, wm(99), expected_version=version)
+    where = ["--airflow-url", api_server, "--asset", asset.name]
+
+    shown = cli("show", "files", "landing/in/", *where, "--json")
+    listed = cli("list", "--airflow-url", api_server, "--namespace", "files", "--json")
+    rewound = cli("set", "files", "landing/in/", "--cursor", "41", *where, "--yes")
+    history = cli("history", "files", "landing/in/", *where)
+
+    assert shown.returncode == 0, shown.stderr
+    doc = shown.json()
+    assert (doc["version"], doc["cursor"]) == (2, 99)
+    assert doc["store"] == f"NativeBackend(asset {asset.name!r}) via {api_server}"
+    assert listed.returncode == 0, listed.stderr
+    mine = [w for w in listed.json()["watermarks"] if w["asset"] == asset.name]
+    assert [(w["name"], w["version"]) for w in mine] == [("landing/in/", 2)]
+    assert rewound.returncode == 0, rewound.stderr
+    assert "Wrote version 3." in rewound.stdout
+    record = await trigger_store.aread("files", "landing/in/", WM)  # the trigger's next load
+    assert record is not None and (record.version, Watermark[int].from_state_json(record.value).cursor) == (
+        3,
+        41,
+    )
+    stored = NativeDocument.from_json_value(
+        airflow_state_store.stored(asset, native_key("files", "landing/in/"))
+    )
+    assert stored.updated_by is not None and stored.updated_by.startswith("stateful set by ")
+    assert history.returncode == 1 and "keeps no history" in history.stderr
+
+
+async def test_a_save_by_the_trigger_while_deciding_is_a_conflict(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli, terminal: OpenTerminal
+) -> None:
+    asset = airflow_state_store.new_asset("conflict")
+    trigger_store = NativeBackend(airflow_state_store.accessors(asset))
+    await trigger_store.awrite("files", NAME, WM, wm(1), expected_version=None)
+    term = terminal("set", "files", NAME, "--cursor", "0", "--airflow-url", api_server, "--asset", asset.name)
+    term.read_until("Write version 2")
+    await trigger_store.awrite("files", NAME, WM, wm(2), expected_version=1)
+    term.type("y\n")
+
+    assert term.wait() == 3
+    assert "it was version 1 when read, it is version 2 now" in term.screen
+    record = await trigger_store.aread("files", NAME, WM)
+    assert record is not None and record.value == wm(2)
+
+
+async def test_sql_to_native_and_back_through_export_and_import(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli, tmp_path: Path
+) -> None:
+    asset = airflow_state_store.new_asset("moved")
+    cli.seed("files", "a", Watermark[int](cursor=5))
+    cli.seed("files", "b", Watermark[int](cursor=6), Watermark[int](cursor=7))
+    exported = tmp_path / "sql.jsonl"
+    assert cli("export", "--output", str(exported)).returncode == 0
+
+    unasked = cli("import", str(exported), "--airflow-url", api_server)
+    moved = cli("import", str(exported), "--airflow-url", api_server, "--asset", asset.name, "--json")
+    again = cli("import", str(exported), "--airflow-url", api_server, "--asset", asset.name, "--json")
+    back = cli("export", "--airflow-url", api_server, "--asset", asset.name)
+
+    assert unasked.returncode == 2 and "give --asset NAME" in unasked.stderr
+    assert moved.returncode == 0, moved.stderr
+    assert [s["action"] for s in moved.json()["plan"]] == ["create", "create"]
+    assert [s["action"] for s in again.json()["plan"]] == ["unchanged", "unchanged"]
+    trigger_store = NativeBackend(airflow_state_store.accessors(asset))
+    record = await trigger_store.aread("files", "b", WM)
+    assert record is not None and record.value == Watermark[int](cursor=7).to_state_json()
+    lines = [json.loads(line) for line in back.stdout.splitlines()]
+    assert [(d["asset"], d["name"], d["value"]["cursor"]) for d in lines] == [
+        (asset.name, "a", 5),
+        (asset.name, "b", 7),
+    ]
+    # Native to native, each line into the asset it came from.
+    other = tmp_path / "native.jsonl"
+    other.write_text(back.stdout)
+    assert (
+        cli("delete", "files", "a", "--airflow-url", api_server, "--asset", asset.name, "--yes").returncode
+        == 0
+    )
+    restored = cli("import", str(other), "--airflow-url", api_server, "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert [s["action"] for s in restored.json()["plan"]] == ["create", "unchanged"]
+
+
+async def test_run_a_trigger_against_the_native_store(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli
+) -> None:
+    asset = airflow_state_store.new_asset("run")
+
+    result = cli(
+        "run",
+        "tests.cli.triggers:Numbers",
+        "--kwargs",
+        '{"total": 2}',
+        "--airflow-url",
+        api_server,
+        "--asset",
+        asset.name,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "saved    version 2: timestamp=null, cursor=2" in result.stdout
+    record = await NativeBackend(airflow_state_store.accessors(asset)).aread("numbers", "counter", WM)
+    assert record is not None and record.version == 2
+
+
+def test_rest_errors_are_clear(api_server: str, cli: Cli) -> None:
+    unreachable = cli("list", "--airflow-url", "http://127.0.0.1:1")
+    unknown = cli("show", "a", "b", "--airflow-url", api_server, "--asset", "no-such-asset")
+    orphan = cli("show", "a", "b", "--asset", "x")
+
+    assert (
+        unreachable.returncode == 1
+        and "cannot reach Airflow's REST API at http://127.0.0.1:1" in unreachable.stderr
+    )
+    assert unknown.returncode == 1 and "no asset 'no-such-asset'" in unknown.stderr
+    assert orphan.returncode == 2 and "--asset needs --airflow-url" in orphan.stderr
+
+
+def test_a_token_the_api_server_refuses(api_server: str, cli: Cli) -> None:
+    result = cli("list", "--airflow-url", api_server, "--token", "not-a-token")
+
+    assert result.returncode == 1
+    assert f"Airflow's REST API at {api_server} refused GET /api/v2/assets (HTTP 403)" in result.stderr
+    assert "--token" in result.stderr and "not-a-token" not in result.stderr

@@ -1,0 +1,100 @@
+"""Triggers for the command-line tests (imported by ``stateful run`` in a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from stateful import Watermark, stateful
+from stateful.backends import SqlBackend
+
+
+class Numbers(BaseEventTrigger):
+    """Emits the numbers after the stored cursor up to ``total``, one event each.
+
+    With ``hold`` it then advances the cursor once more *without emitting* and waits forever:
+    that change must never be saved, however the run is stopped. With ``gate``, each number
+    after the first waits until the file ``<gate>.<number>`` exists.
+    """
+
+    def __init__(
+        self, total: int, hold: bool = False, fail_at: int | None = None, gate: str | None = None
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.total, self.hold, self.fail_at, self.gate = total, hold, fail_at, gate
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        kwargs = {"total": self.total, "hold": self.hold, "fail_at": self.fail_at, "gate": self.gate}
+        return ("tests.cli.triggers.Numbers", kwargs)
+
+    @stateful(namespace="numbers", name="counter")
+    async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+        n = watermark.cursor or 0
+        first = n + 1
+        while n < self.total:
+            n += 1
+            if self.gate and n > first:
+                await _wait_for(Path(f"{self.gate}.{n}"))
+            if n == self.fail_at:
+                raise RuntimeError(f"the source failed at {n}")
+            watermark.advance(cursor=n)
+            yield TriggerEvent({"n": n})
+        if self.hold:
+            watermark.advance(cursor=n + 1)  # pending, never emitted
+            await asyncio.Event().wait()
+
+
+async def _wait_for(path: Path) -> None:
+    # A file system poll: there is no event to wait on.
+    while not await asyncio.to_thread(path.exists):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+class OrdersState(Watermark[int]):
+    """A model with a field of its own."""
+
+    batches: int = 0
+
+
+class Orders(BaseEventTrigger):
+    """Only its model matters to the tests (``--model tests.cli.triggers:Orders``)."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.table = table
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("tests.cli.triggers.Orders", {"table": self.table})
+
+    @stateful(namespace="orders", name="{table}")
+    async def run(self, watermark: OrdersState) -> AsyncIterator[TriggerEvent]:
+        watermark.batches += 1
+        watermark.advance(cursor=watermark.batches)
+        yield TriggerEvent({"batch": watermark.batches})
+
+
+class OwnStore(BaseEventTrigger):
+    """A trigger naming its own store (``backend=``), from OWN_STORE_URL."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("tests.cli.triggers.OwnStore", {})
+
+    @stateful(namespace="own", name="store", backend=SqlBackend(os.environ.get("OWN_STORE_URL", "sqlite://")))
+    async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
+        watermark.advance(key="only")
+        yield TriggerEvent({"own": True})
+
+
+class Plain(BaseEventTrigger):
+    """Not stateful."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("tests.cli.triggers.Plain", {})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        yield TriggerEvent({})

@@ -239,6 +239,7 @@ async def _main(
             lookback=spec.lookback,
             commit=spec.commit,
             max_untimed_keys=spec.max_untimed_keys,
+            idempotency_key=spec.idempotency_key,
         )(original)
         events = cast("AsyncGenerator[Any, Any]", run(trigger))  # the wrapper is an async generator
         with Stopper().installed() as stopper:

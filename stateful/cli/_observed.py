@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from stateful._triggers import IDEMPOTENCY_FIELD
 from stateful.backends.base import AsyncStateBackend, StateRecord, default_writer
 from stateful.cli._documents import summarize
 from stateful.cli._errors import CliError
@@ -67,7 +68,13 @@ class Reporter:
     def event(self, event: Any) -> None:
         self.events += 1
         payload = getattr(event, "payload", event)
-        self.emit("event", f"event {self.events:<3} {dumps(payload)}", n=self.events, payload=payload)
+        # The idempotency key is for machines (--json); the human line shows the user's payload.
+        shown = (
+            {k: v for k, v in payload.items() if k != IDEMPOTENCY_FIELD}
+            if isinstance(payload, dict)
+            else payload
+        )
+        self.emit("event", f"event {self.events:<3} {dumps(shown)}", n=self.events, payload=payload)
 
     def saved(self, version: int, value: str, dry_run: bool) -> None:
         summary = summarize(value)

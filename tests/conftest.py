@@ -1,4 +1,9 @@
-"""Shared fixtures: a real PostgreSQL server, and a fresh store of every kind."""
+"""Shared fixtures: a real PostgreSQL server, and a fresh store of every kind.
+
+Also the ``airflow_min`` marker: ``@pytest.mark.airflow_min("3.3", reason="AIP-103 state store")``
+skips a test, with that reason in the summary, when the installed Airflow is older (``make
+test-oldest`` runs the suite on the oldest supported Airflow).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+import airflow
 import pytest
+from packaging.version import Version
 
 from stateful.backends import AsyncStateBackend, MemoryBackend, SqlBackend, StateBackend
 from tests._postgres import INSTALL_HINT, PostgresServer, find_bindir, postgres_required
@@ -58,3 +65,17 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DualBack
         store = SqlBackend(server.url, table_name=unique_table())
     yield store
     store.dispose()
+
+
+AIRFLOW_VERSION = Version(airflow.__version__)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in item.iter_markers("airflow_min"):
+            needed = Version(marker.args[0])
+            if AIRFLOW_VERSION < needed:
+                why = marker.kwargs.get("reason", "a newer Airflow feature")
+                item.add_marker(
+                    pytest.mark.skip(reason=f"needs Airflow >= {needed} ({why}); installed: {AIRFLOW_VERSION}")
+                )

@@ -27,6 +27,9 @@ class Triggerer:
         self.task: asyncio.Task[Any] | None = None
 
     def start(self, trigger: CounterBase, trigger_id: int = 1) -> None:
+        # Set by TriggerRunner.create_triggers (Airflow 3.0's run_trigger reads it from here); not
+        # declared on BaseTrigger.
+        trigger.timeout_after = None  # type: ignore[attr-defined]
         self.task = asyncio.create_task(self.runner.run_trigger(trigger_id, trigger))
         # What TriggerRunner.create_triggers records before the task first runs.
         self.runner.triggers[trigger_id] = {
@@ -38,7 +41,8 @@ class Triggerer:
 
     @property
     def events(self) -> list[Any]:
-        return [entry.event.payload for entry in self.runner.events]
+        # Airflow 3.0 queues (trigger_id, event) tuples, later releases objects with an `event`.
+        return [(e[1] if isinstance(e, tuple) else e.event).payload for e in self.runner.events]
 
     async def stop(self) -> None:
         """What a triggerer shutdown does to a running trigger: cancel its task."""

@@ -74,8 +74,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for marker in item.iter_markers("airflow_min"):
             needed = Version(marker.args[0])
-            if AIRFLOW_VERSION < needed:
+            if needed > AIRFLOW_VERSION:
                 why = marker.kwargs.get("reason", "a newer Airflow feature")
                 item.add_marker(
-                    pytest.mark.skip(reason=f"needs Airflow >= {needed} ({why}); installed: {AIRFLOW_VERSION}")
+                    pytest.mark.skip(
+                        reason=f"needs Airflow >= {needed} ({why}); installed: {AIRFLOW_VERSION}"
+                    )
                 )

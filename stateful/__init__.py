@@ -6,7 +6,8 @@ Example:
     True
 """
 
-from stateful.decorators import StatefulSpec, stateful
+from stateful.decorators import StatefulDecorator, StatefulSpec, stateful
+from stateful.sensors import commit
 from stateful.types import Watermark
 
-__all__ = ["StatefulSpec", "Watermark", "stateful"]
+__all__ = ["StatefulDecorator", "StatefulSpec", "Watermark", "commit", "stateful"]

@@ -23,6 +23,7 @@ at resume time.
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from collections import deque
@@ -43,17 +44,20 @@ __all__ = [
     "Scope",
     "WatermarkSession",
     "check_namespace",
+    "log_loaded",
     "resolve_name",
 ]
 
-CommitMode = Literal["after_event", "before_event"]
-COMMIT_MODES: tuple[CommitMode, ...] = ("after_event", "before_event")
+CommitMode = Literal["after_event", "before_event", "never"]
+COMMIT_MODES: tuple[CommitMode, ...] = ("after_event", "before_event", "never")
 
 #: The document key the decorator stores its watermark under.
 DEFAULT_KEY = "watermark"
 #: Longest namespace or name accepted; long enough for a bucket plus a prefix, short enough
 #: to be a primary-key column on every database we support.
 MAX_NAME_LENGTH = 255
+
+_LOG = logging.getLogger("stateful")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -263,7 +267,8 @@ class WatermarkSession(Generic[W]):
         next one) are never saved on this event's behalf.
         """
         self._seq += 1
-        self._pending.append((self._seq, self.snapshot()))
+        if self.commit != "never":  # nothing will ever be saved: keep no snapshots
+            self._pending.append((self._seq, self.snapshot()))
         return self._seq
 
     def confirm(self, seq: int) -> Save | None:
@@ -289,6 +294,8 @@ class WatermarkSession(Generic[W]):
     def finish(self) -> Save | None:
         """A normal return: save the watermark as user code left it, if it changed."""
         self._pending.clear()
+        if self.commit == "never":
+            return None
         return self._decide(self.snapshot(), self._seq)
 
     def abandon(self) -> None:
@@ -304,3 +311,25 @@ class WatermarkSession(Generic[W]):
         if value == self.saved_value:
             return None
         return Save(scope=self.scope, value=value, expected_version=self.saved_version, seq=seq)
+
+
+def log_loaded(session: WatermarkSession[Any], qualname: str) -> None:
+    """Log, at INFO, what a driver loaded: the operator's first clue when a watermark looks wrong."""
+    scope = session.scope
+    if session.saved_version is None:
+        _LOG.info(
+            "stateful: %s for %s in %s: nothing stored yet, starting from an empty %s",
+            scope,
+            qualname,
+            scope.store,
+            session.model.__name__,
+        )
+    else:
+        _LOG.info(
+            "stateful: loaded %s for %s from %s (version %d): %s",
+            scope,
+            qualname,
+            scope.store,
+            session.saved_version,
+            session.watermark.summary(),
+        )

@@ -1,14 +1,24 @@
-"""``@stateful``: inject a persisted, typed watermark into a trigger's ``run()``.
+"""``@stateful``: inject a persisted, typed watermark into a trigger's ``run()`` or a sensor's ``poke()``.
 
 The decorator inspects the function once, at decoration time (misuse is a
-:class:`~stateful.errors.StatefulUsageError` then, not at 3 a.m.), and wraps it in a thin
-async-generator driver. Every decision (validate, snapshot, when to save, with which version)
-lives in :mod:`stateful._core`; the driver only does the store I/O, off the event loop.
+:class:`~stateful.errors.StatefulUsageError` then, not at 3 a.m.), recognises one of three forms
+and wraps it in a thin driver:
+
+=================================================  ============================  ===============
+form                                               watermark parameter           driver
+=================================================  ============================  ===============
+``async def run(self, watermark, ...)`` (trigger)  after ``self``                async generator
+``def poke(self, context, watermark, ...)``        after ``context``             sync
+``def f(watermark, ...)`` (``@task.sensor``)       first                         sync
+=================================================  ============================  ===============
+
+Every decision (validate, snapshot, when to save, with which version) lives in
+:mod:`stateful._core`; the async driver here does the store I/O off the event loop, the sync
+driver in :mod:`stateful.sensors` does it in the worker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -16,7 +26,7 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast, get_args
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, cast, get_args, overload
 
 from stateful._core import (
     COMMIT_MODES,
@@ -26,22 +36,48 @@ from stateful._core import (
     Scope,
     WatermarkSession,
     check_namespace,
+    log_loaded,
     resolve_name,
 )
 from stateful.backends.base import AsyncStateBackend, StateBackend
 from stateful.errors import StatefulUsageError
+from stateful.sensors import sync_driver
 from stateful.types import Watermark
 
-__all__ = ["StatefulSpec", "stateful"]
+__all__ = ["StatefulDecorator", "StatefulSpec", "stateful"]
 
 _LOG = logging.getLogger("stateful")
 
 S = TypeVar("S")
+C = TypeVar("C")
 W = TypeVar("W", bound=Watermark[Any])
 E = TypeVar("E")
+R = TypeVar("R")
 P = ParamSpec("P")
 
 NameTemplate = str | Callable[[Any], str]
+Form = Literal["trigger", "sensor", "taskflow"]
+
+
+class StatefulDecorator(Protocol):
+    """What ``stateful(...)`` returns: the injected watermark parameter disappears from the type.
+
+    The overloads are tried in order: a trigger's async-generator ``run(self, watermark)``, a
+    TaskFlow function whose first parameter is the watermark, a ``poke(self, context, watermark)``.
+    """
+
+    # An async generator whose first parameter is a watermark would match both 1 and 2; at
+    # runtime it is a trigger (overload 1), which mypy also picks first.
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[Concatenate[S, W, P], AsyncIterator[E]], /
+    ) -> Callable[Concatenate[S, P], AsyncIterator[E]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[W, P], R], /) -> Callable[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[S, C, W, P], R], /) -> Callable[Concatenate[S, C, P], R]: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +92,7 @@ class StatefulSpec:
         lookback: the boundary window of the watermark.
         commit: ``"after_event"`` or ``"before_event"``.
         max_untimed_keys: the cap on keys recorded without a timestamp (``None``: the default).
+        form: ``"trigger"`` (``run()``), ``"sensor"`` (``poke()``) or ``"taskflow"``.
     """
 
     namespace: str
@@ -65,9 +102,10 @@ class StatefulSpec:
     lookback: timedelta
     commit: CommitMode
     max_untimed_keys: int | None
+    form: Form = "trigger"
 
     def resolve_name(self, obj: object) -> str:
-        """Return the name for ``obj`` (a trigger instance)."""
+        """Return the name for ``obj`` (a trigger or sensor instance, or a TaskFlow sensor's task)."""
         return resolve_name(self.name, obj, f"@stateful(namespace={self.namespace!r})")
 
 
@@ -79,36 +117,45 @@ def stateful(
     lookback: timedelta = timedelta(0),
     commit: CommitMode = "after_event",
     max_untimed_keys: int | None = None,
-) -> Callable[
-    [Callable[Concatenate[S, W, P], AsyncIterator[E]]], Callable[Concatenate[S, P], AsyncIterator[E]]
-]:
-    """Give a trigger's ``run()`` a watermark that is loaded before and saved after its events.
+) -> StatefulDecorator:
+    """Give a trigger's ``run()`` or a sensor's ``poke()`` a watermark loaded from and saved to a store.
 
-    The parameter after ``self`` receives the watermark; its annotation (``Watermark``,
+    The watermark parameter (after ``self`` in ``run()``, after ``context`` in ``poke()``, first
+    in a ``@task.sensor`` function) receives the watermark; its annotation (``Watermark``,
     ``Watermark[int]`` or a subclass with your own fields) is the model the stored state is
-    validated against. The parameter disappears from the decorated signature, so the triggerer
-    (and mypy) call ``trigger.run()`` as usual.
+    validated against. The parameter disappears from the decorated signature, so Airflow (and
+    mypy) call ``trigger.run()`` and ``sensor.poke(context)`` as usual.
+
+    A trigger saves once the triggerer has taken each event. A sensor saves once its task has
+    succeeded (after Airflow pushed the XCom); see :func:`stateful.sensors.commit`.
 
     Args:
         namespace: groups related watermarks (``"s3"``, ``"postgres"``).
-        name: a format template over the instance's attributes (``"{bucket}/{prefix}"``) or a
-            callable taking the instance; together with ``namespace`` it addresses the state.
-        backend: the store (an instance); ``None`` picks the default store at first load:
-            ``STATEFUL_DATABASE_URL``, else ``[stateful] database_url``, else SQLite at
-            ``$AIRFLOW_HOME/stateful.db``.
+        name: a format template over the trigger's or sensor's attributes (``"{bucket}/{prefix}"``;
+            for a TaskFlow sensor, over its task: ``"{task_id}"``) or a callable taking that
+            object; together with ``namespace`` it addresses the state.
+        backend: the store (an instance); ``NativeBackend()`` for the asset state store of the
+            trigger or task; ``None`` chooses at first load: ``[stateful] backend``, else the
+            asset state store where there is one (Airflow >= 3.3), else the SQL store
+            (``STATEFUL_DATABASE_URL``, ``[stateful] database_url``, or SQLite at
+            ``$AIRFLOW_HOME/stateful.db``). See docs/stores.md.
         lookback: how far behind the newest timestamp an item may still arrive and be new
             (see :meth:`Watermark.is_new`).
         commit: ``"after_event"`` (default, at-least-once) saves when the triggerer takes an
-            event and resumes the generator; ``"before_event"`` (at-most-once) saves right before
-            the event is handed over.
+            event and resumes the generator, or when a sensor's task succeeded;
+            ``"before_event"`` (at-most-once) saves right before the event is handed over, or as
+            soon as ``poke()`` reports done; ``"never"`` loads but never saves (a trigger that
+            waits on behalf of a deferrable sensor whose ``poke()`` saves, or a preview).
         max_untimed_keys: cap on keys recorded without a timestamp (default 10,000).
 
     Returns:
-        A decorator for an ``async def run(self, watermark, ...)`` async generator.
+        A decorator for an ``async def run(self, watermark, ...)`` async generator, a
+        ``def poke(self, context, watermark, ...)`` method or a ``def f(watermark, ...)`` function.
 
     Raises:
-        StatefulUsageError: at decoration time, when the function is not an async generator,
-            has no watermark parameter, or its annotation is not a ``Watermark`` model.
+        StatefulUsageError: at decoration time, when the function has none of these shapes, or
+            the watermark's annotation is not a ``Watermark`` model, or the store lacks the
+            methods the form needs (async ones for a trigger, sync ones for a sensor).
         StateNameError: at decoration time for a bad namespace; at first load for a name
             template that cannot be resolved.
 
@@ -135,54 +182,96 @@ def stateful(
         raise StatefulUsageError(f"name of {where} must be a format string or a callable, not {name!r}.")
     if commit not in COMMIT_MODES:
         raise StatefulUsageError(f"commit of {where} must be one of {COMMIT_MODES}, not {commit!r}.")
-    if not isinstance(lookback, timedelta) or lookback < timedelta(0):
-        raise StatefulUsageError(f"lookback of {where} must be a timedelta >= 0, not {lookback!r}.")
+    try:
+        # The watermark's own checks, run now rather than at the first load in the triggerer.
+        Watermark[Any]().configure(lookback=lookback, max_untimed_keys=max_untimed_keys)
+    except (TypeError, ValueError) as exc:
+        raise StatefulUsageError(f"{where}: {exc}.") from exc
 
-    def decorate(
-        fn: Callable[Concatenate[S, W, P], AsyncIterator[E]],
-    ) -> Callable[Concatenate[S, P], AsyncIterator[E]]:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         qualname = f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
-        if not inspect.isasyncgenfunction(fn):
-            raise StatefulUsageError(
-                f"@stateful cannot decorate {qualname}: it is not an async generator function. "
-                f"Decorate a trigger's `async def run(self, watermark: Watermark) -> "
-                f"AsyncIterator[TriggerEvent]` that yields its events."
-            )
-        signature, parameter, model = _injected_parameter(fn, qualname)
-        if backend is not None and not isinstance(backend, AsyncStateBackend):
-            raise StatefulUsageError(
-                f"backend {backend!r} given to @stateful on {qualname} has no async methods "
-                f"(aread/awrite/...), which a trigger needs so it never blocks the triggerer's "
-                f"event loop; use a store implementing AsyncStateBackend."
-            )
-        spec = StatefulSpec(namespace, name, model, backend, lookback, commit, max_untimed_keys)
-        wrapper = _async_driver(cast("Callable[..., AsyncGenerator[Any, Any]]", fn), spec, qualname)
+        form, signature, parameter, model = _inspect_form(fn, qualname)
+        _check_backend(backend, form, qualname)
+        spec = StatefulSpec(namespace, name, model, backend, lookback, commit, max_untimed_keys, form)
+        wrapper: Callable[..., Any]
+        if form == "trigger":
+            wrapper = _async_driver(fn, spec, qualname)
+        else:
+            context = list(signature.parameters)[1] if form == "sensor" else None
+            wrapper = sync_driver(fn, spec, qualname, context_parameter=context)
         functools.update_wrapper(wrapper, fn)
-        # inspect.signature() follows __wrapped__ to the original; tools (and Airflow) must see
-        # the signature without the injected parameter.
+        # inspect.signature() follows __wrapped__ to the original; tools (and Airflow, whose
+        # @task.sensor binds arguments by signature) must see it without the injected parameter.
         wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
             parameters=[p for p in signature.parameters.values() if p is not parameter]
         )
         wrapper.__stateful__ = spec  # type: ignore[attr-defined]
-        return cast("Callable[Concatenate[S, P], AsyncIterator[E]]", wrapper)
+        return wrapper
 
-    return decorate
+    return cast(StatefulDecorator, decorate)
 
 
-def _injected_parameter(
+_FORMS = (
+    "Decorate a trigger's `async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]`, "
+    "a sensor's `def poke(self, context: Context, watermark: Watermark) -> bool | PokeReturnValue`, "
+    "or a `@task.sensor` function whose first parameter is `watermark: Watermark`."
+)
+
+
+def _inspect_form(
     fn: Callable[..., Any], qualname: str
-) -> tuple[inspect.Signature, inspect.Parameter, type[Watermark[Any]]]:
+) -> tuple[Form, inspect.Signature, inspect.Parameter, type[Watermark[Any]]]:
     signature = inspect.signature(fn)
     params = list(signature.parameters.values())
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if len(params) < 2 or params[1].kind not in positional:
+    if inspect.isasyncgenfunction(fn):
+        if len(params) < 2 or params[1].kind not in positional:
+            raise StatefulUsageError(
+                f"@stateful on {qualname} needs a watermark parameter right after self: "
+                f"`async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]`."
+            )
+        return "trigger", signature, params[1], _resolve_annotation(fn, params[1], qualname)
+    if inspect.iscoroutinefunction(fn) or not callable(fn):
         raise StatefulUsageError(
-            f"@stateful on {qualname} needs a watermark parameter right after self: "
-            f"`async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]`."
+            f"@stateful cannot decorate {qualname}: it is a coroutine function, not an async generator "
+            f"function (a trigger's run() yields its events) nor a plain function (a sensor's poke()). "
+            + _FORMS
         )
-    parameter = params[1]
-    model = _resolve_annotation(fn, parameter, qualname)
-    return signature, parameter, model
+    # A sync function: the TaskFlow form when the first parameter is a watermark, else poke().
+    if params and params[0].kind in positional and _is_watermark_annotation(fn, params[0]):
+        return "taskflow", signature, params[0], _resolve_annotation(fn, params[0], qualname)
+    if len(params) < 3 or params[2].kind not in positional:
+        raise StatefulUsageError(
+            f"@stateful cannot decorate {qualname}: it is not an async generator function, and as a "
+            f"sensor it has no watermark parameter where one is expected (right after `context` in "
+            f"a poke() method, or first in a TaskFlow function). " + _FORMS
+        )
+    return "sensor", signature, params[2], _resolve_annotation(fn, params[2], qualname)
+
+
+def _check_backend(backend: AsyncStateBackend | StateBackend | None, form: Form, qualname: str) -> None:
+    if backend is None:
+        return
+    if form == "trigger" and not isinstance(backend, AsyncStateBackend):
+        raise StatefulUsageError(
+            f"backend {backend!r} given to @stateful on {qualname} has no async methods "
+            f"(aread/awrite/...), which a trigger needs so it never blocks the triggerer's "
+            f"event loop; use a store implementing AsyncStateBackend."
+        )
+    if form != "trigger" and not isinstance(backend, StateBackend):
+        raise StatefulUsageError(
+            f"backend {backend!r} given to @stateful on {qualname} has no sync methods "
+            f"(read/write/...), which a sensor's poke() needs (it runs in a worker, with no event "
+            f"loop); use a store implementing StateBackend."
+        )
+
+
+def _is_watermark_annotation(fn: Callable[..., Any], parameter: inspect.Parameter) -> bool:
+    try:
+        _resolve_annotation(fn, parameter, "")
+    except StatefulUsageError:
+        return False
+    return True
 
 
 def _resolve_annotation(
@@ -218,13 +307,11 @@ def _resolve_annotation(
     return annotation
 
 
-def _async_driver(
-    fn: Callable[..., AsyncGenerator[Any, Any]], spec: StatefulSpec, qualname: str
-) -> Callable[..., AsyncGenerator[Any, Any]]:
+def _async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> Callable[..., Any]:
     async def wrapper(self: Any, /, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         # Everything happens on the first iteration: never at import or construction time.
         name = spec.resolve_name(self)
-        store = await _async_store(spec)
+        store = await _async_store(spec, self)
         scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
         session = WatermarkSession(
             spec.model,
@@ -235,7 +322,7 @@ def _async_driver(
         )
         record = await store.aread(scope.namespace, scope.name, scope.key)
         watermark = session.load(record)
-        _log_loaded(session, qualname)
+        log_loaded(session, qualname)
 
         inner = fn(self, watermark, *args, **kwargs)
         try:
@@ -261,15 +348,13 @@ def _async_driver(
     return wrapper
 
 
-async def _async_store(spec: StatefulSpec) -> AsyncStateBackend:
-    if spec.backend is not None:
-        return cast(AsyncStateBackend, spec.backend)
-    from stateful.backends._default import choose_default_backend
+async def _async_store(spec: StatefulSpec, obj: object) -> AsyncStateBackend:
+    # The rule (given store, [stateful] backend, asset scope, SQL default) and its log line
+    # live in the backends package, shared with the sync driver.
+    from stateful.backends._resolve import resolve_async_store
 
-    # Reading Airflow's configuration may touch files: keep it off the event loop.
-    choice = await asyncio.to_thread(choose_default_backend)
-    _LOG.debug("stateful: using %s, chosen by %s", choice.backend.description, choice.reason)
-    return choice.backend
+    store, _reason = await resolve_async_store(spec.backend, obj)
+    return store
 
 
 async def _save(store: AsyncStateBackend, session: WatermarkSession[Any], save: Save | None) -> None:
@@ -281,24 +366,3 @@ async def _save(store: AsyncStateBackend, session: WatermarkSession[Any], save: 
     )
     session.saved(save, version)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, save.seq)
-
-
-def _log_loaded(session: WatermarkSession[Any], qualname: str) -> None:
-    scope = session.scope
-    if session.saved_version is None:
-        _LOG.info(
-            "stateful: %s for %s in %s: nothing stored yet, starting from an empty %s",
-            scope,
-            qualname,
-            scope.store,
-            session.model.__name__,
-        )
-    else:
-        _LOG.info(
-            "stateful: loaded %s for %s from %s (version %d): %s",
-            scope,
-            qualname,
-            scope.store,
-            session.saved_version,
-            session.watermark.summary(),
-        )

@@ -8,12 +8,16 @@ Error tree::
 
     StatefulError
     ├── StateConflictError        a compare-and-set lost: someone else saved first
+    │   └── StateRegressionError  the stored version went backwards (a restore, a stale writer)
     ├── StateValidationError      stored state no longer validates against the model
     ├── StateNameError            (also ValueError) a namespace/name template is unusable
     ├── WatermarkValueError       (also ValueError) a bad value given to advance()/is_new()
     ├── StatefulUsageError        (also TypeError) the decorator is applied to something it
     │                             cannot serve; raised at decoration time
     ├── StoreError                the store failed (unreachable database, broken table, ...)
+    │   └── StateTooLargeError    a value over the store's size limit; nothing was written
+    ├── StoreConfigError          (also ValueError) the store cannot be chosen as configured
+    ├── StoreSwitchError          the chosen store is empty but another one holds the state
     └── MissingDependencyError    (also ImportError) an optional extra is not installed
 
 Example:
@@ -28,10 +32,14 @@ __all__ = [
     "MissingDependencyError",
     "StateConflictError",
     "StateNameError",
+    "StateRegressionError",
+    "StateTooLargeError",
     "StateValidationError",
     "StatefulError",
     "StatefulUsageError",
+    "StoreConfigError",
     "StoreError",
+    "StoreSwitchError",
     "WatermarkValueError",
 ]
 
@@ -79,6 +87,47 @@ class StateConflictError(StatefulError):
             f"triggerer or worker running the same state, or an operator) saved it first; make sure "
             f"only one trigger or sensor owns {namespace}/{name}, then restart it so it reloads the "
             f"stored state."
+        )
+
+
+class StateRegressionError(StateConflictError):
+    """The stored version is older than one already seen: the state went backwards.
+
+    Raised by stores without an atomic compare-and-set (the Airflow-native store) when a read
+    or the check before a save finds an older version of the same document than this process
+    has already loaded or saved: a database restore, a document copied back by hand through the
+    REST API, or a writer that saved stale state. Nothing was written. Going back on purpose is
+    done by writing a *newer* version that holds the older value (``stateful set`` / ``rewind``).
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        key: str,
+        expected_version: int | None,
+        actual_version: int | None,
+        backend: str,
+        detail: str = "",
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            name=name,
+            key=key,
+            expected_version=expected_version,
+            actual_version=actual_version,
+            backend=backend,
+        )
+        self.detail = detail
+        where = f" ({detail})" if detail else ""
+        self.args = (
+            f"state {namespace}/{name} (key {key!r}) in {backend} went backwards{where}: version "
+            f"{expected_version} was already loaded or saved, the store now holds version {actual_version}. "
+            f"Nothing was written. Something wrote an older copy (a restored database, a document put "
+            f"back by hand through the REST API, or a second writer with stale state). Inspect it "
+            f"(`stateful show {namespace} {name}`); to go back on purpose write a newer version "
+            f"(`stateful set` or `stateful rewind`), then restart the trigger or task.",
         )
 
 
@@ -140,6 +189,64 @@ class StoreError(StatefulError):
     The message names the store (password masked) and the operation. The original exception
     is chained as ``__cause__``.
     """
+
+
+class StateTooLargeError(StoreError):
+    """A value is over the store's size limit; it was refused before anything was written.
+
+    Attributes:
+        namespace: namespace of the state.
+        name: name of the state.
+        key: key of the state document.
+        size: the size of the document that would have been written, in bytes.
+        limit: the limit, in bytes.
+        backend: a description of the store.
+    """
+
+    def __init__(
+        self, *, namespace: str, name: str, key: str, size: int, limit: int, backend: str, setting: str
+    ) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.key = key
+        self.size = size
+        self.limit = limit
+        self.backend = backend
+        super().__init__(
+            f"state {namespace}/{name} (key {key!r}) would take {size:,} bytes in {backend}, over the "
+            f"limit of {limit:,} bytes ({setting}). Nothing was written: the last saved state stays, so "
+            f"events since then repeat after a restart. Keep the watermark smaller: a shorter lookback "
+            f"(fewer seen keys kept), a lower max_untimed_keys cap, or shorter keys; or raise {setting}; "
+            f"or keep this watermark in the SQL store (backend=SqlBackend(...) or [stateful] backend = sql)."
+        )
+
+
+class StoreConfigError(StatefulError, ValueError):
+    """The store cannot be chosen as configured (an unknown ``[stateful] backend`` value, or the
+    Airflow-native store asked for where there is no asset state store)."""
+
+
+class StoreSwitchError(StatefulError):
+    """The store chosen now holds nothing, but another candidate store holds this state.
+
+    Starting from an empty watermark would re-emit (or, for a newer copy elsewhere, mis-emit)
+    everything, so nothing is started. The message names both stores and how to migrate.
+
+    Attributes:
+        namespace: namespace of the state.
+        name: name of the state.
+        key: key of the state document.
+        chosen: description of the store chosen now.
+        other: description of the store that holds the state.
+    """
+
+    def __init__(self, message: str, *, namespace: str, name: str, key: str, chosen: str, other: str) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.key = key
+        self.chosen = chosen
+        self.other = other
+        super().__init__(message)
 
 
 class MissingDependencyError(StatefulError, ImportError):

@@ -8,7 +8,7 @@ test-oldest`` runs the suite on the oldest supported Airflow).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -16,7 +16,8 @@ import airflow
 import pytest
 from packaging.version import Version
 
-from stateful.backends import AsyncStateBackend, MemoryBackend, SqlBackend, StateBackend
+from stateful.backends import AsyncStateBackend, MemoryBackend, NativeBackend, SqlBackend, StateBackend
+from tests._airflow import AirflowStateStore, CompositeComms, metadata_db, migrate
 from tests._postgres import INSTALL_HINT, PostgresServer, find_bindir, postgres_required
 
 
@@ -45,6 +46,26 @@ class DualBackend(StateBackend, AsyncStateBackend, Protocol):
 
 
 POSTGRES_PARAM = pytest.param("postgres", marks=pytest.mark.postgres)
+NATIVE_PARAM = pytest.param("native", marks=pytest.mark.airflow_db)
+
+
+@pytest.fixture(scope="session")
+def airflow_metadata_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Airflow metadata database (SQLite, ``airflow db migrate``) used by this process."""
+    url = migrate(tmp_path_factory.mktemp("airflow-home"))
+    with metadata_db(url):
+        yield url
+
+
+@pytest.fixture
+async def airflow_state_store(airflow_metadata_db: str) -> AsyncIterator[AirflowStateStore]:
+    """Fresh assets and Airflow's own accessors, with ``SUPERVISOR_COMMS`` wired as in Airflow."""
+    from airflow.sdk.execution_time.supervisor import set_supervisor_comms
+
+    comms = CompositeComms()
+    with set_supervisor_comms(comms):
+        yield AirflowStateStore(comms)
+        await comms.aclose()
 
 
 def unique_table() -> str:
@@ -52,11 +73,15 @@ def unique_table() -> str:
     return f"t_{uuid.uuid4().hex[:16]}"
 
 
-@pytest.fixture(params=["memory", "sqlite", POSTGRES_PARAM])
+@pytest.fixture(params=["memory", "sqlite", POSTGRES_PARAM, NATIVE_PARAM])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DualBackend]:
     """A fresh, empty store of each kind."""
     if request.param == "memory":
         yield MemoryBackend()
+        return
+    if request.param == "native":
+        airflow: AirflowStateStore = request.getfixturevalue("airflow_state_store")
+        yield NativeBackend(airflow.accessors(airflow.new_asset()))
         return
     if request.param == "sqlite":
         store = SqlBackend(f"sqlite:///{tmp_path / 'state.db'}")

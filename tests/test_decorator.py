@@ -144,6 +144,16 @@ async def test_before_event_saves_before_the_handover(backend: DualBackend) -> N
     assert [e.payload async for e in rerun] == [2]
 
 
+async def test_never_reads_the_saved_state_and_writes_nothing(backend: DualBackend) -> None:
+    assert [e.payload async for e in make_trigger_class(backend)("src", [1, 2]).run()] == [1, 2]
+    version = backend.read("tests", "src", "watermark").version  # type: ignore[union-attr]
+    # A waiting trigger sharing a sensor's watermark: it starts from it and leaves it alone.
+    reader = make_trigger_class(backend, commit="never")("src", [1, 2, 3, 4])
+    assert [e.payload async for e in reader.run()] == [3, 4]
+    assert backend.read("tests", "src", "watermark").version == version  # type: ignore[union-attr]
+    assert stored(backend)["cursor"] == 2  # type: ignore[index]
+
+
 async def test_a_normal_return_saves_pending_changes_and_skips_unchanged_saves(
     backend: DualBackend,
 ) -> None:

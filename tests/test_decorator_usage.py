@@ -110,6 +110,8 @@ def test_an_annotated_model_is_accepted() -> None:
         ({"commit": "sometimes"}, StatefulUsageError, "commit"),
         ({"lookback": timedelta(seconds=-1)}, StatefulUsageError, "lookback"),
         ({"lookback": 5}, StatefulUsageError, "lookback"),
+        ({"max_untimed_keys": 0}, StatefulUsageError, "max_untimed_keys must be >= 1"),
+        ({"max_untimed_keys": "many"}, StatefulUsageError, "max_untimed_keys must be an int"),
         ({"name": 42}, StatefulUsageError, "name"),
         ({"backend": object()}, StatefulUsageError, "has no async methods"),
     ],

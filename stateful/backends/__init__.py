@@ -8,6 +8,7 @@ Example:
 
 from stateful.backends.base import AsyncStateBackend, StateBackend, StateRecord
 from stateful.backends.memory import MemoryBackend
+from stateful.backends.native import NativeBackend
 from stateful.backends.sql import SqlBackend
 
-__all__ = ["AsyncStateBackend", "MemoryBackend", "SqlBackend", "StateBackend", "StateRecord"]
+__all__ = ["AsyncStateBackend", "MemoryBackend", "NativeBackend", "SqlBackend", "StateBackend", "StateRecord"]

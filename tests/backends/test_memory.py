@@ -16,6 +16,7 @@ def test_exports() -> None:
     assert set(stateful.backends.__all__) == {
         "AsyncStateBackend",
         "MemoryBackend",
+        "NativeBackend",
         "SqlBackend",
         "StateBackend",
         "StateRecord",

@@ -63,11 +63,9 @@ def default_backend() -> SqlBackend:
 
 def _airflow_option(section: str, key: str) -> str | None:
     """An option of Airflow's configuration (``AIRFLOW__SECTION__KEY`` included), or ``None``."""
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # Airflow 3.0: the task SDK reads the configuration of airflow-core
-        from airflow.configuration import conf
-    value: str | None = conf.get(section, key, fallback=None)
+    from stateful._airflowconf import airflow_conf
+
+    value: str | None = airflow_conf().get(section, key, fallback=None)
     return value
 
 

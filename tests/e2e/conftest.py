@@ -7,6 +7,7 @@ The suite needs the ``airflow`` command of the interpreter's environment (``make
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from stateful.backends import SqlBackend
+from stateful.backends.native import NativeDocument, native_key
 from tests.e2e.harness import AirflowDeployment
 from tests.e2e.watched import WatchedDir, WatchedFiles
 
@@ -36,13 +38,16 @@ class Store:
 
     Attributes:
         name: the test id.
-        env: environment variables for every Airflow component.
-        read: ``read(world, namespace, name)``: the stored watermark document, or ``None``.
+        env: environment variables for every Airflow component, given the ``AIRFLOW_HOME``.
+        read: ``read(world, namespace, name)``: the stored watermark (JSON text), or ``None``.
+            Fast (a local read), as the crash scenarios poll it every few milliseconds.
+        native: whether it lives in the watched asset's AIP-103 state store.
     """
 
     name: str
     env: Callable[[Path], dict[str, str]]
     read: Callable[[WatchedFiles, str, str], str | None]
+    native: bool
 
 
 def _sql_url(home: Path) -> str:
@@ -58,11 +63,29 @@ def _read_sql(world: WatchedFiles, namespace: str, name: str) -> str | None:
     return None if record is None else record.value
 
 
-# Scenario (e): every scenario runs once per store. The AIP-103 native store joins this list
-# when it lands (its `read` goes through GET /api/v2/assets/{id}/state-store).
+def _read_native(world: WatchedFiles, namespace: str, name: str) -> str | None:
+    # The metadata database's row, as the REST API serves it (scenario d reads it through REST).
+    rows = world.deployment.query(
+        "SELECT value FROM asset_state_store WHERE asset_id = ? AND key = ?",
+        world.landing.asset_id,
+        native_key(namespace, name),
+    )
+    return NativeDocument.from_json_value(json.loads(rows[0][0])).value if rows else None
+
+
+# Scenario (e): every scenario runs once per store.
 STORES = [
+    # The default rule ([stateful] backend = auto) on Airflow 3.3: an AssetWatcher's trigger has an
+    # asset state store, so the native store is chosen; nothing to configure.
+    pytest.param(Store("native", env=lambda home: {}, read=_read_native, native=True), id="native-store"),
+    # The SQL store, chosen by the option (and its default SQLite file, named explicitly).
     pytest.param(
-        Store("sql", env=lambda home: {"STATEFUL_DATABASE_URL": _sql_url(home)}, read=_read_sql),
+        Store(
+            "sql",
+            env=lambda home: {"AIRFLOW__STATEFUL__BACKEND": "sql", "STATEFUL_DATABASE_URL": _sql_url(home)},
+            read=_read_sql,
+            native=False,
+        ),
         id="sql-store",
     ),
 ]

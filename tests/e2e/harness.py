@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -257,16 +258,25 @@ class AirflowDeployment:
         endpoint answers 500 while one of the events' DAG runs is queued (its ``start_date`` is
         null and the response model requires one), which is most of the time in a burst.
         """
+        rows = self.query(
+            "SELECT id, extra, timestamp FROM asset_event WHERE asset_id = ? ORDER BY id", asset_id
+        )
+        return [{"id": id_, "extra": json.loads(extra), "timestamp": ts} for id_, extra, ts in rows]
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run a read-only query on the metadata database (SQLite in WAL mode: never blocks Airflow)."""
         uri = f"file:{self.home / 'airflow.db'}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
-            rows = db.execute(
-                "SELECT id, extra, timestamp FROM asset_event WHERE asset_id = ? ORDER BY id", (asset_id,)
-            ).fetchall()
-        return [{"id": id_, "extra": json.loads(extra), "timestamp": ts} for id_, extra, ts in rows]
+            return db.execute(sql, params).fetchall()
 
     def asset_state_store(self, asset_id: int) -> list[dict[str, Any]]:
         """The asset's AIP-103 state store entries (``GET /api/v2/assets/{id}/state-store``)."""
         return self._all(f"/api/v2/assets/{asset_id}/state-store", "asset_state_store")
+
+    def asset_state_store_entry(self, asset_id: int, key: str) -> dict[str, Any]:
+        """One entry of the asset's state store (``GET /api/v2/assets/{id}/state-store/{key}``)."""
+        entry: dict[str, Any] = self.get(f"/api/v2/assets/{asset_id}/state-store/{quote(key, safe='/')}")
+        return entry
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         """Every run of the DAG (``GET /api/v2/dags/{dag_id}/dagRuns``)."""

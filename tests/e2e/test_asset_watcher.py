@@ -20,6 +20,7 @@ import pytest
 
 from examples.local_files import NewFilesTrigger
 from stateful import Watermark
+from stateful.backends.native import NativeDocument, native_key
 from tests.e2e.conftest import Store
 from tests.e2e.watched import WatchedDir, WatchedFiles
 
@@ -75,8 +76,19 @@ def test_d_the_watermark_holds_exactly_the_emitted_files(world: WatchedFiles, st
     stamps = [watermark.seen_at(key) for key in watermark.seen]
     assert None not in stamps  # every key was recorded with its file's mtime
     assert watermark.timestamp == max(s for s in stamps if s is not None)
-    # The SQL store keeps nothing in the asset's AIP-103 state store.
-    assert world.deployment.asset_state_store(world.landing.asset_id) == []
+    # Through REST: the native store's document is the asset's only state-store entry; the SQL
+    # store keeps nothing there.
+    entries = world.deployment.asset_state_store(world.landing.asset_id)
+    if store.native:
+        key = native_key("files", name)
+        assert [e["key"] for e in entries] == [key]
+        entry = world.deployment.asset_state_store_entry(world.landing.asset_id, key)
+        assert entry["value"] == entries[0]["value"]
+        document = NativeDocument.from_json_value(entry["value"])
+        assert (document.namespace, document.name, document.key) == ("files", name, "watermark")
+        assert document.value == text  # what the store read is what REST shows
+    else:
+        assert entries == []
 
 
 def test_f_control_the_same_trigger_without_stateful_repeats_every_file_after_a_restart(

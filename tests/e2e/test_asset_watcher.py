@@ -3,7 +3,8 @@
 api-server, scheduler, dag-processor and triggerer run as separate processes (see harness.py) on
 ``dags/watched_files.py``: a directory watched by the ``@stateful`` trigger and one watched by
 the same code without ``@stateful`` (the control), each an Asset scheduling a DAG. Asset events
-are counted per file, never DAG runs (events emitted within milliseconds share one run).
+are counted per file, never DAG runs (events emitted within milliseconds share a run, or wait
+for the next event's run).
 
 Every scenario runs once per state store (scenario e; see ``STORES`` in conftest.py), on one
 deployment per store, in this order: a, b, d, f, then c, which kills the triggerer and may leave

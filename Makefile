@@ -5,8 +5,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A second virtualenv with the oldest supported Airflow (constraints/airflow-oldest.in), its
+# dependencies pinned as of its release (constraints/airflow-oldest.txt).
+OLDEST_VENV ?= .venv-oldest
+OLDEST_BIN := $(OLDEST_VENV)/bin
+OLDEST_STAMP := $(OLDEST_VENV)/.installed
+# The day after the oldest Airflow's release: the newest dependency versions it was used with.
+OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test test-oldest constraints-oldest lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,11 +21,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
+$(OLDEST_STAMP): pyproject.toml constraints/airflow-oldest.in constraints/airflow-oldest.txt
+	test -x $(OLDEST_BIN)/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(OLDEST_BIN)/uv pip install --quiet --python $(OLDEST_BIN)/python -e '.[test]' \
+		-r constraints/airflow-oldest.in -c constraints/airflow-oldest.txt
+	touch $(OLDEST_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The suite on the oldest supported Airflow. Tests marked `airflow_min` (newer Airflow features,
+# and the end-to-end suite, which runs on 3.3) are skipped there with their reason in the summary.
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_BIN)/python -m pytest
+
+constraints-oldest: $(STAMP)
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.10 --exclude-newer $(OLDEST_EXCLUDE_NEWER) \
+		pyproject.toml constraints/airflow-oldest.in --extra test -o constraints/airflow-oldest.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,4 +54,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(OLDEST_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -23,12 +23,16 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-__all__ = ["INSTALL_HINT", "PostgresServer", "find_bindir", "postgres_required"]
+from stateful.backends._sqlsupport import SQLALCHEMY_2
+
+__all__ = ["INSTALL_HINT", "PG_DRIVER", "PostgresServer", "find_bindir", "postgres_required"]
 
 INSTALL_HINT = (
     "install the PostgreSQL server binaries (Debian/Ubuntu: `apt-get install postgresql`, "
     "Fedora: `dnf install postgresql-server`, macOS: `brew install postgresql`)"
 )
+# The SQLAlchemy driver of the store's URLs: SQLAlchemy 1.4 (Airflow 3.0) has no psycopg 3 dialect.
+PG_DRIVER = "psycopg" if SQLALCHEMY_2 else "psycopg2"
 _USER = "stateful"
 _DATABASE = "stateful_test"
 _FALLBACK_OS_USER = "stateful-pg"
@@ -76,7 +80,7 @@ class PostgresServer:
     def url(self) -> str:
         """SQLAlchemy URL of the test database, password included (and URL-quoted)."""
         return URL.create(
-            "postgresql+psycopg",
+            f"postgresql+{PG_DRIVER}",
             username=_USER,
             password=self.password,
             host="127.0.0.1",

@@ -31,6 +31,9 @@ class Triggerer:
         self._supervisor: asyncio.Task[None] | None = None
 
     def start(self, trigger: BaseTrigger, trigger_id: int = 1, *, is_watcher: bool = True) -> None:
+        # Set by TriggerRunner.create_triggers (Airflow 3.0's run_trigger reads it from here); not
+        # declared on BaseTrigger.
+        trigger.timeout_after = None  # type: ignore[attr-defined]
         self.task = asyncio.create_task(self.runner.run_trigger(trigger_id, trigger))
         # What TriggerRunner.create_triggers records before the task first runs.
         self.runner.triggers[trigger_id] = {
@@ -49,14 +52,15 @@ class Triggerer:
     @property
     def events(self) -> list[Any]:
         """The payloads queued so far, without their idempotency keys."""
-        return [strip_key(entry.event.payload) for entry in self.runner.events]
+        # Airflow 3.0 queues (trigger_id, event) tuples, later releases objects with an `event`.
+        return [strip_key((e[1] if isinstance(e, tuple) else e.event).payload) for e in self.runner.events]
 
     def store_events(self) -> int:
         """Store every queued event not stored yet and confirm it, as the supervisor does."""
         entries = list(self.runner.events)[self.stored :]
         self.stored += len(entries)
-        seqs = [entry.persist_seq for entry in entries if entry.persist_seq is not None]
-        if seqs:
+        seqs = [seq for entry in entries if (seq := getattr(entry, "persist_seq", None)) is not None]
+        if seqs:  # only Airflow >= 3.3 has shared streams (and persist sequence numbers)
             self.runner._shared_streams.confirm_persisted(seqs)
         return len(entries)
 

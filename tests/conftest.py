@@ -1,13 +1,23 @@
-"""Shared fixtures: a real PostgreSQL server, and a fresh store of every kind."""
+"""Shared fixtures: a real PostgreSQL server, and a fresh store of every kind.
+
+Also the ``airflow_min`` marker: ``@pytest.mark.airflow_min("3.3", reason="AIP-103 state store")``
+skips a test, with that reason in the summary, when the installed Airflow is older (``make
+test-oldest`` runs the suite on the oldest supported Airflow). A module whose imports need the
+newer Airflow declares it as its module-level ``pytestmark = pytest.mark.airflow_min(...)``: on
+an older Airflow it is not imported, and stands in the summary as one skipped test with the reason.
+"""
 
 from __future__ import annotations
 
+import ast
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import airflow
 import pytest
+from packaging.version import Version
 
 from stateful.backends import AsyncStateBackend, MemoryBackend, NativeBackend, SqlBackend, StateBackend
 from tests._airflow import AirflowStateStore, CompositeComms, metadata_db, migrate
@@ -38,8 +48,10 @@ class DualBackend(StateBackend, AsyncStateBackend, Protocol):
     """A store implementing both Protocols, as every built-in store does."""
 
 
+AIRFLOW_VERSION = Version(airflow.__version__)
+NEEDS_AIP_103 = pytest.mark.airflow_min("3.3", reason="AIP-103 asset state store")
 POSTGRES_PARAM = pytest.param("postgres", marks=pytest.mark.postgres)
-NATIVE_PARAM = pytest.param("native", marks=pytest.mark.airflow_db)
+NATIVE_PARAM = pytest.param("native", marks=[pytest.mark.airflow_db, NEEDS_AIP_103])
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +95,65 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DualBack
         store = SqlBackend(server.url, table_name=unique_table())
     yield store
     store.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "airflow_state_store" in getattr(item, "fixturenames", ()):
+            item.add_marker(NEEDS_AIP_103)  # the fixture is an AIP-103 asset state store
+        for marker in item.iter_markers("airflow_min"):
+            needed = Version(marker.args[0])
+            if needed > AIRFLOW_VERSION:
+                why = marker.kwargs.get("reason", "a newer Airflow feature")
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"needs Airflow >= {needed} ({why}); installed: {AIRFLOW_VERSION}"
+                    )
+                )
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    needed = _module_airflow_min(module_path)
+    if needed is None or Version(needed[0]) <= AIRFLOW_VERSION:
+        return None  # collected as usual
+    reason = f"needs Airflow >= {needed[0]} ({needed[1]}); installed: {AIRFLOW_VERSION}"
+    return _NotImported.from_parent(parent, path=module_path, reason=reason)
+
+
+def _module_airflow_min(path: Path) -> tuple[str, str] | None:
+    """``(version, reason)`` of a module-level ``pytestmark = pytest.mark.airflow_min(...)``."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if not (
+            isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in node.targets)
+        ):
+            continue
+        calls = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [node.value]
+        for call in calls:
+            if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "airflow_min":
+                version = ast.literal_eval(call.args[0])
+                reason = next((ast.literal_eval(k.value) for k in call.keywords if k.arg == "reason"), "")
+                return str(version), str(reason or "a newer Airflow feature")
+    return None
+
+
+class _NotImported(pytest.File):
+    """A test module that needs a newer Airflow: one skipped item instead of an import error."""
+
+    def __init__(self, *, reason: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reason = reason
+
+    def collect(self) -> Iterator[pytest.Item]:
+        yield _SkippedModule.from_parent(self, name=self.path.name, reason=self.reason)
+
+
+class _SkippedModule(pytest.Item):
+    def __init__(self, *, reason: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_marker(pytest.mark.skip(reason=reason))
+
+    def runtest(self) -> None:
+        raise AssertionError("never run: marked skip")  # pragma: no cover
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, self.name

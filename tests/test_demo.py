@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,17 @@ def test_demo_uses_airflow_home_when_set_and_reset_clears_the_workdir(tmp_path: 
     assert not stale.exists()
 
 
+@pytest.fixture
+def stateful_logger() -> Iterator[None]:
+    """Restore the ``stateful`` logger that the demo's main() redirects to stdout."""
+    logger = logging.getLogger("stateful")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], level, logger.propagate = saved
+    logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("stateful_logger")
 def test_demo_fails_when_a_phase_count_is_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -44,10 +44,8 @@ def choose_default_backend() -> DefaultChoice:
     url = os.environ.get(ENV_VAR)
     if url:
         return DefaultChoice(_backend_for(url), f"environment variable {ENV_VAR}")
-    # Imported here: it is slow to import, and rule 1 must work without reading Airflow's config.
-    from airflow.sdk.configuration import conf
-
-    url = conf.get("stateful", "database_url", fallback=None)
+    # Read here: Airflow's configuration is slow to import, and rule 1 must work without it.
+    url = _airflow_option("stateful", "database_url")
     if url:
         return DefaultChoice(_backend_for(url), "Airflow configuration [stateful] database_url")
     home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser().absolute()
@@ -61,6 +59,14 @@ def choose_default_backend() -> DefaultChoice:
 def default_backend() -> SqlBackend:
     """Return the default store (see the module docstring for the rules)."""
     return choose_default_backend().backend
+
+
+def _airflow_option(section: str, key: str) -> str | None:
+    """An option of Airflow's configuration (``AIRFLOW__SECTION__KEY`` included), or ``None``."""
+    from stateful._airflowconf import airflow_conf
+
+    value: str | None = airflow_conf().get(section, key, fallback=None)
+    return value
 
 
 def _backend_for(url: str) -> SqlBackend:

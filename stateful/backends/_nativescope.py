@@ -26,8 +26,9 @@ def configured_size_limit() -> int:
     ``[workers] state_store_backend`` is set, Airflow moves values to that backend and stores
     only a reference, so no limit applies here.
     """
-    from airflow.sdk.configuration import conf
+    from stateful._airflowconf import airflow_conf
 
+    conf = airflow_conf()
     if conf.get("workers", "state_store_backend", fallback=""):
         return 0
     return int(conf.getint("state_store", "max_value_storage_bytes", fallback=_DEFAULT_LIMIT))

@@ -65,9 +65,9 @@ def configured_backend() -> BackendSetting:
         >>> configured_backend() in BACKEND_CHOICES
         True
     """
-    from airflow.sdk.configuration import conf
+    from stateful._airflowconf import airflow_conf
 
-    raw = conf.get("stateful", "backend", fallback="") or "auto"
+    raw = airflow_conf().get("stateful", "backend", fallback="") or "auto"
     value = raw.strip().lower()
     if value not in BACKEND_CHOICES:
         raise StoreConfigError(

@@ -15,6 +15,7 @@ from stateful.errors import StoreError
 
 __all__ = [
     "DRIVER_INSTALL",
+    "SQLALCHEMY_2",
     "WRITE_OPTION",
     "UtcDateTime",
     "check_dialect",
@@ -23,6 +24,9 @@ __all__ = [
     "sqlite_path",
     "state_table",
 ]
+
+# Airflow 3.0 pins SQLAlchemy < 2: the store then runs on 1.4 in its 2.0-style ("future") mode.
+SQLALCHEMY_2 = int(sa.__version__.split(".", 1)[0]) >= 2
 
 # Connection execution option marking a transaction that will write (see _sqlite_on_begin).
 WRITE_OPTION = "stateful_write"
@@ -98,6 +102,12 @@ def check_dialect(url: URL, masked: str) -> str:
     try:
         dialect = url.get_dialect()
     except NoSuchModuleError:
+        if url.drivername == "postgresql+psycopg" and not SQLALCHEMY_2:
+            raise StoreError(
+                f"SqlBackend({masked}): SQLAlchemy {sa.__version__} has no dialect for psycopg 3 "
+                f"(it came with SQLAlchemy 2.0, which Airflow 3.0 does not allow). Use psycopg2 "
+                f"instead: postgresql+psycopg2://... after `pip install psycopg2-binary`."
+            ) from None
         raise StoreError(
             f"SqlBackend({masked}): SQLAlchemy knows no database dialect {url.drivername!r}. Use e.g. "
             f"postgresql+psycopg://... or sqlite:///..., or install the package providing that dialect."

@@ -1,4 +1,4 @@
-"""The SQL state store, on SQLAlchemy 2 Core: SQLite, PostgreSQL, and other SQL databases.
+"""The SQL state store, on SQLAlchemy Core (2.x, or 1.4 under Airflow 3.0): SQLite, PostgreSQL, and more.
 
 Example:
     >>> from stateful.backends import SqlBackend
@@ -27,6 +27,7 @@ from stateful.backends import _history
 from stateful.backends._redact import Redactor
 from stateful.backends._sqlsupport import (
     DRIVER_INSTALL,
+    SQLALCHEMY_2,
     WRITE_OPTION,
     check_dialect,
     install_sqlite_hooks,
@@ -58,7 +59,8 @@ class SqlBackend(AsyncFromSync):
 
     SQLite files are opened in WAL mode with a 30 s busy timeout and writes take the write lock
     up front (``BEGIN IMMEDIATE``), so several processes can share one file. PostgreSQL needs
-    ``pip install 'airflow-stateful[postgres]'`` (``postgresql+psycopg://...``).
+    ``pip install 'airflow-stateful[postgres]'`` (``postgresql+psycopg://...``); on Airflow 3.0,
+    whose SQLAlchemy 1.4 has no psycopg 3 dialect, ``postgresql+psycopg2://...`` with psycopg2.
 
     Every write also records the version it creates in ``<table_name>_history`` (created when
     missing, also next to a table made by an earlier release) and keeps the newest
@@ -79,9 +81,9 @@ class SqlBackend(AsyncFromSync):
         StoreError: the URL cannot be parsed, or names a dialect SQLAlchemy does not know.
 
     Example:
-        >>> store = SqlBackend("postgresql+psycopg://airflow:s3cret@db.internal/airflow")
+        >>> store = SqlBackend("postgresql://airflow:s3cret@db.internal/airflow")
         >>> store.description
-        'SqlBackend(postgresql+psycopg://airflow:***@db.internal/airflow)'
+        'SqlBackend(postgresql://airflow:***@db.internal/airflow)'
     """
 
     def __init__(
@@ -364,7 +366,8 @@ class SqlBackend(AsyncFromSync):
         return engine
 
     def _options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {}
+        # On SQLAlchemy 1.4 the 2.0-style engine (autobegin, no autocommit) that this code assumes.
+        options: dict[str, Any] = {} if SQLALCHEMY_2 else {"future": True}
         connect_args: dict[str, Any] = {}
         if self._sqlite_memory:
             options["poolclass"] = StaticPool

@@ -62,10 +62,10 @@ def test_stateful_env_var_beats_airflow_configuration(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv(AIRFLOW_ENV, f"sqlite:///{tmp_path / 'from-airflow.db'}")
-    monkeypatch.setenv("STATEFUL_DATABASE_URL", "postgresql+psycopg://airflow:hunter2@db/airflow")
+    monkeypatch.setenv("STATEFUL_DATABASE_URL", "postgresql://airflow:hunter2@db/airflow")
 
     choice = choose_default_backend()
-    assert choice.backend.description == "SqlBackend(postgresql+psycopg://airflow:***@db/airflow)"
+    assert choice.backend.description == "SqlBackend(postgresql://airflow:***@db/airflow)"
     assert choice.reason == "environment variable STATEFUL_DATABASE_URL"
     assert "hunter2" not in choice.reason
 

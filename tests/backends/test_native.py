@@ -38,6 +38,8 @@ from tests._airflow import AirflowStateStore, deactivate_asset
 from tests._triggerer import Triggerer, until
 from tests.test_decorator import CounterBase
 
+pytestmark = pytest.mark.airflow_min("3.3", reason="AIP-103 asset state store")
+
 NS, NAME = "tests", "src"
 KEY = native_key(NS, NAME)
 

@@ -29,6 +29,7 @@ from stateful.backends._resolve import (
 )
 from stateful.errors import StoreConfigError, StoreSwitchError
 from tests._airflow import AirflowStateStore
+from tests.conftest import NEEDS_AIP_103
 from tests.test_decorator import CounterBase
 
 NS, NAME, KEY = "tests", "src", "watermark"
@@ -304,6 +305,7 @@ def dags_folder(airflow_metadata_db: str, tmp_path: Path) -> Iterator[Path]:
         conf.set(section, key, value)
 
 
+@NEEDS_AIP_103
 def test_a_task_with_an_asset_inlet_keeps_state_in_that_asset(dags_folder: Path) -> None:
     from airflow.models.asset import AssetModel
     from airflow.models.asset_state_store import AssetStateStoreModel
@@ -351,6 +353,7 @@ with DAG(dag_id="stateful_native_sensor", schedule=None) as dag:
 """
 
 
+@NEEDS_AIP_103
 def test_a_sensor_with_an_asset_inlet_keeps_its_watermark_in_that_asset(
     dags_folder: Path, tmp_path: Path, sql_default: Path
 ) -> None:

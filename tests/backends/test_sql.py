@@ -21,11 +21,12 @@ import pytest
 import sqlalchemy
 
 from stateful.backends import SqlBackend
+from stateful.backends._sqlsupport import SQLALCHEMY_2
 from stateful.errors import MissingDependencyError, StatefulError, StoreError
-from tests._postgres import PostgresServer
+from tests._postgres import PG_DRIVER, PostgresServer
 
 SECRET = "hunter2-Sup3rSecret"
-UNREACHABLE = f"postgresql+psycopg://airflow:{SECRET}@127.0.0.1:1/airflow"
+UNREACHABLE = f"postgresql+{PG_DRIVER}://airflow:{SECRET}@127.0.0.1:1/airflow"
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -68,7 +69,7 @@ def count_engines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_construction_does_not_connect(tmp_path: Path) -> None:
     # Nothing listens on port 1: connecting would fail.
     store = SqlBackend(UNREACHABLE)
-    assert store.description == "SqlBackend(postgresql+psycopg://airflow:***@127.0.0.1:1/airflow)"
+    assert store.description == f"SqlBackend(postgresql+{PG_DRIVER}://airflow:***@127.0.0.1:1/airflow)"
 
     db = tmp_path / "missing-dir" / "state.db"
     SqlBackend(f"sqlite:///{db}")
@@ -104,10 +105,10 @@ def test_unusable_url_fails_at_construction_without_showing_it(url: str) -> None
 
 
 def test_description_and_repr_mask_passwords() -> None:
-    store = SqlBackend(f"postgresql+psycopg://u@db/x?password={SECRET}&sslmode=require", table_name="t")
+    store = SqlBackend(f"postgresql+{PG_DRIVER}://u@db/x?password={SECRET}&sslmode=require", table_name="t")
     assert SECRET not in store.description and SECRET not in repr(store)
     assert "sslmode=require" in store.description and "table t" in store.description
-    assert repr(store).startswith("SqlBackend('postgresql+psycopg://u@db/x?")
+    assert repr(store).startswith(f"SqlBackend('postgresql+{PG_DRIVER}://u@db/x?")
 
 
 # -- drivers -----------------------------------------------------------------------------------
@@ -126,10 +127,18 @@ async def test_missing_driver_names_what_to_install() -> None:
         await store.aread("ns", "name", "key")
 
 
+@pytest.mark.skipif(not SQLALCHEMY_2, reason="SQLAlchemy 1.4 has no psycopg 3 dialect (see the next test)")
 def test_missing_psycopg_names_the_postgres_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
     with pytest.raises(MissingDependencyError, match=r"pip install 'airflow-stateful\[postgres\]'"):
         SqlBackend(UNREACHABLE).list()
+
+
+@pytest.mark.skipif(SQLALCHEMY_2, reason="only SQLAlchemy 1.4 (Airflow 3.0) lacks the psycopg 3 dialect")
+def test_psycopg_3_on_sqlalchemy_1_4_says_to_use_psycopg2() -> None:
+    with pytest.raises(StoreError, match=r"postgresql\+psycopg2://.*pip install psycopg2-binary") as caught:
+        SqlBackend(f"postgresql+psycopg://airflow:{SECRET}@db/airflow")
+    assert SECRET not in _all_text(caught.value)
 
 
 # -- failures never show the password ---------------------------------------------------------

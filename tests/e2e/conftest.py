@@ -1,0 +1,167 @@
+"""Fixtures of the end-to-end suite: one real Airflow deployment per state store, shared by a module.
+
+The suite needs the ``airflow`` command of the interpreter's environment (``make test`` installs
+``apache-airflow``). Without it the tests are skipped, except in CI (``CI`` set, or
+``STATEFUL_REQUIRE_E2E=1``), where they fail: CI must never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stateful.backends import SqlBackend
+from stateful.backends.native import NativeDocument, native_key
+from tests.e2e.harness import AirflowDeployment
+from tests.e2e.watched import WatchedDir, WatchedFiles
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = Path(__file__).resolve().parent / "dags"
+
+
+def e2e_required() -> bool:
+    """Whether a missing prerequisite must fail the run (CI) instead of skipping."""
+    if os.environ.get("STATEFUL_REQUIRE_E2E", "") not in {"", "0"}:
+        return True
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+@dataclass(frozen=True)
+class Store:
+    """How a deployment is set up to use one state store, and how to read a watermark from it.
+
+    Attributes:
+        name: the test id.
+        env: environment variables for every Airflow component, given the ``AIRFLOW_HOME``.
+        read: ``read(world, namespace, name)``: the stored watermark (JSON text), or ``None``.
+            Fast (a local read), as the crash scenarios poll it every few milliseconds.
+        native: whether it lives in the watched asset's AIP-103 state store.
+    """
+
+    name: str
+    env: Callable[[Path], dict[str, str]]
+    read: Callable[[WatchedFiles, str, str], str | None]
+    native: bool
+
+
+def _sql_url(home: Path) -> str:
+    return f"sqlite:///{home / 'stateful.db'}"
+
+
+def _read_sql(world: WatchedFiles, namespace: str, name: str) -> str | None:
+    store = SqlBackend(_sql_url(world.deployment.home))
+    try:
+        record = store.read(namespace, name, "watermark")
+    finally:
+        store.dispose()
+    return None if record is None else record.value
+
+
+def _read_native(world: WatchedFiles, namespace: str, name: str) -> str | None:
+    # The metadata database's row, as the REST API serves it (scenario d reads it through REST).
+    rows = world.deployment.query(
+        "SELECT value FROM asset_state_store WHERE asset_id = ? AND key = ?",
+        world.landing.asset_id,
+        native_key(namespace, name),
+    )
+    return NativeDocument.from_json_value(json.loads(rows[0][0])).value if rows else None
+
+
+# Scenario (e): every scenario runs once per store.
+STORES = [
+    # The default rule ([stateful] backend = auto) on Airflow 3.3: an AssetWatcher's trigger has an
+    # asset state store, so the native store is chosen; nothing to configure.
+    pytest.param(Store("native", env=lambda home: {}, read=_read_native, native=True), id="native-store"),
+    # The SQL store, chosen by the option (and its default SQLite file, named explicitly).
+    pytest.param(
+        Store(
+            "sql",
+            env=lambda home: {"AIRFLOW__STATEFUL__BACKEND": "sql", "STATEFUL_DATABASE_URL": _sql_url(home)},
+            read=_read_sql,
+            native=False,
+        ),
+        id="sql-store",
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def airflow_command() -> str:
+    """The ``airflow`` command next to the running interpreter."""
+    command = Path(sys.executable).with_name("airflow")
+    if not command.is_file():
+        message = f"the end-to-end suite needs Airflow's command, not found at {command} (run `make test`)"
+        if e2e_required():
+            pytest.fail(f"{message}; required here because CI or STATEFUL_REQUIRE_E2E is set")
+        pytest.skip(message)
+    return str(command)
+
+
+@pytest.fixture(scope="module", params=STORES)
+def store(request: pytest.FixtureRequest) -> Store:
+    """The state store of the module's deployment."""
+    chosen: Store = request.param
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def world(
+    airflow_command: str, store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WatchedFiles]:
+    """A running deployment (all four components) with its watchers live, shared by the module.
+
+    ``airflow_command`` is requested first so that a missing Airflow skips (or fails) at once.
+    """
+    root = tmp_path_factory.mktemp(f"airflow-{store.name}")
+    landing, control = root / "landing", root / "control"
+    landing.mkdir()
+    control.mkdir()
+    home = root / "home"
+    deployment = AirflowDeployment(
+        home=home,
+        dags_folder=DAGS,
+        pythonpath=[REPO],
+        env={
+            "STATEFUL_E2E_LANDING": str(landing),
+            "STATEFUL_E2E_CONTROL": str(control),
+            **store.env(home),
+        },
+    )
+    world = WatchedFiles(
+        deployment,
+        landing=WatchedDir(landing, "e2e_landing"),
+        control=WatchedDir(control, "e2e_control"),
+    )
+    deployment.migrate()
+    try:
+        deployment.start()
+        deployment.wait_healthy()
+        world.resolve_assets()
+        # The watchers are live once a file dropped now has become an asset event.
+        world.barrier(world.landing)
+        world.barrier(world.control)
+        yield world
+    finally:
+        deployment.stop_all()
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def figures() -> list[str]:
+    """Measured figures; printed at the end of the run (they go into docs/running-in-airflow.md)."""
+    return _FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("stateful end-to-end figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -1,0 +1,64 @@
+"""DAGs of the end-to-end suite: two watched directories, each an Asset consumed by a DAG.
+
+* ``e2e_landing`` is watched by the example ``@stateful`` trigger
+  (:class:`examples.local_files.NewFilesTrigger`); ``e2e_consume_landing`` is scheduled on it,
+  and its task returns the paths of the asset events that triggered the run (an XCom the
+  tests read back).
+* ``e2e_control`` is watched by the same polling code without ``@stateful``
+  (:class:`tests.e2e.triggers.ForgetfulFilesTrigger`); ``e2e_consume_control`` is scheduled on
+  it so that its watcher runs (Airflow runs the watchers of assets scheduled by unpaused DAGs).
+
+The directories come from the environment, set by the suite for every Airflow component.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Asset, AssetWatcher, get_current_context, task
+
+from examples.local_files import NewFilesTrigger
+from tests.e2e.triggers import ForgetfulFilesTrigger
+
+LANDING = os.environ["STATEFUL_E2E_LANDING"]
+CONTROL = os.environ["STATEFUL_E2E_CONTROL"]
+PATTERN = "*.csv"
+# Short, so that the tests wait little; the watermark logic does not depend on it.
+POLL_INTERVAL = 0.5
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+landing = Asset(
+    name="e2e_landing",
+    watchers=[
+        AssetWatcher(
+            name="e2e_landing_watcher",
+            trigger=NewFilesTrigger(LANDING, PATTERN, poll_interval=POLL_INTERVAL),
+        )
+    ],
+)
+control = Asset(
+    name="e2e_control",
+    watchers=[
+        AssetWatcher(
+            name="e2e_control_watcher",
+            trigger=ForgetfulFilesTrigger(CONTROL, PATTERN, poll_interval=POLL_INTERVAL),
+        )
+    ],
+)
+
+
+@task
+def consume() -> list[str]:
+    """Return the paths carried by the asset events that triggered this run."""
+    events: Any = get_current_context()["triggering_asset_events"]
+    return sorted(event.extra["payload"]["path"] for event in events[landing])
+
+
+with DAG("e2e_consume_landing", schedule=[landing], start_date=START, catchup=False, max_active_runs=16):
+    consume()
+
+with DAG("e2e_consume_control", schedule=[control], start_date=START, catchup=False):
+    EmptyOperator(task_id="noop")

@@ -1,0 +1,39 @@
+"""The control trigger of the end-to-end suite: NewFilesTrigger's own loop without ``@stateful``.
+
+``ForgetfulFilesTrigger`` runs exactly the polling code of
+:class:`examples.local_files.NewFilesTrigger` (the undecorated ``run``) with a watermark that
+lives in memory only, as a hand-written trigger keeps its state. After a triggerer restart it
+starts from nothing and fires again for every file in its directory: scenario (f) shows the
+suite can tell the two apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+from airflow.triggers.base import TriggerEvent
+
+from examples.local_files import LOOKBACK, NewFilesTrigger
+from stateful import Watermark
+
+__all__ = ["ForgetfulFilesTrigger"]
+
+# The function that @stateful wrapped: NewFilesTrigger.run(self, watermark).
+_UNDECORATED_RUN = cast(
+    "Callable[[NewFilesTrigger, Watermark], AsyncIterator[TriggerEvent]]",
+    NewFilesTrigger.run.__wrapped__,  # type: ignore[attr-defined]
+)
+
+
+class ForgetfulFilesTrigger(NewFilesTrigger):
+    """NewFilesTrigger with its watermark in memory: every restart fires every file again."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the classpath and the constructor arguments, for the triggerer."""
+        return f"{__name__}.ForgetfulFilesTrigger", super().serialize()[1]
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """NewFilesTrigger's loop, given a fresh in-memory watermark at each start."""
+        async for event in _UNDECORATED_RUN(self, Watermark().configure(lookback=LOOKBACK)):
+            yield event

@@ -1,0 +1,183 @@
+"""The end-to-end suite's world: a deployment running ``dags/watched_files.py`` and its two directories.
+
+:class:`WatchedFiles` drops files into the watched directories and counts the asset events they
+became. Files are told apart by name, so each scenario counts only its own files, whatever the
+scenarios before it left behind.
+
+Waiting for a count is done with a *barrier*: a file dropped after the files of interest, with a
+strictly later mtime. The trigger emits each scan's files oldest first, and the triggerer
+persists one trigger's events in the order they were emitted, so once the barrier's event is in
+the database every file dropped before it has been handled: whatever count is there now is
+final (a later event for those files could only come from a restart). No sleeping, no guessing.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.harness import AirflowDeployment, DeploymentError
+
+__all__ = ["CONSUMER_DAG", "CONSUMER_TASK", "WatchedDir", "WatchedFiles"]
+
+CONSUMER_DAG = "e2e_consume_landing"
+CONSUMER_TASK = "consume"
+
+
+@dataclass
+class WatchedDir:
+    """A watched directory and the asset its watcher feeds."""
+
+    path: Path
+    asset_name: str
+    asset_id: int = 0
+
+
+@dataclass
+class WatchedFiles:
+    """Drop files, count asset events, restart the triggerer; see the module docstring."""
+
+    deployment: AirflowDeployment
+    landing: WatchedDir  # watched by the @stateful NewFilesTrigger
+    control: WatchedDir  # watched by the same code without @stateful
+    _barriers: Iterator[int] = field(default_factory=itertools.count, init=False)
+    _consumed: dict[str, list[int]] = field(default_factory=dict, init=False)
+
+    def resolve_assets(self) -> None:
+        """Look the assets up once the DAG processor has registered them."""
+        for watched in (self.landing, self.control):
+            asset = self.deployment.wait_for(
+                f"asset {watched.asset_name!r} with its watcher",
+                lambda name=watched.asset_name: self._watched_asset(name),  # type: ignore[misc]
+            )
+            watched.asset_id = int(asset["id"])
+
+    def _watched_asset(self, name: str) -> dict[str, Any] | None:
+        try:
+            asset = self.deployment.asset(name)
+        except DeploymentError:
+            return None
+        return asset if asset["watchers"] else None
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def drop(self, where: WatchedDir, prefix: str, count: int) -> list[str]:
+        """Write ``count`` new files ``<prefix>-<i>.csv``; return their paths."""
+        return [self.drop_one(where, f"{prefix}-{i:03d}") for i in range(count)]
+
+    def drop_one(self, where: WatchedDir, stem: str) -> str:
+        """Write one new file ``<stem>.csv``, its mtime later than every file already there."""
+        path = where.path / f"{stem}.csv"
+        if path.exists():
+            raise RuntimeError(f"{path} exists: each scenario must use names of its own")
+        floor = max((p.stat().st_mtime_ns for p in where.path.iterdir()), default=0)
+        # A temporary name the pattern ignores, renamed when complete: the watcher never sees a
+        # file half written (it would fire again once finished: a new mtime, a new key).
+        partial = path.with_suffix(".partial")
+        partial.write_text(f"{stem}\n")
+        while partial.stat().st_mtime_ns <= floor:  # a coarse file system clock: wait for a tick
+            time.sleep(0.005)
+            partial.touch()
+        os.rename(partial, path)
+        return str(path)
+
+    def barrier(self, where: WatchedDir, timeout: float = 180) -> None:
+        """Drop a barrier file and wait for its asset event: earlier files' counts are final."""
+        path = self.drop_one(where, f"barrier-{next(self._barriers):03d}")
+        self.deployment.wait_for(
+            f"the asset event of {path}", lambda: self.event_counts(where)[path] > 0 or None, timeout
+        )
+
+    # -- asset events --------------------------------------------------------------------------
+
+    def events(self, where: WatchedDir) -> list[dict[str, Any]]:
+        """The asset's events, oldest first."""
+        return self.deployment.asset_events(where.asset_id)
+
+    def event_counts(self, where: WatchedDir) -> collections.Counter[str]:
+        """How many asset events each file (path) became."""
+        return collections.Counter(e["extra"]["payload"]["path"] for e in self.events(where))
+
+    def counts_of(self, where: WatchedDir, paths: Iterable[str]) -> dict[str, int]:
+        """``{path: number of asset events}`` for the given files (0 for a file without any)."""
+        counts = self.event_counts(where)
+        return {path: counts[path] for path in paths}
+
+    # -- the consumer DAG ----------------------------------------------------------------------
+
+    def wait_consumed(
+        self, event_ids: set[int], timeout: float = 240, nudge_every: float = 5
+    ) -> dict[int, str]:
+        """Wait until successful runs of the consumer DAG consumed every event in ``event_ids``.
+
+        In Airflow 3.3.2 an asset event stored while a run for the asset is already queued is
+        left out of that run and queues no other: the next event's run takes it. So while some
+        are not consumed yet, a new file is dropped every ``nudge_every`` seconds (named
+        ``nudge-*``, and fired like any other) to give them that next run.
+
+        Returns:
+            ``{event id: run id}``; fails if an event was consumed by two runs, or if a run's
+            task reported paths other than those of the events it consumed.
+        """
+
+        last_nudge = time.monotonic()
+
+        def probe() -> dict[int, str] | None:
+            nonlocal last_nudge
+            consumed: dict[int, str] = {}
+            for run in self.deployment.dag_runs(CONSUMER_DAG):
+                if run["state"] != "success":
+                    continue
+                ids = self._consumed_by(run["dag_run_id"])
+                for event_id in ids:
+                    if event_id in consumed:
+                        raise DeploymentError(
+                            f"asset event {event_id} consumed by two runs: {consumed[event_id]}, "
+                            f"{run['dag_run_id']}"
+                        )
+                    consumed[event_id] = run["dag_run_id"]
+            if event_ids <= consumed.keys():
+                return consumed
+            if time.monotonic() - last_nudge >= nudge_every:
+                self.drop_one(self.landing, f"nudge-{next(self._barriers):03d}")
+                last_nudge = time.monotonic()
+            return None
+
+        what = f"runs of {CONSUMER_DAG} consuming {len(event_ids)} events"
+        return self.deployment.wait_for(what, probe, timeout)
+
+    def _consumed_by(self, run_id: str) -> list[int]:
+        """The ids of the events a successful run consumed, checked against what its task saw."""
+        if run_id not in self._consumed:
+            events = self.deployment.upstream_asset_events(CONSUMER_DAG, run_id)
+            ids = sorted(int(e["id"]) for e in events)
+            expected = sorted(e["extra"]["payload"]["path"] for e in events)
+            reported = self.deployment.xcom(CONSUMER_DAG, run_id, CONSUMER_TASK)
+            if reported != expected:
+                raise DeploymentError(
+                    f"run {run_id} consumed events for {expected}, but its task saw {reported}"
+                )
+            self._consumed[run_id] = ids
+        return self._consumed[run_id]
+
+    # -- the triggerer -------------------------------------------------------------------------
+
+    def restart_triggerer(self) -> None:
+        """Stop the triggerer gracefully (SIGTERM) and start a new one."""
+        self.deployment.stop("triggerer")
+        self.deployment.start("triggerer")
+
+    def kill_triggerer_when(self, condition: Callable[[], bool], timeout: float = 120) -> None:
+        """SIGKILL the triggerer's process group as soon as ``condition()`` holds (polled every 2 ms)."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"timed out after {timeout:.0f} s waiting to kill the triggerer")
+            time.sleep(0.002)
+        self.deployment.kill("triggerer")

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
+
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "examples" / "dags"
 

@@ -12,6 +12,8 @@ import pytest
 
 import examples
 
+pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
+
 
 def _modules_with_examples() -> list[ModuleType]:
     modules = [

@@ -29,7 +29,10 @@ from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
 from tests.conftest import unique_table
 
-pytestmark = pytest.mark.postgres
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles"),
+]
 
 POLL = 0.02
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)

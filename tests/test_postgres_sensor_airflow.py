@@ -23,7 +23,10 @@ from stateful.backends import SqlBackend
 from tests._postgres import PostgresServer
 from tests.conftest import unique_table
 
-pytestmark = pytest.mark.postgres
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles"),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "dags" / "postgres_scenarios.py"

@@ -27,6 +27,8 @@ from airflow.serialization.serialized_objects import BaseSerialization, DagSeria
 
 from tests.s3.conftest import Bucket, add_connection
 
+pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
+
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "examples" / "dags"
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import doctest
 from pathlib import Path
 
+import pytest
+
 from examples import s3
 from tests import test_docs
+
+pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "s3.md"
 

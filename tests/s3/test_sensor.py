@@ -21,6 +21,8 @@ from stateful.errors import MissingDependencyError
 from stateful.sensors import commit
 from tests.s3.conftest import Bucket, add_connection
 
+pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
+
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 CONTEXT: Context = {}  # poke() reads nothing from it
 

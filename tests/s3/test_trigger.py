@@ -29,6 +29,8 @@ from stateful.types import Watermark
 from tests._triggerer import Triggerer, strip_key, until
 from tests.s3.conftest import Bucket, add_connection
 
+pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
+
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 POLL = 0.02

@@ -72,7 +72,14 @@ def ack_mode_available() -> bool:
     return True
 
 
-def install_ack_mode(owner: type, fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> bool:
+def install_ack_mode(
+    owner: type,
+    attribute: str,
+    wrapper: Callable[..., Any],
+    fn: Callable[..., Any],
+    spec: StatefulSpec,
+    qualname: str,
+) -> bool:
     """Give a ``BaseEventTrigger`` subclass the shared-stream members that turn on ack mode.
 
     Returns whether it did: not for other classes, not before Airflow 3.3, not when ``ack`` is
@@ -96,6 +103,8 @@ def install_ack_mode(owner: type, fn: Callable[..., Any], spec: StatefulSpec, qu
     def shared_stream_key(self: Any) -> Hashable | None:
         if getattr(self, "task_instance", None) is not None:
             return None  # a deferred task's trigger: no ack channel, the standalone path
+        if getattr(type(self), attribute, None) is not wrapper:
+            return None  # a subclass replaced run(): the triggerer must call that run()
         key = _key(type(self), self.serialize()[1])
         _LIVE[key] = self
         return key

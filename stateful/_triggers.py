@@ -122,7 +122,8 @@ class TriggerRun:
         setattr(owner, name, self._wrapper)
         from stateful._ack import install_ack_mode
 
-        install_ack_mode(owner, self._fn, self._spec, f"{owner.__module__}.{owner.__qualname__}.{name}")
+        qualname = f"{owner.__module__}.{owner.__qualname__}.{name}"
+        install_ack_mode(owner, name, self._wrapper, self._fn, self._spec, qualname)
 
     def __get__(self, obj: object, objtype: type | None = None) -> Any:
         return self._wrapper.__get__(obj, objtype)

@@ -25,6 +25,8 @@ from tests._triggerer import Triggerer, until
 from tests.conftest import DualBackend
 from tests.test_decorator import CounterBase, make_trigger_class
 
+pytestmark = pytest.mark.airflow_min("3.3", reason="shared-stream ack mode")
+
 KEY = "stateful_idempotency_key"
 
 
@@ -84,6 +86,20 @@ def test_a_class_with_its_own_shared_stream_is_left_alone() -> None:
 
     assert "create_shared_stream_producer" not in vars(OwnStream)
     assert OwnStream("src", [1]).shared_stream_key() == "mine"
+
+
+def test_a_subclass_that_replaces_run_is_run_itself() -> None:
+    parent = make_trigger_class(MemoryBackend())
+
+    class Replaced(parent):  # type: ignore[valid-type,misc]
+        async def run(self) -> AsyncIterator[TriggerEvent]:
+            yield TriggerEvent("mine")
+
+    class Inherited(parent):  # type: ignore[valid-type,misc]
+        pass
+
+    assert Replaced("src", [1]).shared_stream_key() is None  # the triggerer calls Replaced.run()
+    assert Inherited("src", [1]).shared_stream_key() is not None  # the inherited @stateful run()
 
 
 def test_a_deferred_tasks_trigger_keeps_the_standalone_path() -> None:

@@ -74,11 +74,9 @@ def history_setting() -> int:
     text = os.environ.get(ENV_VAR)
     if text:
         return check_history_versions(text, f"environment variable {ENV_VAR}")
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # pragma: no cover - the task SDK is a dependency
-        return DEFAULT_HISTORY_VERSIONS
-    text = conf.get("stateful", "history_versions", fallback=None)
+    from stateful._airflowconf import airflow_conf
+
+    text = airflow_conf().get("stateful", "history_versions", fallback=None)
     if text:
         return check_history_versions(text, "Airflow configuration [stateful] history_versions")
     return DEFAULT_HISTORY_VERSIONS

@@ -278,6 +278,9 @@ def test_unreachable_database_is_an_error_without_the_password(cli: Cli) -> None
         assert result.returncode == 1
         assert result.stdout == ""
         assert "postgresql+psycopg://airflow:***@127.0.0.1:1/airflow" in result.stderr
-        assert "failed to list" in result.stderr or "failed to read" in result.stderr
+        # Airflow 3.0 (SQLAlchemy 1.4) refuses the psycopg 3 URL before connecting, as clearly.
+        assert any(
+            text in result.stderr for text in ("failed to list", "failed to read", "no dialect for psycopg")
+        )
         assert secret not in result.stderr
         assert "Traceback" not in result.stderr

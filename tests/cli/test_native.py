@@ -26,7 +26,7 @@ from stateful.types import Watermark
 from tests._airflow import AirflowStateStore
 from tests.cli.conftest import WM, Cli, OpenTerminal
 
-pytestmark = pytest.mark.airflow_db
+pytestmark = [pytest.mark.airflow_db, pytest.mark.airflow_min("3.3", reason="AIP-103 state-store REST API")]
 
 
 def _free_port() -> int:

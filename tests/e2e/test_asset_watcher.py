@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,12 +46,13 @@ def test_a_each_new_file_is_exactly_one_asset_event_and_every_event_is_consumed(
     assert {int(e["id"]) for e in events} <= consumed.keys()
 
 
-def test_b_a_graceful_restart_repeats_nothing_and_new_files_fire(world: WatchedFiles) -> None:
+def test_b_a_graceful_restart_repeats_nothing_and_new_files_fire(world: WatchedFiles, store: Store) -> None:
     before = world.drop(world.landing, "b-before", 3)
     world.barrier(world.landing)
     emitted = world.event_counts(world.landing)  # every file emitted so far, scenario a's too
     assert world.counts_of(world.landing, before) == dict.fromkeys(before, 1)
 
+    _caught_up(world, store)  # ack mode saves once Airflow confirmed the events: about a second
     world.restart_triggerer()
     after = world.drop(world.landing, "b-after", 3)
     world.barrier(world.landing)
@@ -63,8 +65,7 @@ def test_b_a_graceful_restart_repeats_nothing_and_new_files_fire(world: WatchedF
 def test_d_the_watermark_holds_exactly_the_emitted_files(world: WatchedFiles, store: Store) -> None:
     world.barrier(world.landing)
     name = _watermark_name(world)
-    text = store.read(world, "files", name)
-    assert text is not None, f"no watermark files/{name} in the {store.name} store"
+    text = _caught_up(world, store)
     watermark = Watermark.from_state_json(text)
 
     emitted = set(world.event_counts(world.landing))
@@ -90,13 +91,14 @@ def test_d_the_watermark_holds_exactly_the_emitted_files(world: WatchedFiles, st
 
 
 def test_f_control_the_same_trigger_without_stateful_repeats_every_file_after_a_restart(
-    world: WatchedFiles,
+    world: WatchedFiles, store: Store
 ) -> None:
     files = world.drop(world.control, "f", 3)
     world.barrier(world.control)
     assert world.counts_of(world.control, files) == dict.fromkeys(files, 1)
     landing_before = world.event_counts(world.landing)
 
+    _caught_up(world, store)
     world.restart_triggerer()
     world.barrier(world.control)
     world.barrier(world.landing)
@@ -109,14 +111,14 @@ def test_f_control_the_same_trigger_without_stateful_repeats_every_file_after_a_
 def test_c_a_killed_triggerer_loses_or_repeats_only_what_it_emitted_last(
     world: WatchedFiles, figures: list[str], store: Store
 ) -> None:
-    """Measured, not asserted: the files a crash leaves without an event, and the repeats.
+    """No file is ever left without an asset event; the repeats are measured.
 
-    With ``commit="after_event"`` the watermark is saved as soon as the triggerer takes an event
-    into its in-memory queue; Airflow persists that queue about once a second. A SIGKILL in
-    between loses what was queued, and so does a SIGTERM: the triggerer does not flush the queue
-    when it stops. The figures go into docs/running-in-airflow.md (issue 7 removes the loss).
-    Each kill comes as soon as the saved watermark shows the yields of interest, i.e. right
-    after them.
+    Without ack mode the watermark was saved as soon as the triggerer took an event into its
+    in-memory queue, which Airflow persists about once a second: a SIGKILL or a SIGTERM in
+    between lost what was queued. In ack mode (the default for watchers on Airflow 3.3) the save
+    waits until Airflow confirmed it stored the events, so a kill can only repeat them. The kills
+    come right after a yield (seen in the triggerer's log), right after Airflow stored the event,
+    and right after the save; the figures go into docs/running-in-airflow.md.
     """
     landing = world.landing
 
@@ -138,17 +140,27 @@ def test_c_a_killed_triggerer_loses_or_repeats_only_what_it_emitted_last(
         _measure(world, landing, arriving.paths, f"SIGKILL while 40 files arrived ({taken} taken)")
     )
 
-    # 2. SIGKILL right after a single yield, three times.
-    single: list[str] = []
-    for round_ in range(3):
-        path = world.drop_one(landing, f"c2-{round_}")
-        single.append(path)
-        world.kill_triggerer_when(lambda path=path: saved([path]) == 1)  # type: ignore[misc]
-        world.deployment.start("triggerer")
-        world.barrier(landing)
-    results.append(_measure(world, landing, single, "SIGKILL right after one yield, 3 times"))
+    # 2. SIGKILL right after a single file's yield, right after Airflow stored its event, and
+    # right after its watermark was saved; three times each.
+    points: dict[str, Callable[[str], bool]] = {
+        "the yield": lambda path: Path(path).name in world.deployment.log_text("triggerer"),
+        "Airflow stored the event": lambda path: world.event_counts(landing)[path] > 0,
+        "the save": lambda path: saved([path]) == 1,
+    }
+    for point, reached in points.items():
+        single: list[str] = []
+        for round_ in range(3):
+            # Each kill must find everything before its file saved: it then repeats only its own.
+            _caught_up(world, store)
+            path = world.drop_one(landing, f"c2-{len(results)}-{round_}")
+            single.append(path)
+            world.kill_triggerer_when(lambda path=path, reached=reached: reached(path))  # type: ignore[misc]
+            world.deployment.start("triggerer")
+            world.barrier(landing)
+        results.append(_measure(world, landing, single, f"SIGKILL right after {point}, 3 times"))
 
     # 3. SIGTERM, a graceful stop, while files arrive.
+    _caught_up(world, store)
     arriving = _ArrivingFiles(world, landing, "c3", count=40, interval=0.05)
     world.deployment.wait_for("10 of the c3 files taken", lambda: saved(arriving.paths) >= 10)
     taken = saved(arriving.paths)
@@ -164,6 +176,24 @@ def test_c_a_killed_triggerer_loses_or_repeats_only_what_it_emitted_last(
     world.barrier(landing)
     assert world.counts_of(landing, new) == dict.fromkeys(new, 1)
     figures.extend(f"[{store.name} store] {line}" for line in results)
+
+
+def _caught_up(world: WatchedFiles, store: Store, timeout: float = 120) -> str:
+    """Wait until the stored watermark covers every file in the landing directory; return it.
+
+    In ack mode (the default on Airflow 3.3) a watermark is saved once Airflow confirmed it stored
+    the events: about a second after they became asset events.
+    """
+    name = _watermark_name(world)
+
+    def covered() -> str | None:
+        text = store.read(world, "files", name)
+        if text is None:
+            return None
+        on_disk = {f"{p.name}@{p.stat().st_mtime_ns}" for p in world.landing.path.glob("*.csv")}
+        return text if on_disk <= set(Watermark.from_state_json(text).seen) else None
+
+    return world.deployment.wait_for(f"the {store.name} watermark to cover every file", covered, timeout)
 
 
 def _watermark_name(world: WatchedFiles) -> str:
@@ -200,4 +230,6 @@ def _measure(world: WatchedFiles, where: WatchedDir, paths: list[str], what: str
     lost = sorted(Path(p).name for p, n in counts.items() if n == 0)
     repeated = sum(n - 1 for n in counts.values() if n > 1)
     assert all(n <= 2 for n in counts.values()), counts  # one crash repeats a file at most once
-    return f"{what}: {len(lost)} lost {lost}, {repeated} repeated"
+    # Ack mode (the default on Airflow 3.3): the watermark only passes events Airflow stored.
+    assert lost == [], f"{what}: {len(lost)} files never became an asset event: {lost}"
+    return f"{what}: {len(lost)} lost, {repeated} repeated"

@@ -65,9 +65,11 @@ def _read_sql(world: WatchedFiles, namespace: str, name: str) -> str | None:
 
 def _read_native(world: WatchedFiles, namespace: str, name: str) -> str | None:
     # The metadata database's row, as the REST API serves it (scenario d reads it through REST).
+    # Each watched asset keeps its own trigger's watermark; the key names it (namespace included).
     rows = world.deployment.query(
-        "SELECT value FROM asset_state_store WHERE asset_id = ? AND key = ?",
+        "SELECT value FROM asset_state_store WHERE asset_id IN (?, ?) AND key = ?",
         world.landing.asset_id,
+        world.unacked.asset_id,
         native_key(namespace, name),
     )
     return NativeDocument.from_json_value(json.loads(rows[0][0])).value if rows else None
@@ -119,9 +121,9 @@ def world(
     ``airflow_command`` is requested first so that a missing Airflow skips (or fails) at once.
     """
     root = tmp_path_factory.mktemp(f"airflow-{store.name}")
-    landing, control = root / "landing", root / "control"
-    landing.mkdir()
-    control.mkdir()
+    landing, control, unacked = root / "landing", root / "control", root / "unacked"
+    for directory in (landing, control, unacked):
+        directory.mkdir()
     home = root / "home"
     deployment = AirflowDeployment(
         home=home,
@@ -130,6 +132,7 @@ def world(
         env={
             "STATEFUL_E2E_LANDING": str(landing),
             "STATEFUL_E2E_CONTROL": str(control),
+            "STATEFUL_E2E_UNACKED": str(unacked),
             **store.env(home),
         },
     )
@@ -137,6 +140,7 @@ def world(
         deployment,
         landing=WatchedDir(landing, "e2e_landing"),
         control=WatchedDir(control, "e2e_control"),
+        unacked=WatchedDir(unacked, "e2e_unacked"),
     )
     deployment.migrate()
     try:
@@ -146,6 +150,7 @@ def world(
         # The watchers are live once a file dropped now has become an asset event.
         world.barrier(world.landing)
         world.barrier(world.control)
+        world.barrier(world.unacked)
         yield world
     finally:
         deployment.stop_all()

@@ -24,6 +24,7 @@ from examples.local_files import NewFilesTrigger
 from stateful import Watermark
 from stateful.backends.native import NativeDocument, native_key
 from tests.e2e.conftest import Store
+from tests.e2e.triggers import UnackedFilesTrigger
 from tests.e2e.watched import WatchedDir, WatchedFiles
 
 pytestmark = [
@@ -176,6 +177,37 @@ def test_c_a_killed_triggerer_loses_or_repeats_only_what_it_emitted_last(
     world.barrier(landing)
     assert world.counts_of(landing, new) == dict.fromkeys(new, 1)
     figures.extend(f"[{store.name} store] {line}" for line in results)
+
+
+def test_g_control_without_ack_mode_the_same_kills_lose_events(
+    world: WatchedFiles, figures: list[str], store: Store
+) -> None:
+    """Proof that scenario c can fail: ``ack=False`` saves before Airflow stored the event.
+
+    The same kill as c's "right after the save", on the same code under ``@stateful(ack=False)``:
+    the watermark is past a file whose event was still in the triggerer's memory.
+    """
+    where = world.unacked
+    name = UnackedFilesTrigger(str(where.path), "*.csv").glob
+
+    def saved(path: str) -> bool:
+        text = store.read(world, "files-unacked", name)
+        names = {key.rsplit("@", 1)[0] for key in Watermark.from_state_json(text).seen} if text else set()
+        return Path(path).name in names
+
+    paths: list[str] = []
+    for round_ in range(4):
+        path = world.drop_one(where, f"g-{round_}")
+        paths.append(path)
+        world.kill_triggerer_when(lambda path=path: saved(path))  # type: ignore[misc]
+        world.deployment.start("triggerer")
+        world.barrier(where)
+    counts = world.counts_of(where, paths)
+    lost = sorted(Path(p).name for p, n in counts.items() if n == 0)
+    figures.append(
+        f"[{store.name} store] control, ack=False, SIGKILL right after the save, 4 times: {len(lost)} lost"
+    )
+    assert lost, f"ack=False lost nothing under 4 kills right after the save: {counts}"
 
 
 def _caught_up(world: WatchedFiles, store: Store, timeout: float = 120) -> str:

@@ -15,9 +15,9 @@ from typing import Any, cast
 from airflow.triggers.base import TriggerEvent
 
 from examples.local_files import LOOKBACK, NewFilesTrigger
-from stateful import Watermark
+from stateful import Watermark, stateful
 
-__all__ = ["ForgetfulFilesTrigger"]
+__all__ = ["ForgetfulFilesTrigger", "UnackedFilesTrigger"]
 
 # The function that @stateful wrapped: NewFilesTrigger.run(self, watermark).
 _UNDECORATED_RUN = cast(
@@ -36,4 +36,19 @@ class ForgetfulFilesTrigger(NewFilesTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """NewFilesTrigger's loop, given a fresh in-memory watermark at each start."""
         async for event in _UNDECORATED_RUN(self, Watermark().configure(lookback=LOOKBACK)):
+            yield event
+
+
+class UnackedFilesTrigger(NewFilesTrigger):
+    """NewFilesTrigger with ``ack=False``: saved when the triggerer resumes it (the control of
+    the crash scenarios: the same kills that cost ack mode nothing lose events here)."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the classpath and the constructor arguments, for the triggerer."""
+        return f"{__name__}.UnackedFilesTrigger", super().serialize()[1]
+
+    @stateful(namespace="files-unacked", name="{glob}", lookback=LOOKBACK, ack=False)
+    async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
+        """NewFilesTrigger's loop under @stateful(ack=False)."""
+        async for event in _UNDECORATED_RUN(self, watermark):
             yield event

@@ -46,12 +46,13 @@ class WatchedFiles:
     deployment: AirflowDeployment
     landing: WatchedDir  # watched by the @stateful NewFilesTrigger
     control: WatchedDir  # watched by the same code without @stateful
+    unacked: WatchedDir  # watched by the @stateful code with ack=False
     _barriers: Iterator[int] = field(default_factory=itertools.count, init=False)
     _consumed: dict[str, list[int]] = field(default_factory=dict, init=False)
 
     def resolve_assets(self) -> None:
         """Look the assets up once the DAG processor has registered them."""
-        for watched in (self.landing, self.control):
+        for watched in (self.landing, self.control, self.unacked):
             asset = self.deployment.wait_for(
                 f"asset {watched.asset_name!r} with its watcher",
                 lambda name=watched.asset_name: self._watched_asset(name),  # type: ignore[misc]

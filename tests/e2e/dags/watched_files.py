@@ -4,6 +4,8 @@
   (:class:`examples.local_files.NewFilesTrigger`); ``e2e_consume_landing`` is scheduled on it,
   and its task returns the paths of the asset events that triggered the run (an XCom the
   tests read back).
+* ``e2e_unacked`` is watched by the example's code under ``@stateful(ack=False)``
+  (:class:`tests.e2e.triggers.UnackedFilesTrigger`): the control of the crash scenarios.
 * ``e2e_control`` is watched by the same polling code without ``@stateful``
   (:class:`tests.e2e.triggers.ForgetfulFilesTrigger`); ``e2e_consume_control`` is scheduled on
   it so that its watcher runs (Airflow runs the watchers of assets scheduled by unpaused DAGs).
@@ -21,10 +23,11 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Asset, AssetWatcher, get_current_context, task
 
 from examples.local_files import NewFilesTrigger
-from tests.e2e.triggers import ForgetfulFilesTrigger
+from tests.e2e.triggers import ForgetfulFilesTrigger, UnackedFilesTrigger
 
 LANDING = os.environ["STATEFUL_E2E_LANDING"]
 CONTROL = os.environ["STATEFUL_E2E_CONTROL"]
+UNACKED = os.environ["STATEFUL_E2E_UNACKED"]
 PATTERN = "*.csv"
 # Short, so that the tests wait little; the watermark logic does not depend on it.
 POLL_INTERVAL = 0.5
@@ -49,6 +52,16 @@ control = Asset(
     ],
 )
 
+unacked = Asset(
+    name="e2e_unacked",
+    watchers=[
+        AssetWatcher(
+            name="e2e_unacked_watcher",
+            trigger=UnackedFilesTrigger(UNACKED, PATTERN, poll_interval=POLL_INTERVAL),
+        )
+    ],
+)
+
 
 @task
 def consume() -> list[str]:
@@ -61,4 +74,7 @@ with DAG("e2e_consume_landing", schedule=[landing], start_date=START, catchup=Fa
     consume()
 
 with DAG("e2e_consume_control", schedule=[control], start_date=START, catchup=False):
+    EmptyOperator(task_id="noop")
+
+with DAG("e2e_consume_unacked", schedule=[unacked], start_date=START, catchup=False):
     EmptyOperator(task_id="noop")

@@ -29,6 +29,7 @@ repeats events, never skips them.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import weakref
@@ -136,6 +137,7 @@ def _key(cls: type, kwargs: dict[str, Any]) -> Hashable:
     )
 
 
+@functools.cache  # one producer class, however many trigger classes use ack mode
 def _producer_class() -> type:
     from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
 

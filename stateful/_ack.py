@@ -36,6 +36,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from stateful._flow import Backpressure, Pacer, subscriber_queue_size
 from stateful._triggers import keyed, open_session, save
 from stateful.errors import StatefulError
 
@@ -51,7 +52,8 @@ _MEMBERS = ("shared_stream_key", "create_shared_stream_producer", "filter_shared
 # The trigger instance that asked for each key. The producer factory only receives the
 # serialized kwargs; the instance carries what the triggerer injected (asset_state_store).
 _LIVE: weakref.WeakValueDictionary[Hashable, Any] = weakref.WeakValueDictionary()
-# Running producers, so tests can wait until every emitted event was confirmed and saved.
+# Running producers (until Airflow closes them), so tests can wait until every emitted event
+# was confirmed and saved.
 _PRODUCERS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -149,6 +151,7 @@ def _producer_class() -> type:
             self.store: Any = None
             self.session: Any = None
             self.fenced: BaseException | None = None
+            self.flow: Backpressure | None = None
             self.saving = False
             _PRODUCERS.add(self)
 
@@ -159,17 +162,33 @@ def _producer_class() -> type:
         async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
             self.store, self.session = await open_session(self.spec, self.trigger, self.qualname)
             session = self.session
+            flow = self.flow = Backpressure(
+                subscriber_queue_size(), lambda: session.pending, f"{self.qualname} ({session.scope})"
+            )
             _LOG.info(
                 "stateful: %s saves %s once Airflow confirms its events were stored",
                 self.qualname,
                 session.scope,
             )
+            pacer = Pacer()
             inner = self.fn(self.trigger, session.watermark)
             try:
-                async for event in inner:
+                while True:
+                    await pacer.pace()  # let the subscriber take what was emitted so far
+                    flow.pulling(True)
+                    try:
+                        event = await anext(inner)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        flow.pulling(False)
+                    # Never more unconfirmed events than a subscriber queue holds: Airflow fails
+                    # a trigger whose queue overflows. The event waits here, not emitted yet.
+                    await flow.room()
                     if self.fenced is not None:
                         raise self.fenced
                     seq = session.emitted()
+                    flow.emitted()
                     yield keyed(event, session, self.spec), seq
             finally:
                 await inner.aclose()
@@ -182,11 +201,13 @@ def _producer_class() -> type:
             for item in batch:
                 if not item.outcome.is_clean:
                     session.abandon()
-                    raise EventNotStoredError(
+                    self.fenced = EventNotStoredError(
                         f"Airflow did not confirm that event {item.broker_payload} of {session.scope} "
                         f"({self.qualname}) was stored ({item.outcome}); the watermark stays at the last "
                         f"confirmed event and the trigger emits the rest again when it restarts."
                     )
+                    self._release(stop=True)
+                    raise self.fenced
             self.saving = True
             try:
                 await save(self.store, session, session.confirm(batch[-1].broker_payload))
@@ -202,5 +223,14 @@ def _producer_class() -> type:
                 raise
             finally:
                 self.saving = False
+                self._release(stop=self.fenced is not None)
+
+        async def aclose(self) -> None:
+            """Airflow ended the poll (the group stopped or failed): this producer is done."""
+            _PRODUCERS.discard(self)
+
+        def _release(self, *, stop: bool) -> None:
+            if self.flow is not None:
+                self.flow.released(stop=stop)
 
     return StatefulProducer

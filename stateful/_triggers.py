@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 from stateful._core import DEFAULT_KEY, Save, Scope, WatermarkSession, log_loaded
+from stateful._flow import Pacer
 from stateful.backends.base import AsyncStateBackend
 
 if TYPE_CHECKING:
@@ -77,9 +78,11 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
         # Everything happens on the first iteration: never at import or construction time.
         store, session = await open_session(spec, self, qualname)
         inner = fn(self, session.watermark, *args, **kwargs)
+        pacer = Pacer()
         try:
             sent: Any = None
             while True:
+                await pacer.pace()  # a burst never holds the triggerer's loop for long
                 try:
                     event = await inner.asend(sent)
                 except StopAsyncIteration:

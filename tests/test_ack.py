@@ -19,7 +19,7 @@ from airflow.triggers.base import TriggerEvent
 
 from stateful import Watermark, stateful
 from stateful._ack import EventNotStoredError
-from stateful.backends import MemoryBackend
+from stateful.backends import MemoryBackend, SqlBackend
 from stateful.errors import StateConflictError
 from tests._triggerer import Triggerer, until
 from tests.conftest import DualBackend
@@ -194,3 +194,125 @@ async def test_the_idempotency_key_can_be_turned_off_and_never_replaces_a_users_
             yield TriggerEvent({KEY: "mine"})
 
     assert [e.payload async for e in OwnKey("s", [1]).run()] == [{KEY: "mine"}]
+
+
+# -- bursts larger than a shared-stream subscriber queue -------------------------------------------
+#
+# Airflow puts each raw event a producer yields into every subscriber's queue, bounded by
+# [triggerer] shared_stream_subscriber_queue_size, and fails the trigger when one is full. Without
+# backpressure a scan of more new items than that killed the watcher before a single event was
+# stored, again after every restart.
+
+QUEUE = 100
+
+
+@pytest.fixture
+def small_queue(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A subscriber queue of ``QUEUE`` events, read by the TriggerRunner the test builds afterwards."""
+    monkeypatch.setenv("AIRFLOW__TRIGGERER__SHARED_STREAM_SUBSCRIBER_QUEUE_SIZE", str(QUEUE))
+    return QUEUE
+
+
+async def test_a_burst_fifty_times_the_subscriber_queue_is_delivered_once_and_saved(
+    small_queue: int, tmp_path: Any
+) -> None:
+    store = SqlBackend(f"sqlite:///{tmp_path / 'state.db'}")
+    items = list(range(1, 5001))
+    triggerer = Triggerer()  # stores and confirms queued events continuously, as the supervisor does
+    triggerer.start(dict_counter(store)("src", items, then="block"))
+    await until(lambda: len(triggerer.entries) == len(items) or triggerer.task.done())  # type: ignore[union-attr]
+    assert triggerer.task is not None and not triggerer.task.done(), "the trigger failed"
+    await triggerer.settled()
+    await triggerer.stop()
+    store.dispose()
+
+    assert triggerer.events == [{"n": n} for n in items]  # every event once, in order
+    assert all(entry.persist_seq is not None for entry in triggerer.entries)  # each one ack-gated
+    assert len(set(keys(triggerer))) == len(items)
+    assert cursor(SqlBackend(f"sqlite:///{tmp_path / 'state.db'}")) == 5000  # nothing past the burst
+
+
+async def test_backpressure_holds_a_burst_at_the_queue_size_until_airflow_confirms(
+    small_queue: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="stateful")
+    store = MemoryBackend()
+    triggerer = Triggerer(store_events=False)
+    trigger = make_trigger_class(store)("src", list(range(1, 1001)), then="block")
+    triggerer.start(trigger)
+    await until(lambda: len(triggerer.entries) == small_queue)
+    for _ in range(40):  # the loop runs freely: the producer waits, it does not spin or overflow
+        await asyncio.sleep(0.005)
+    assert len(triggerer.entries) == small_queue
+    assert triggerer.task is not None and not triggerer.task.done()
+    assert cursor(store) is None  # nothing confirmed, nothing saved
+    held = [r.getMessage() for r in caplog.records if "holds the rest of a burst back" in r.getMessage()]
+    assert len(held) == 1 and f"{small_queue} await Airflow's confirmation" in held[0]
+
+    # Airflow stores and confirms the first 40: the watermark moves to them, 40 more are emitted.
+    triggerer.runner._shared_streams.confirm_persisted([e.persist_seq for e in triggerer.entries[:40]])
+    triggerer.stored = 40
+    await until(lambda: cursor(store) == 40 and len(triggerer.entries) == small_queue + 40)
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+    assert len(triggerer.entries) == small_queue + 40
+
+    # The supervisor catches up: the rest of the burst follows, once each, and the burst is logged.
+    auto = asyncio.create_task(_store_continuously(triggerer))
+    await trigger.blocked.wait()
+    await until(lambda: cursor(store) == 1000)
+    auto.cancel()
+    await triggerer.stop()
+    assert triggerer.events == list(range(1, 1001))
+    held = [r.getMessage() for r in caplog.records if "holds the rest of a burst back" in r.getMessage()]
+    done = [r.getMessage() for r in caplog.records if "delivered a burst of 1000 events" in r.getMessage()]
+    assert len(held) == 1 and len(done) == 1  # once per burst
+
+
+async def test_a_new_burst_after_a_quiet_moment_is_logged_again(
+    small_queue: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="stateful")
+
+    class TwoScans(DictCounter):
+        """Two scans of 250 new items, with a quiet poll between them."""
+
+        @stateful(namespace="tests", name="{source}", backend=MemoryBackend())
+        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+            for scan in (range(1, 251), range(251, 501)):
+                for n in scan:
+                    watermark.advance(cursor=n)
+                    yield TriggerEvent({"n": n})
+                await asyncio.sleep(0.2)
+            self.blocked.set()
+            await asyncio.Event().wait()
+
+    triggerer = Triggerer()
+    trigger = TwoScans("src", [])
+    triggerer.start(trigger)
+    await trigger.blocked.wait()
+    await triggerer.settled()
+    await triggerer.stop()
+    assert triggerer.events == [{"n": n} for n in range(1, 501)]
+    held = [r for r in caplog.records if "holds the rest of a burst back" in r.getMessage()]
+    done = [r for r in caplog.records if "delivered a burst of 250 events" in r.getMessage()]
+    assert len(held) == 2 and len(done) == 2
+    assert {r.levelname for r in held + done} == {"INFO"}
+
+
+async def test_an_unbounded_queue_never_holds_a_burst_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("AIRFLOW__TRIGGERER__SHARED_STREAM_SUBSCRIBER_QUEUE_SIZE", "0")  # asyncio: no bound
+    caplog.set_level("INFO", logger="stateful")
+    triggerer = Triggerer(store_events=False)
+    triggerer.start(make_trigger_class(MemoryBackend())("src", list(range(1, 2001)), then="block"))
+    await until(lambda: len(triggerer.entries) == 2000)
+    await triggerer.stop()
+    assert not [r for r in caplog.records if "holds the rest of a burst back" in r.getMessage()]
+
+
+async def _store_continuously(triggerer: Triggerer) -> None:
+    while True:
+        triggerer.store_events()
+        await asyncio.sleep(0.005)

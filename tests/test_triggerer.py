@@ -10,16 +10,21 @@ shared-stream ack mode and saves once the test's "supervisor" stored its events;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from airflow.triggers.base import TriggerEvent
 
-from stateful.backends import SqlBackend
+from stateful import Watermark, stateful
+from stateful.backends import MemoryBackend, SqlBackend
 from tests._triggerer import Triggerer, until
 from tests.conftest import DualBackend
-from tests.test_decorator import Boom, make_trigger_class
+from tests.test_decorator import Boom, CounterBase, make_trigger_class
 
 
 def stored_cursor(backend: DualBackend) -> int | None:
@@ -108,3 +113,62 @@ async def test_a_blocked_store_does_not_block_the_event_loop(tmp_path: Path) -> 
     assert triggerer.events == [1, 2]
     await triggerer.stop()
     store.dispose()
+
+
+@pytest.mark.parametrize("ack", [True, False], ids=["ack", "resume"])
+async def test_a_burst_lets_the_rest_of_the_triggerer_run_every_few_milliseconds(ack: bool) -> None:
+    """The SDK yields to the event loop during a burst, so other triggers are not starved.
+
+    Each event takes at least a millisecond of blocking work here; 200 of them hold the loop for
+    200 ms or more unless the SDK lets it run in between (at least every 5 ms: 40 turns or more).
+    In ack mode Airflow's runner drives the shared stream; without it the test is the consumer
+    and, unlike Airflow's runner, never awaits between events: only the SDK lets the loop run.
+    """
+    turns = during = 0
+
+    class Busy(CounterBase):
+        @stateful(namespace="tests", name="{source}", backend=MemoryBackend(), ack=ack)
+        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+            nonlocal during
+            start = turns
+            for item in self.items:
+                _compute(0.001)  # CPU-bound work between two events, as a large snapshot is
+                watermark.advance(cursor=item)
+                yield TriggerEvent(item)
+            during = turns - start  # how often the rest of the loop ran while the burst was emitted
+            self.blocked.set()
+            await asyncio.Event().wait()
+
+    async def other_trigger() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    items = list(range(1, 201))
+    trigger = Busy("src", items)
+    other = asyncio.create_task(other_trigger())
+    if ack:
+        triggerer = Triggerer()
+        triggerer.start(trigger)
+        await until(lambda: len(triggerer.entries) == len(items))
+        await triggerer.stop()
+        events = triggerer.events
+    else:
+        run = trigger.run()
+        events = [(await anext(run)).payload for _ in items]
+        rest = asyncio.ensure_future(anext(run))  # runs to the end of the burst, then waits
+        await trigger.blocked.wait()
+        rest.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rest
+    other.cancel()
+    assert events == items
+    assert during >= 20, f"the loop ran only {during} times during a burst of {len(items)} events"
+
+
+def _compute(seconds: float) -> None:
+    """Hold the CPU (and the event loop) for ``seconds``, as CPU-bound work does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass

@@ -75,21 +75,23 @@ def _read_native(world: WatchedFiles, namespace: str, name: str) -> str | None:
     return NativeDocument.from_json_value(json.loads(rows[0][0])).value if rows else None
 
 
-# Scenario (e): every scenario runs once per store.
+# The SQL store, chosen by the option (and its default SQLite file, named explicitly).
+SQL_STORE = pytest.param(
+    Store(
+        "sql",
+        env=lambda home: {"AIRFLOW__STATEFUL__BACKEND": "sql", "STATEFUL_DATABASE_URL": _sql_url(home)},
+        read=_read_sql,
+        native=False,
+    ),
+    id="sql-store",
+)
+
+# Scenario (e): every scenario runs once per store (scenario h, a burst, on the SQL store only).
 STORES = [
     # The default rule ([stateful] backend = auto) on Airflow 3.3: an AssetWatcher's trigger has an
     # asset state store, so the native store is chosen; nothing to configure.
     pytest.param(Store("native", env=lambda home: {}, read=_read_native, native=True), id="native-store"),
-    # The SQL store, chosen by the option (and its default SQLite file, named explicitly).
-    pytest.param(
-        Store(
-            "sql",
-            env=lambda home: {"AIRFLOW__STATEFUL__BACKEND": "sql", "STATEFUL_DATABASE_URL": _sql_url(home)},
-            read=_read_sql,
-            native=False,
-        ),
-        id="sql-store",
-    ),
+    SQL_STORE,
 ]
 
 
@@ -121,8 +123,8 @@ def world(
     ``airflow_command`` is requested first so that a missing Airflow skips (or fails) at once.
     """
     root = tmp_path_factory.mktemp(f"airflow-{store.name}")
-    landing, control, unacked = root / "landing", root / "control", root / "unacked"
-    for directory in (landing, control, unacked):
+    landing, control, unacked, burst = (root / name for name in ("landing", "control", "unacked", "burst"))
+    for directory in (landing, control, unacked, burst):
         directory.mkdir()
     home = root / "home"
     deployment = AirflowDeployment(
@@ -133,6 +135,7 @@ def world(
             "STATEFUL_E2E_LANDING": str(landing),
             "STATEFUL_E2E_CONTROL": str(control),
             "STATEFUL_E2E_UNACKED": str(unacked),
+            "STATEFUL_E2E_BURST": str(burst),
             **store.env(home),
         },
     )
@@ -141,6 +144,7 @@ def world(
         landing=WatchedDir(landing, "e2e_landing"),
         control=WatchedDir(control, "e2e_control"),
         unacked=WatchedDir(unacked, "e2e_unacked"),
+        burst=WatchedDir(burst, "e2e_burst"),
     )
     deployment.migrate()
     try:
@@ -151,6 +155,7 @@ def world(
         world.barrier(world.landing)
         world.barrier(world.control)
         world.barrier(world.unacked)
+        world.barrier(world.burst)
         yield world
     finally:
         deployment.stop_all()

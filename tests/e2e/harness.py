@@ -269,6 +269,12 @@ class AirflowDeployment:
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
             return db.execute(sql, params).fetchall()
 
+    def watcher_trigger_ids(self, asset_id: int) -> list[int]:
+        """The ids of the triggers watching the asset (one per watcher)."""
+        return [
+            row[0] for row in self.query("SELECT trigger_id FROM asset_watcher WHERE asset_id = ?", asset_id)
+        ]
+
     def asset_state_store(self, asset_id: int) -> list[dict[str, Any]]:
         """The asset's AIP-103 state store entries (``GET /api/v2/assets/{id}/state-store``)."""
         return self._all(f"/api/v2/assets/{asset_id}/state-store", "asset_state_store")

@@ -8,7 +8,7 @@ for the next event's run).
 
 Every scenario runs once per state store (scenario e; see ``STORES`` in conftest.py), on one
 deployment per store, in this order: a, b, d, f, then c, which kills the triggerer and may leave
-files without an event behind.
+files without an event behind, then g (the control of c) and, on the SQL store, h (a burst).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ import pytest
 from examples.local_files import NewFilesTrigger
 from stateful import Watermark
 from stateful.backends.native import NativeDocument, native_key
-from tests.e2e.conftest import Store
+from tests.e2e.conftest import SQL_STORE, Store
 from tests.e2e.triggers import UnackedFilesTrigger
 from tests.e2e.watched import WatchedDir, WatchedFiles
 
@@ -208,6 +209,55 @@ def test_g_control_without_ack_mode_the_same_kills_lose_events(
         f"[{store.name} store] control, ack=False, SIGKILL right after the save, 4 times: {len(lost)} lost"
     )
     assert lost, f"ack=False lost nothing under 4 kills right after the save: {counts}"
+
+
+@pytest.mark.parametrize("store", [SQL_STORE], indirect=True)  # the SQL store's deployment only
+def test_h_a_burst_of_2000_files_dropped_at_once_is_delivered_without_a_restart(
+    world: WatchedFiles, figures: list[str], store: Store
+) -> None:
+    """More new files in one scan than Airflow's shared-stream subscriber queue holds (1,024).
+
+    Before backpressure the ack-mode producer emitted the whole scan before the subscriber ran:
+    the queue overflowed, Airflow failed the trigger, which rescanned the same files and failed
+    again, forever, without one event. Now each file becomes an event, with no restart. On the
+    SQL store only: with its one-hour lookback the watermark then holds 2,000 keys, over the
+    native store's 64 KB document limit (docs/stores.md).
+    """
+    where = world.burst
+    (trigger_id,) = world.deployment.watcher_trigger_ids(where.asset_id)
+    started = f"trigger ID {trigger_id} starting"
+    starts_before = world.deployment.log_text("triggerer").count(started)
+    assert starts_before == 1  # running since this triggerer started, not restarted
+
+    files = world.drop_at_once(where, "h", 2000)
+    dropped = time.time()
+    world.deployment.wait_for(
+        "an asset event for each of the 2,000 files",
+        lambda: all(n > 0 for n in world.counts_of(where, files).values()) or None,
+        timeout=600,
+        interval=1,
+    )
+    world.barrier(where)  # the counts are final
+
+    counts = world.counts_of(where, files)
+    events = [e for e in world.events(where) if e["extra"]["payload"]["path"] in counts]
+    log = world.deployment.log_text("triggerer")
+    assert sorted(n for n in counts.values() if n == 0) == []  # every file became an event
+    assert len(events) <= 1.1 * len(files)
+    assert log.count(started) == starts_before, "the burst's trigger was restarted"
+    assert "fell behind" not in log and "EventNotStoredError" not in log
+    seconds = max(_epoch(e["timestamp"]) for e in events) - dropped
+    held = "held back at the queue size" if "holds the rest of a burst back" in log else "never held back"
+    figures.append(
+        f"[{store.name} store] burst: {len(files)} files dropped at once: {len(events)} events, "
+        f"{len(events) - len(files)} repeated, 0 restarts, last event {seconds:.1f} s after the drop ({held})"
+    )
+
+
+def _epoch(timestamp: str) -> float:
+    """Seconds since the epoch of a timestamp of Airflow's metadata database (UTC)."""
+    moment = datetime.fromisoformat(timestamp)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _caught_up(world: WatchedFiles, store: Store, timeout: float = 120) -> str:

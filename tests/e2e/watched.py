@@ -47,12 +47,13 @@ class WatchedFiles:
     landing: WatchedDir  # watched by the @stateful NewFilesTrigger
     control: WatchedDir  # watched by the same code without @stateful
     unacked: WatchedDir  # watched by the @stateful code with ack=False
+    burst: WatchedDir  # watched by the @stateful NewFilesTrigger, for scenario h's bursts
     _barriers: Iterator[int] = field(default_factory=itertools.count, init=False)
     _consumed: dict[str, list[int]] = field(default_factory=dict, init=False)
 
     def resolve_assets(self) -> None:
         """Look the assets up once the DAG processor has registered them."""
-        for watched in (self.landing, self.control, self.unacked):
+        for watched in (self.landing, self.control, self.unacked, self.burst):
             asset = self.deployment.wait_for(
                 f"asset {watched.asset_name!r} with its watcher",
                 lambda name=watched.asset_name: self._watched_asset(name),  # type: ignore[misc]
@@ -71,6 +72,26 @@ class WatchedFiles:
     def drop(self, where: WatchedDir, prefix: str, count: int) -> list[str]:
         """Write ``count`` new files ``<prefix>-<i>.csv``; return their paths."""
         return [self.drop_one(where, f"{prefix}-{i:03d}") for i in range(count)]
+
+    def drop_at_once(self, where: WatchedDir, prefix: str, count: int) -> list[str]:
+        """Land ``count`` new files ``<prefix>-<i>.csv`` together, as a bulk upload does.
+
+        Each is written under a name the pattern ignores first; then all are renamed in one quick
+        loop, so that one scan finds them all. Returns their paths.
+        """
+        partials = []
+        for i in range(count):
+            partial = where.path / f"{prefix}-{i:05d}.partial"
+            partial.write_text(f"{prefix}-{i:05d}\n")
+            partials.append(partial)
+        paths = [partial.with_suffix(".csv") for partial in partials]
+        if any(path.exists() for path in paths):
+            raise RuntimeError(
+                f"{prefix}-* files exist in {where.path}: each scenario must use names of its own"
+            )
+        for partial, path in zip(partials, paths, strict=True):
+            os.rename(partial, path)
+        return [str(path) for path in paths]
 
     def drop_one(self, where: WatchedDir, stem: str) -> str:
         """Write one new file ``<stem>.csv``, its mtime later than every file already there."""

@@ -6,6 +6,8 @@
   tests read back).
 * ``e2e_unacked`` is watched by the example's code under ``@stateful(ack=False)``
   (:class:`tests.e2e.triggers.UnackedFilesTrigger`): the control of the crash scenarios.
+* ``e2e_burst`` is watched by the example ``@stateful`` trigger too, in a directory of its own:
+  scenario h drops thousands of files into it at once.
 * ``e2e_control`` is watched by the same polling code without ``@stateful``
   (:class:`tests.e2e.triggers.ForgetfulFilesTrigger`); ``e2e_consume_control`` is scheduled on
   it so that its watcher runs (Airflow runs the watchers of assets scheduled by unpaused DAGs).
@@ -28,6 +30,7 @@ from tests.e2e.triggers import ForgetfulFilesTrigger, UnackedFilesTrigger
 LANDING = os.environ["STATEFUL_E2E_LANDING"]
 CONTROL = os.environ["STATEFUL_E2E_CONTROL"]
 UNACKED = os.environ["STATEFUL_E2E_UNACKED"]
+BURST = os.environ["STATEFUL_E2E_BURST"]
 PATTERN = "*.csv"
 # Short, so that the tests wait little; the watermark logic does not depend on it.
 POLL_INTERVAL = 0.5
@@ -62,6 +65,16 @@ unacked = Asset(
     ],
 )
 
+burst = Asset(
+    name="e2e_burst",
+    watchers=[
+        AssetWatcher(
+            name="e2e_burst_watcher",
+            trigger=NewFilesTrigger(BURST, PATTERN, poll_interval=POLL_INTERVAL),
+        )
+    ],
+)
+
 
 @task
 def consume() -> list[str]:
@@ -77,4 +90,7 @@ with DAG("e2e_consume_control", schedule=[control], start_date=START, catchup=Fa
     EmptyOperator(task_id="noop")
 
 with DAG("e2e_consume_unacked", schedule=[unacked], start_date=START, catchup=False):
+    EmptyOperator(task_id="noop")
+
+with DAG("e2e_consume_burst", schedule=[burst], start_date=START, catchup=False):
     EmptyOperator(task_id="noop")

@@ -6,7 +6,8 @@ Example:
     True
 """
 
-from stateful.decorators import StatefulDecorator, StatefulSpec, stateful
+from stateful._spec import StatefulSpec
+from stateful.decorators import StatefulDecorator, stateful
 from stateful.sensors import commit
 from stateful.types import Watermark
 

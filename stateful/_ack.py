@@ -34,16 +34,14 @@ import json
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stateful._flow import Backpressure, Pacer, subscriber_queue_size
-from stateful._triggers import keyed, open_session, save
-from stateful.errors import StatefulError
+from stateful._flow import Backpressure, subscriber_queue_size
+from stateful._spec import StatefulSpec
+from stateful._trigger_driver import emit, open_session, save
+from stateful.errors import EventNotStoredError
 
-if TYPE_CHECKING:
-    from stateful.decorators import StatefulSpec
-
-__all__ = ["EventNotStoredError", "ack_mode_available", "install_ack_mode", "settled"]
+__all__ = ["ack_mode_available", "install_ack_mode", "settled"]
 
 _LOG = logging.getLogger("stateful")
 
@@ -60,10 +58,6 @@ _PRODUCERS: weakref.WeakSet[Any] = weakref.WeakSet()
 def settled() -> bool:
     """Whether every running producer has saved all it emitted (no event awaits confirmation)."""
     return all(producer.settled for producer in list(_PRODUCERS))
-
-
-class EventNotStoredError(StatefulError):
-    """Airflow did not confirm that an event was stored; the watermark stays before it."""
 
 
 def ack_mode_available() -> bool:
@@ -150,7 +144,6 @@ def _producer_class() -> type:
             self.trigger, self.fn, self.spec, self.qualname = trigger, fn, spec, qualname
             self.store: Any = None
             self.session: Any = None
-            self.fenced: BaseException | None = None
             self.flow: Backpressure | None = None
             self.saving = False
             _PRODUCERS.add(self)
@@ -162,7 +155,9 @@ def _producer_class() -> type:
         async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
             self.store, self.session = await open_session(self.spec, self.trigger, self.qualname)
             session = self.session
-            flow = self.flow = Backpressure(
+            # Never more unconfirmed events than a subscriber queue holds: Airflow fails a
+            # trigger whose queue overflows. The gate also stops the producer once fenced.
+            self.flow = Backpressure(
                 subscriber_queue_size(), lambda: session.pending, f"{self.qualname} ({session.scope})"
             )
             _LOG.info(
@@ -170,27 +165,13 @@ def _producer_class() -> type:
                 self.qualname,
                 session.scope,
             )
-            pacer = Pacer()
             inner = self.fn(self.trigger, session.watermark)
+            events = emit(inner, session, self.spec, self.flow)
             try:
-                while True:
-                    await pacer.pace()  # let the subscriber take what was emitted so far
-                    flow.pulling(True)
-                    try:
-                        event = await anext(inner)
-                    except StopAsyncIteration:
-                        break
-                    finally:
-                        flow.pulling(False)
-                    # Never more unconfirmed events than a subscriber queue holds: Airflow fails
-                    # a trigger whose queue overflows. The event waits here, not emitted yet.
-                    await flow.room()
-                    if self.fenced is not None:
-                        raise self.fenced
-                    seq = session.emitted()
-                    flow.emitted()
-                    yield keyed(event, session, self.spec), seq
+                async for item in events:
+                    yield item
             finally:
+                await events.aclose()
                 await inner.aclose()
             # run() returned: Airflow treats the end of a shared stream as an error, which ends
             # the trigger; events still awaiting confirmation are emitted again after it restarts.
@@ -201,18 +182,18 @@ def _producer_class() -> type:
             for item in batch:
                 if not item.outcome.is_clean:
                     session.abandon()
-                    self.fenced = EventNotStoredError(
+                    error = EventNotStoredError(
                         f"Airflow did not confirm that event {item.broker_payload} of {session.scope} "
                         f"({self.qualname}) was stored ({item.outcome}); the watermark stays at the last "
                         f"confirmed event and the trigger emits the rest again when it restarts."
                     )
-                    self._release(stop=True)
-                    raise self.fenced
+                    self._release(error)
+                    raise error
             self.saving = True
             try:
                 await save(self.store, session, session.confirm(batch[-1].broker_payload))
             except BaseException as exc:
-                self.fenced = exc  # lost a race or the store failed: emit nothing more
+                self._release(exc)  # lost a race or the store failed: emit nothing more
                 _LOG.error(
                     "stateful: %s stops: saving %s in %s failed: %s",
                     self.qualname,
@@ -221,16 +202,17 @@ def _producer_class() -> type:
                     exc,
                 )
                 raise
+            else:
+                self._release(None)
             finally:
                 self.saving = False
-                self._release(stop=self.fenced is not None)
 
         async def aclose(self) -> None:
             """Airflow ended the poll (the group stopped or failed): this producer is done."""
             _PRODUCERS.discard(self)
 
-        def _release(self, *, stop: bool) -> None:
+        def _release(self, failure: BaseException | None) -> None:
             if self.flow is not None:
-                self.flow.released(stop=stop)
+                self.flow.released(failure)
 
     return StatefulProducer

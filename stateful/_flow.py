@@ -76,9 +76,10 @@ def subscriber_queue_size() -> int:
 class Backpressure:
     """Holds an ack-mode producer back while ``limit`` of its events await Airflow's confirmation.
 
-    The producer calls :meth:`pulling` before it asks the decorated ``run()`` for its next event,
-    :meth:`room` once it has one, :meth:`emitted` after handing it over, and :meth:`released`
-    whenever Airflow confirmed a batch (or the producer must stop). A *burst* ends when nothing
+    :func:`stateful._trigger_driver.emit` calls :meth:`pulling` around asking the decorated
+    ``run()`` for its next event, :meth:`room` once it has one and :meth:`emitted` after handing it
+    over; the producer calls :meth:`released` whenever Airflow confirmed a batch, or with the
+    failure that must stop it (fencing). A *burst* ends when nothing
     awaits confirmation while ``run()`` itself is waiting (between two scans); the first wait
     of a burst is logged at INFO, and so is the end of a burst that had to wait.
 
@@ -93,7 +94,7 @@ class Backpressure:
         self._unconfirmed = unconfirmed
         self._what = what
         self._drained = asyncio.Event()
-        self._stopped = False
+        self._failure: BaseException | None = None
         self._pulling = False
         # The current burst: when it started, events emitted in it, waits and time spent waiting.
         self._started = 0.0
@@ -113,8 +114,14 @@ class Backpressure:
             self._end_burst()
 
     async def room(self) -> None:
-        """Return once one more event may be emitted (or :meth:`released` was told to stop)."""
-        if not self.full or self._stopped:
+        """Return once one more event may be emitted.
+
+        Raises:
+            BaseException: the failure :meth:`released` was given: the producer emits no more.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if not self.full:
             return
         if self._waits == 0:
             _LOG.info(
@@ -130,11 +137,13 @@ class Backpressure:
         self._waits += 1
         started = time.monotonic()
         try:
-            while self.full and not self._stopped:
+            while self.full and self._failure is None:
                 self._drained.clear()
                 await self._drained.wait()
         finally:
             self._waited += time.monotonic() - started
+        if self._failure is not None:
+            raise self._failure
 
     def emitted(self) -> None:
         """Count an event just emitted (the first one of a burst starts its clock)."""
@@ -142,11 +151,16 @@ class Backpressure:
             self._started = time.monotonic()
         self._emitted += 1
 
-    def released(self, *, stop: bool = False) -> None:
-        """Airflow confirmed a batch (or, with ``stop``, the producer must stop): wake the waiter."""
+    def released(self, failure: BaseException | None = None) -> None:
+        """Airflow confirmed a batch: wake the waiter.
+
+        Args:
+            failure: the producer must stop (a save lost a race, an event was not stored): every
+                later :meth:`room` raises it, and so does the one waiting now.
+        """
         self._drained.set()
-        if stop:
-            self._stopped = True
+        if failure is not None:
+            self._failure = self._failure or failure
         elif self._pulling:
             self._end_burst()
 

@@ -13,8 +13,9 @@ form                                               watermark parameter          
 =================================================  ============================  ===============
 
 Every decision (validate, snapshot, when to save, with which version) lives in
-:mod:`stateful._core`; the async driver here does the store I/O off the event loop, the sync
-driver in :mod:`stateful.sensors` does it in the worker.
+:mod:`stateful._core`; the async driver (:mod:`stateful._trigger_driver`) does the store I/O off
+the event loop, the sync driver (:mod:`stateful._sensor_driver`) does it in the worker. What
+``@stateful`` was given travels to them as a :class:`~stateful._spec.StatefulSpec`.
 """
 
 from __future__ import annotations
@@ -24,18 +25,18 @@ import inspect
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, cast, get_args, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, get_args, overload
 
-from stateful._core import COMMIT_MODES, CommitMode, check_namespace, resolve_name
-from stateful._triggers import TriggerRun, async_driver
+from stateful._ack import install_ack_mode
+from stateful._sensor_driver import sync_driver
+from stateful._spec import COMMIT_MODES, CommitMode, Form, NameTemplate, StatefulSpec, check_namespace
+from stateful._trigger_driver import async_driver
 from stateful.backends.base import AsyncStateBackend, StateBackend
 from stateful.errors import StatefulUsageError
-from stateful.sensors import sync_driver
 from stateful.types import Watermark
 
-__all__ = ["StatefulDecorator", "StatefulSpec", "stateful"]
+__all__ = ["StatefulDecorator", "TriggerRun", "stateful"]
 
 _LOG = logging.getLogger("stateful")
 
@@ -45,9 +46,6 @@ W = TypeVar("W", bound=Watermark[Any])
 E = TypeVar("E")
 R = TypeVar("R")
 P = ParamSpec("P")
-
-NameTemplate = str | Callable[[Any], str]
-Form = Literal["trigger", "sensor", "taskflow"]
 
 
 class StatefulDecorator(Protocol):
@@ -69,39 +67,6 @@ class StatefulDecorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[Concatenate[S, C, W, P], R], /) -> Callable[Concatenate[S, C, P], R]: ...
-
-
-@dataclass(frozen=True)
-class StatefulSpec:
-    """What ``@stateful`` was given, kept on the wrapper as ``__stateful__`` for tools.
-
-    Attributes:
-        namespace: the namespace.
-        name: the name template or callable.
-        model: the watermark model class taken from the annotation.
-        backend: the store given, or ``None`` for the default store.
-        lookback: the boundary window of the watermark.
-        commit: ``"after_event"`` or ``"before_event"``.
-        max_untimed_keys: the cap on keys recorded without a timestamp (``None``: the default).
-        form: ``"trigger"`` (``run()``), ``"sensor"`` (``poke()``) or ``"taskflow"``.
-        ack: whether a watcher saves only once Airflow confirmed its events were stored.
-        idempotency_key: whether events get a ``stateful_idempotency_key`` in their payload.
-    """
-
-    namespace: str
-    name: NameTemplate
-    model: type[Watermark[Any]]
-    backend: AsyncStateBackend | StateBackend | None
-    lookback: timedelta
-    commit: CommitMode
-    max_untimed_keys: int | None
-    form: Form = "trigger"
-    ack: bool = True
-    idempotency_key: bool = True
-
-    def resolve_name(self, obj: object) -> str:
-        """Return the name for ``obj`` (a trigger or sensor instance, or a TaskFlow sensor's task)."""
-        return resolve_name(self.name, obj, f"@stateful(namespace={self.namespace!r})")
 
 
 def stateful(
@@ -312,3 +277,38 @@ def _resolve_annotation(
             f"Watermark model; annotate it with Watermark, Watermark[int] or a subclass of Watermark."
         )
     return annotation
+
+
+class TriggerRun:
+    """What ``@stateful`` returns for a trigger's ``run()`` until its class is created.
+
+    Python calls :meth:`__set_name__` when the class body ends: the hook puts the plain wrapper
+    function in its place (so ``Trigger.run`` is an ordinary async generator function) and, for
+    a ``BaseEventTrigger`` on Airflow >= 3.3, gives the class the shared-stream members that
+    make the triggerer confirm persisted events before the watermark is saved
+    (:mod:`stateful._ack`). Used outside a class body it behaves as the wrapper itself.
+    """
+
+    def __init__(self, wrapper: Callable[..., Any], fn: Callable[..., Any], spec: StatefulSpec) -> None:
+        self._wrapper = wrapper
+        self._fn = fn
+        self._spec = spec
+        # Class-level attributes that __getattr__ would never be asked for.
+        self.__doc__ = wrapper.__doc__
+        self.__module__ = wrapper.__module__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        setattr(owner, name, self._wrapper)
+        qualname = f"{owner.__module__}.{owner.__qualname__}.{name}"
+        install_ack_mode(owner, name, self._wrapper, self._fn, self._spec, qualname)
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        return self._wrapper.__get__(obj, objtype)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrapper(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # __name__, __doc__, __signature__, __stateful__, __code__ ...: the wrapper's, so
+        # inspect.signature() and inspect.isasyncgenfunction() answer as for the function.
+        return getattr(self._wrapper, name)

@@ -18,6 +18,8 @@ Error tree::
     │   └── StateTooLargeError    a value over the store's size limit; nothing was written
     ├── StoreConfigError          (also ValueError) the store cannot be chosen as configured
     ├── StoreSwitchError          the chosen store is empty but another one holds the state
+    ├── EventNotStoredError       Airflow did not confirm it stored an event (ack mode); the
+    │                             watermark stays before it and the trigger restarts
     └── MissingDependencyError    (also ImportError) an optional extra is not installed
 
 Example:
@@ -29,6 +31,7 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "EventNotStoredError",
     "MissingDependencyError",
     "StateConflictError",
     "StateNameError",
@@ -251,3 +254,15 @@ class StoreSwitchError(StatefulError):
 
 class MissingDependencyError(StatefulError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class EventNotStoredError(StatefulError):
+    """Airflow did not confirm that it stored an event of an ack-mode watcher.
+
+    Raised by the watcher's shared-stream producer (it appears in the triggerer's log) when
+    Airflow reports an event as not cleanly stored: its persist failed, or the ack timeout
+    (``[triggerer] shared_stream_ack_timeout``) passed. Airflow then fails the trigger and starts
+    it again; the watermark stays at the last confirmed event, so the events after it are emitted
+    again (a repeat, never a loss). Nothing to fix in the watermark: look at the triggerer's log
+    for why the events were not stored (the metadata database, the supervisor).
+    """

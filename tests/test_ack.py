@@ -18,9 +18,8 @@ import pytest
 from airflow.triggers.base import TriggerEvent
 
 from stateful import Watermark, stateful
-from stateful._ack import EventNotStoredError
 from stateful.backends import MemoryBackend, SqlBackend
-from stateful.errors import StateConflictError
+from stateful.errors import EventNotStoredError, StateConflictError
 from tests._triggerer import Triggerer, until
 from tests.conftest import DualBackend
 from tests.test_decorator import CounterBase, make_trigger_class

@@ -13,7 +13,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from pydantic import Field
 
 from stateful import Watermark, stateful
-from stateful._core import CommitMode
+from stateful._spec import CommitMode
 from stateful.backends import MemoryBackend
 from stateful.errors import StateConflictError, StateValidationError
 from tests.conftest import DualBackend

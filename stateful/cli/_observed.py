@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from stateful._triggers import IDEMPOTENCY_FIELD
+from stateful._trigger_driver import IDEMPOTENCY_FIELD
 from stateful.backends.base import AsyncStateBackend, StateRecord, default_writer
 from stateful.cli._documents import summarize
 from stateful.cli._errors import CliError

@@ -21,15 +21,13 @@ import getpass
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from stateful._spec import StatefulSpec
 from stateful.backends.base import AsyncStateBackend, StateBackend, SupportsHistory
 from stateful.cli._errors import CliError, UsageError
+from stateful.cli._native import AirflowApi
 from stateful.cli._output import logs_to_stderr
-
-if TYPE_CHECKING:
-    from stateful.cli._native import AirflowApi
-    from stateful.decorators import StatefulSpec
 
 __all__ = ["StoreChoice", "StoreOptions", "choose_store", "choose_trigger_store", "writer"]
 
@@ -150,7 +148,7 @@ def _sql(url: str) -> StoreChoice:
 
 
 def _native(options: StoreOptions) -> StoreChoice:
-    from stateful.cli._native import AirflowApi, RestNativeStore
+    from stateful.cli._native import RestNativeStore
 
     assert options.airflow_url is not None
     api = AirflowApi(

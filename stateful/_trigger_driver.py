@@ -1,30 +1,43 @@
-"""The async driver for a trigger's ``run()``, and the class hook that wires up ack mode.
+"""The async driver for a trigger's ``run()``: load, emit, save, with store I/O off the loop.
 
-The driver loads the watermark on the first iteration, hands each event over and saves the
-snapshot the core says to save, with store I/O off the event loop. The same opening, event
-keying and saving serve the ack-mode producer in :mod:`stateful._ack`, which saves only once
-Airflow confirmed that the events were stored.
+One loop, :func:`emit`, takes the events out of the decorated ``run()`` for both ways a trigger
+is driven: :func:`async_driver` (the plain ``run()`` the triggerer iterates, which saves when it
+is resumed) and the ack-mode producer of :mod:`stateful._ack` (which saves only once Airflow
+confirmed that the events were stored). :func:`emit` paces a burst (the loop runs at least every
+few milliseconds), lets a gate hold the next event back, snapshots the watermark for each event
+and puts the idempotency key in its payload; what to save, and when, the I/O-free core decides.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from stateful._core import DEFAULT_KEY, Save, Scope, WatermarkSession, log_loaded
 from stateful._flow import Pacer
+from stateful._spec import StatefulSpec
 from stateful.backends.base import AsyncStateBackend
 
-if TYPE_CHECKING:
-    from stateful.decorators import StatefulSpec
-
-__all__ = ["TriggerRun", "async_driver", "keyed", "open_session", "save"]
+__all__ = ["IDEMPOTENCY_FIELD", "Gate", "async_driver", "emit", "keyed", "open_session", "save"]
 
 _LOG = logging.getLogger("stateful")
 
 #: The payload field that carries an event's idempotency key.
 IDEMPOTENCY_FIELD = "stateful_idempotency_key"
+
+
+class Gate(Protocol):
+    """What may hold :func:`emit` back (the ack-mode producer's backpressure)."""
+
+    def pulling(self, pulling: bool) -> None:
+        """:func:`emit` starts (``True``) or stops waiting for ``run()``'s next event."""
+
+    async def room(self) -> None:
+        """Return once the next event may be emitted; raise to stop emitting."""
+
+    def emitted(self) -> None:
+        """An event was emitted."""
 
 
 async def open_session(
@@ -71,6 +84,38 @@ def keyed(event: Any, session: WatermarkSession[Any], spec: StatefulSpec) -> Any
     return event.model_copy(update={"payload": {**payload, IDEMPOTENCY_FIELD: session.event_key}})
 
 
+async def emit(
+    inner: AsyncGenerator[Any, Any],
+    session: WatermarkSession[Any],
+    spec: StatefulSpec,
+    gate: Gate | None = None,
+) -> AsyncGenerator[tuple[Any, int], Any]:
+    """Take each event out of the decorated ``run()``; yield it keyed, with its snapshot's number.
+
+    Values sent into this generator are sent on into ``run()``. It does not close ``inner``:
+    its caller, which created it, does.
+    """
+    pacer = Pacer()
+    sent: Any = None
+    while True:
+        await pacer.pace()  # a burst never holds the triggerer's loop for long
+        if gate is not None:
+            gate.pulling(True)
+        try:
+            event = await inner.asend(sent)
+        except StopAsyncIteration:
+            return
+        finally:
+            if gate is not None:
+                gate.pulling(False)
+        if gate is not None:
+            await gate.room()  # the event waits here, not emitted yet
+        seq = session.emitted()
+        if gate is not None:
+            gate.emitted()
+        sent = yield keyed(event, session, spec), seq
+
+
 def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> Callable[..., Any]:
     """Wrap ``async def run(self, watermark, ...)``: saves when the consumer resumes (or before)."""
 
@@ -78,63 +123,25 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
         # Everything happens on the first iteration: never at import or construction time.
         store, session = await open_session(spec, self, qualname)
         inner = fn(self, session.watermark, *args, **kwargs)
-        pacer = Pacer()
+        events = emit(inner, session, spec)
         try:
             sent: Any = None
             while True:
-                await pacer.pace()  # a burst never holds the triggerer's loop for long
                 try:
-                    event = await inner.asend(sent)
+                    event, seq = await events.asend(sent)
                 except StopAsyncIteration:
                     break
-                seq = session.emitted()
                 await save(store, session, session.before_yield(seq))
                 # A close, an athrow or a cancellation at this yield leaves the loop here: the
                 # event was handed over but not taken, so nothing more is saved for it.
-                sent = yield keyed(event, session, spec)
+                sent = yield event
                 await save(store, session, session.after_resume(seq))
             await save(store, session, session.finish())
         except BaseException:
             session.abandon()
             raise
         finally:
+            await events.aclose()
             await inner.aclose()
 
     return wrapper
-
-
-class TriggerRun:
-    """What ``@stateful`` returns for a trigger's ``run()`` until its class is created.
-
-    Python calls :meth:`__set_name__` when the class body ends: the hook puts the plain wrapper
-    function in its place (so ``Trigger.run`` is an ordinary async generator function) and, for
-    a ``BaseEventTrigger`` on Airflow >= 3.3, gives the class the shared-stream members that
-    make the triggerer confirm persisted events before the watermark is saved
-    (:mod:`stateful._ack`). Used outside a class body it behaves as the wrapper itself.
-    """
-
-    def __init__(self, wrapper: Callable[..., Any], fn: Callable[..., Any], spec: StatefulSpec) -> None:
-        self._wrapper = wrapper
-        self._fn = fn
-        self._spec = spec
-        # Class-level attributes that __getattr__ would never be asked for.
-        self.__doc__ = wrapper.__doc__
-        self.__module__ = wrapper.__module__
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        setattr(owner, name, self._wrapper)
-        from stateful._ack import install_ack_mode
-
-        qualname = f"{owner.__module__}.{owner.__qualname__}.{name}"
-        install_ack_mode(owner, name, self._wrapper, self._fn, self._spec, qualname)
-
-    def __get__(self, obj: object, objtype: type | None = None) -> Any:
-        return self._wrapper.__get__(obj, objtype)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._wrapper(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        # __name__, __doc__, __signature__, __stateful__, __code__ ...: the wrapper's, so
-        # inspect.signature() and inspect.isasyncgenfunction() answer as for the function.
-        return getattr(self._wrapper, name)

@@ -23,6 +23,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Asset, AssetWatcher, get_current_context, task
+from airflow.triggers.base import BaseEventTrigger
 
 from examples.local_files import NewFilesTrigger
 from tests.e2e.triggers import ForgetfulFilesTrigger, UnackedFilesTrigger
@@ -45,35 +46,16 @@ landing = Asset(
         )
     ],
 )
-control = Asset(
-    name="e2e_control",
-    watchers=[
-        AssetWatcher(
-            name="e2e_control_watcher",
-            trigger=ForgetfulFilesTrigger(CONTROL, PATTERN, poll_interval=POLL_INTERVAL),
-        )
-    ],
-)
 
-unacked = Asset(
-    name="e2e_unacked",
-    watchers=[
-        AssetWatcher(
-            name="e2e_unacked_watcher",
-            trigger=UnackedFilesTrigger(UNACKED, PATTERN, poll_interval=POLL_INTERVAL),
-        )
-    ],
-)
 
-burst = Asset(
-    name="e2e_burst",
-    watchers=[
-        AssetWatcher(
-            name="e2e_burst_watcher",
-            trigger=NewFilesTrigger(BURST, PATTERN, poll_interval=POLL_INTERVAL),
-        )
-    ],
-)
+def watched(name: str, trigger: BaseEventTrigger) -> Asset:
+    """An asset named ``name`` with one watcher, ``<name>_watcher``, running ``trigger``."""
+    return Asset(name=name, watchers=[AssetWatcher(name=f"{name}_watcher", trigger=trigger)])
+
+
+control = watched("e2e_control", ForgetfulFilesTrigger(CONTROL, PATTERN, poll_interval=POLL_INTERVAL))
+unacked = watched("e2e_unacked", UnackedFilesTrigger(UNACKED, PATTERN, poll_interval=POLL_INTERVAL))
+burst = watched("e2e_burst", NewFilesTrigger(BURST, PATTERN, poll_interval=POLL_INTERVAL))
 
 
 @task

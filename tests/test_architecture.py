@@ -102,8 +102,9 @@ def _functions() -> Iterator[tuple[str, object]]:
                         yield f"{name}.{attribute}.{member}", function
 
 
-@pytest.mark.parametrize(
-    ("qualname", "function"), list(_functions()), ids=lambda v: v if isinstance(v, str) else ""
-)
-def test_every_functions_type_hints_resolve(qualname: str, function: object) -> None:
-    typing.get_type_hints(function)
+FUNCTIONS = dict(_functions())
+
+
+@pytest.mark.parametrize("qualname", sorted(FUNCTIONS))
+def test_every_functions_type_hints_resolve(qualname: str) -> None:
+    typing.get_type_hints(FUNCTIONS[qualname])

@@ -171,25 +171,21 @@ def _current_context(qualname: str) -> Any:
         ) from exc
 
 
-def _sync_store(spec: StatefulSpec, task: Any, context: Any) -> StateBackend:
+def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Callable[[Any], Any]) -> Any:
     # The rule (given store, [stateful] backend, asset scope, SQL default) and its log line
     # live in the backends package, shared with the trigger driver.
-    from stateful.backends._resolve import resolve_sync_store
+    from stateful.backends._resolve import load, resolve_sync_store
 
-    store, _reason = resolve_sync_store(spec.backend, task, context)
-    return store
-
-
-def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Callable[[Any], Any]) -> Any:
     name = spec.resolve_name(task)
-    store = _sync_store(spec, task, context)
+    choice = resolve_sync_store(spec.backend, task, context)
+    store = choice.store
     scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
     session = WatermarkSession(
         spec.model, scope, commit=spec.commit, lookback=spec.lookback, max_untimed_keys=spec.max_untimed_keys
     )
     # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
     # and in poke mode an earlier poke of this try that returned False saved nothing.
-    watermark = session.load(store.read(scope.namespace, scope.name, scope.key))
+    watermark = session.load(load(choice, scope.namespace, scope.name, scope.key))
     log_loaded(session, qualname)
     try:
         result = call(watermark)

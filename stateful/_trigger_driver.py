@@ -46,10 +46,11 @@ async def open_session(
     """Choose the store, read and validate the watermark: the start of every run."""
     # The rule (given store, [stateful] backend, asset scope, SQL default) and its log line
     # live in the backends package, shared with the sync driver.
-    from stateful.backends._resolve import resolve_async_store
+    from stateful.backends._resolve import aload, resolve_async_store
 
     name = spec.resolve_name(obj)
-    store, _reason = await resolve_async_store(spec.backend, obj)
+    choice = await resolve_async_store(spec.backend, obj)
+    store = choice.store
     scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
     session = WatermarkSession(
         spec.model,
@@ -58,7 +59,7 @@ async def open_session(
         lookback=spec.lookback,
         max_untimed_keys=spec.max_untimed_keys,
     )
-    session.load(await store.aread(scope.namespace, scope.name, scope.key))
+    session.load(await aload(choice, scope.namespace, scope.name, scope.key))
     log_loaded(session, qualname)
     return store, session
 

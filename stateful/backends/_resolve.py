@@ -1,58 +1,44 @@
-"""Which store a ``@stateful`` trigger or sensor uses: one rule for both drivers.
+"""Which store a ``@stateful`` trigger or sensor uses in Airflow: the rule of
+:mod:`stateful.backends.choice`, applied to the object being run.
 
-The rule, applied when the watermark is first loaded (never at import), first match wins:
+Applied when the watermark is first loaded (never at import). The choice and its reason are
+logged at INFO on the ``stateful`` logger (DEBUG for a store given as an instance).
 
-1. ``backend=`` given to ``@stateful``: that store. ``NativeBackend()`` is bound to the asset
-   scope of the object (refused where there is none).
-2. The Airflow option ``[stateful] backend`` (``AIRFLOW__STATEFUL__BACKEND``): ``native`` always
-   uses the asset state store (refused where there is none), ``sql`` always the SQL store,
-   ``auto`` (the default) applies rule 3.
-3. ``auto``: the asset state store when the object has an asset scope, which exists only on
-   Airflow >= 3.3: ``self.asset_state_store`` of a ``BaseEventTrigger`` run by an
-   ``AssetWatcher``, or ``context["asset_state_store"]`` of a task or sensor with a concrete
-   ``Asset`` inlet or outlet. Otherwise the SQL store: ``STATEFUL_DATABASE_URL``, else
-   ``[stateful] database_url``, else SQLite at ``$AIRFLOW_HOME/stateful.db``.
-
-The choice and its reason are logged at INFO on the ``stateful`` logger.
-
-Switching stores never starts silently from nothing: when the store chosen by rules 1 (for
-``NativeBackend()``) to 3 holds no state for a watermark, the other candidate (the SQL store,
-or the asset state store where there is one) is read too, and if it holds the state a
-:class:`~stateful.errors.StoreSwitchError` says how to move it. A store given as an instance
-(``backend=SqlBackend(...)``) is used as it is, without that check.
+Switching stores never starts silently from nothing: :func:`load` / :func:`aload` read the
+chosen store, and when it holds nothing for the watermark they read the other candidate once;
+if that one holds it, :class:`~stateful.errors.StoreSwitchError` says how to move it. A store
+given as an instance (``backend=SqlBackend(...)``) is used as it is, without that check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Generic, TypeVar, cast
 
 from stateful.backends.base import AsyncStateBackend, StateBackend, StateRecord
+from stateful.backends.choice import BACKEND_CHOICES, GIVEN, OPTION, BackendSetting, Given, plan
 from stateful.backends.native import NativeBackend
 from stateful.backends.sql import SqlBackend
 from stateful.errors import StoreConfigError, StoreSwitchError
 
 __all__ = [
-    "BACKEND_CHOICES",
-    "BackendSetting",
+    "Choice",
+    "aload",
     "asset_scope",
+    "choose",
     "configured_backend",
+    "load",
     "resolve_async_store",
     "resolve_sync_store",
 ]
 
 _LOG = logging.getLogger("stateful")
 
-BackendSetting = Literal["auto", "native", "sql"]
-#: Accepted values of ``[stateful] backend``.
-BACKEND_CHOICES: tuple[BackendSetting, ...] = ("auto", "native", "sql")
-_OPTION = "[stateful] backend"
-_GIVEN = "backend= given to @stateful"
-
 AnyBackend = StateBackend | AsyncStateBackend
+S = TypeVar("S", StateBackend, AsyncStateBackend, AnyBackend)
 
 
 def configured_backend() -> BackendSetting:
@@ -71,7 +57,7 @@ def configured_backend() -> BackendSetting:
     value = raw.strip().lower()
     if value not in BACKEND_CHOICES:
         raise StoreConfigError(
-            f"{_OPTION} (AIRFLOW__STATEFUL__BACKEND) is {raw!r}; use one of {', '.join(BACKEND_CHOICES)} "
+            f"{OPTION} (AIRFLOW__STATEFUL__BACKEND) is {raw!r}; use one of {', '.join(BACKEND_CHOICES)} "
             f"(auto: the asset state store where there is one, else the SQL store)."
         )
     return cast(BackendSetting, value)
@@ -97,10 +83,19 @@ def asset_scope(obj: object, context: Mapping[str, Any] | None = None) -> object
 
 
 @dataclass(frozen=True)
-class _Choice:
-    store: AnyBackend
+class Choice(Generic[S]):
+    """The store a run uses, why, and the other candidate to read when it holds nothing.
+
+    Attributes:
+        store: the store the run reads and writes.
+        reason: why it was chosen (the rule's words).
+        other: the other candidate store, read once by :func:`load` / :func:`aload` when
+            ``store`` holds nothing for the watermark; ``None`` when there is none.
+    """
+
+    store: S
     reason: str
-    other: AnyBackend | None  # the other candidate, read when `store` holds nothing
+    other: AnyBackend | None = None
 
 
 def _default_sql() -> tuple[SqlBackend, str]:
@@ -110,59 +105,40 @@ def _default_sql() -> tuple[SqlBackend, str]:
     return choice.backend, choice.reason
 
 
-def _what(obj: object) -> str:
-    return type(obj).__name__
-
-
-def choose(backend: AnyBackend | None, obj: object, scope: object | None) -> _Choice:
-    """Apply the rule (blocking: it reads Airflow's configuration)."""
-    if isinstance(backend, NativeBackend) and not backend.bound:
-        if scope is None:
-            raise StoreConfigError(_no_scope(obj, "backend=NativeBackend() was given to @stateful"))
-        sql, _ = _default_sql()
-        return _Choice(backend.bind(scope), "backend=NativeBackend() given to @stateful", sql)
-    if backend is not None:
-        return _Choice(backend, _GIVEN, None)
-    setting = configured_backend()
-    if setting == "native":
-        if scope is None:
-            raise StoreConfigError(_no_scope(obj, f"{_OPTION} is native"))
-        sql, _ = _default_sql()
-        return _Choice(NativeBackend(scope), f"{_OPTION} is native", sql)
-    if setting == "auto" and scope is not None:
-        sql, _ = _default_sql()
-        reason = f"{_OPTION} is auto and {_what(obj)} has an asset state store"
-        return _Choice(NativeBackend(scope), reason, sql)
-    sql, sql_reason = _default_sql()
-    if setting == "sql":
-        reason = f"{_OPTION} is sql; {sql_reason}"
-    else:
-        reason = f"{_OPTION} is auto and {_what(obj)} has no asset state store; {sql_reason}"
-    return _Choice(sql, reason, None if scope is None else NativeBackend(scope))
-
-
-def _no_scope(obj: object, because: str) -> str:
-    return (
-        f"{because}, but {_what(obj)} has no asset state store. Only a BaseEventTrigger run by an "
-        f"AssetWatcher (self.asset_state_store), or a task or sensor with a concrete Asset inlet or "
-        f"outlet (context['asset_state_store']), on Airflow >= 3.3 has one. Use {_OPTION} = auto or sql, "
-        f"or pass backend=SqlBackend(...)."
+def choose(backend: AnyBackend | None, obj: object, scope: object | None) -> Choice[AnyBackend]:
+    """Apply the rule to ``obj`` (blocking: it reads Airflow's configuration unless a store was given)."""
+    given: Given = (
+        "nothing"
+        if backend is None
+        else "native"
+        if isinstance(backend, NativeBackend) and not backend.bound
+        else "store"
     )
+    setting: BackendSetting = configured_backend() if given == "nothing" else "auto"
+    decided = plan(given, setting, has_asset_store=scope is not None, what=type(obj).__name__)
+    if decided.store == "given":
+        assert backend is not None
+        return Choice(backend, decided.reason)
+    native: NativeBackend | None = None
+    if scope is not None:
+        native = backend.bind(scope) if isinstance(backend, NativeBackend) else NativeBackend(scope)
+    if decided.store == "native":
+        assert native is not None
+        sql, _ = _default_sql()
+        return Choice(native, decided.reason, sql)
+    sql, sql_reason = _default_sql()
+    return Choice(sql, f"{decided.reason}; {sql_reason}", native)
 
 
 def resolve_sync_store(
     backend: AnyBackend | None, obj: object, context: Mapping[str, Any] | None = None
-) -> tuple[StateBackend, str]:
-    """Return the store a sensor's ``poke()`` (or any sync caller) uses, and why.
+) -> Choice[StateBackend]:
+    """Return the store a sensor's ``poke()`` (or any sync caller) uses, why, and the other candidate.
 
     Args:
         backend: what was given to ``@stateful(backend=...)``.
         obj: the operator (or task) the watermark belongs to.
         context: the task's Airflow context; its ``"asset_state_store"`` is the asset scope.
-
-    Returns:
-        The store (wrapped so that an empty read checks the other candidate store, see the
-        module docstring) and the reason it was chosen.
 
     Raises:
         StoreConfigError: a bad ``[stateful] backend``, the native store asked for without an
@@ -170,8 +146,7 @@ def resolve_sync_store(
 
     Example:
         >>> from stateful.backends import MemoryBackend
-        >>> store, reason = resolve_sync_store(MemoryBackend(), object(), {})
-        >>> reason
+        >>> resolve_sync_store(MemoryBackend(), object(), {}).reason
         'backend= given to @stateful'
     """
     choice = choose(backend, obj, asset_scope(obj, context))
@@ -180,15 +155,12 @@ def resolve_sync_store(
             f"{choice.store!r} ({choice.reason}) has no blocking methods (read/write/...), which a "
             f"sensor needs; use a store implementing StateBackend."
         )
-    store: StateBackend = choice.store
-    if choice.other is not None:
-        store = _Guarded(choice.store, choice.other, choice.reason)
-    _log_choice(obj, store.description, choice)
-    return store, choice.reason
+    _log_choice(obj, choice)
+    return Choice(choice.store, choice.reason, choice.other)
 
 
-async def resolve_async_store(backend: AnyBackend | None, obj: object) -> tuple[AsyncStateBackend, str]:
-    """Return the store a trigger's ``run()`` uses, and why; never blocks the event loop.
+async def resolve_async_store(backend: AnyBackend | None, obj: object) -> Choice[AsyncStateBackend]:
+    """Return the store a trigger's ``run()`` uses, why, and the other candidate; never blocks the loop.
 
     Raises:
         StoreConfigError: see :func:`resolve_sync_store`; also a given store without async methods.
@@ -196,12 +168,11 @@ async def resolve_async_store(backend: AnyBackend | None, obj: object) -> tuple[
     Example:
         >>> import asyncio
         >>> from stateful.backends import MemoryBackend
-        >>> store, reason = asyncio.run(resolve_async_store(MemoryBackend(), object()))
-        >>> store.description
+        >>> asyncio.run(resolve_async_store(MemoryBackend(), object())).store.description
         'MemoryBackend'
     """
     if backend is not None and not isinstance(backend, NativeBackend):
-        choice = _Choice(backend, _GIVEN, None)
+        choice: Choice[AnyBackend] = Choice(backend, GIVEN)
     else:
         # Reading Airflow's configuration (and building a store) may touch files.
         choice = await asyncio.to_thread(choose, backend, obj, asset_scope(obj))
@@ -210,96 +181,63 @@ async def resolve_async_store(backend: AnyBackend | None, obj: object) -> tuple[
             f"{choice.store!r} ({choice.reason}) has no async methods (aread/awrite/...), which a "
             f"trigger needs so it never blocks the triggerer's event loop."
         )
-    store: AsyncStateBackend = choice.store
-    if choice.other is not None:
-        store = _Guarded(choice.store, choice.other, choice.reason)
-    _log_choice(obj, store.description, choice)
-    return store, choice.reason
+    _log_choice(obj, choice)
+    return Choice(choice.store, choice.reason, choice.other)
 
 
-def _log_choice(obj: object, description: str, choice: _Choice) -> None:
+def load(choice: Choice[StateBackend], namespace: str, name: str, key: str) -> StateRecord | None:
+    """Read the watermark from the chosen store; if it holds none, make sure the other holds none.
+
+    Raises:
+        StoreSwitchError: the other candidate holds the watermark (see the module docstring).
+    """
+    record = choice.store.read(namespace, name, key)
+    other = choice.other
+    if record is None and other is not None and _may_hold_state(other):
+        _check(choice, cast(StateBackend, other).read(namespace, name, key), namespace, name, key)
+    return record
+
+
+async def aload(choice: Choice[AsyncStateBackend], namespace: str, name: str, key: str) -> StateRecord | None:
+    """:func:`load` for a trigger: the reads are the store's async ones."""
+    record = await choice.store.aread(namespace, name, key)
+    other = choice.other
+    if record is None and other is not None and await asyncio.to_thread(_may_hold_state, other):
+        found = await cast(AsyncStateBackend, other).aread(namespace, name, key)
+        _check(choice, found, namespace, name, key)
+    return record
+
+
+def _log_choice(obj: object, choice: Choice[Any]) -> None:
     # A store given as an instance needs no explanation (DEBUG); a chosen one does (INFO).
-    level = logging.DEBUG if choice.reason == _GIVEN else logging.INFO
-    _LOG.log(level, "stateful: %s uses %s (%s)", _what(obj), description, choice.reason)
+    level = logging.DEBUG if choice.reason == GIVEN else logging.INFO
+    _LOG.log(level, "stateful: %s uses %s (%s)", type(obj).__name__, choice.store.description, choice.reason)
 
 
-class _Guarded:
-    """The chosen store, whose empty reads first make sure the other candidate is empty too."""
-
-    def __init__(self, store: Any, other: Any, reason: str) -> None:
-        self.inner = store
-        self.other = other
-        self.reason = reason
-
-    @property
-    def description(self) -> str:
-        return str(self.inner.description)
-
-    def __repr__(self) -> str:
-        return f"{self.inner!r} (checked against {self.other.description})"
-
-    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        record: StateRecord | None = self.inner.read(namespace, name, key)
-        if record is None and _may_hold_state(self.other):
-            self._check(self.other.read(namespace, name, key), namespace, name, key)
-        return record
-
-    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        record: StateRecord | None = await self.inner.aread(namespace, name, key)
-        if record is None and await asyncio.to_thread(_may_hold_state, self.other):
-            self._check(await self.other.aread(namespace, name, key), namespace, name, key)
-        return record
-
-    def write(self, *args: Any, **kwargs: Any) -> int:
-        version: int = self.inner.write(*args, **kwargs)
-        return version
-
-    async def awrite(self, *args: Any, **kwargs: Any) -> int:
-        version: int = await self.inner.awrite(*args, **kwargs)
-        return version
-
-    def delete(self, *args: Any, **kwargs: Any) -> bool:
-        existed: bool = self.inner.delete(*args, **kwargs)
-        return existed
-
-    async def adelete(self, *args: Any, **kwargs: Any) -> bool:
-        existed: bool = await self.inner.adelete(*args, **kwargs)
-        return existed
-
-    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        records: Sequence[StateRecord] = self.inner.list(namespace)
-        return records
-
-    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        records: Sequence[StateRecord] = await self.inner.alist(namespace)
-        return records
-
-    def _check(self, found: StateRecord | None, namespace: str, name: str, key: str) -> None:
-        if found is None:
-            return
-        chosen, other = self.inner.description, self.other.description
-        if isinstance(self.other, SqlBackend):
-            keep = (
-                "set [stateful] backend = sql (AIRFLOW__STATEFUL__BACKEND=sql) or pass "
-                "backend=SqlBackend(...)"
-            )
-        else:
-            keep = "set [stateful] backend = native (or auto) so the asset state store is used"
-        by = f" by {found.updated_by}" if found.updated_by else ""
-        raise StoreSwitchError(
-            f"state {namespace}/{name} (key {key!r}) is not in {chosen}, the store chosen now "
-            f"({self.reason}), but {other} holds it (version {found.version}, written "
-            f"{found.updated_at:%Y-%m-%d %H:%M:%S} UTC{by}). Nothing was started: an empty "
-            f"watermark would emit everything again. Move it: `stateful export --namespace "
-            f"{namespace}` from the old store, then `stateful import FILE` into the new one "
-            f"(docs/stores.md, 'Switching stores'); or keep the old store: {keep}; or, to start "
-            f"from nothing on purpose, delete it from {other} (`stateful delete {namespace} {name}`).",
-            namespace=namespace,
-            name=name,
-            key=key,
-            chosen=chosen,
-            other=other,
-        )
+def _check(choice: Choice[Any], found: StateRecord | None, namespace: str, name: str, key: str) -> None:
+    if found is None:
+        return
+    assert choice.other is not None
+    chosen, other = choice.store.description, choice.other.description
+    if isinstance(choice.other, SqlBackend):
+        keep = "set [stateful] backend = sql (AIRFLOW__STATEFUL__BACKEND=sql) or pass backend=SqlBackend(...)"
+    else:
+        keep = "set [stateful] backend = native (or auto) so the asset state store is used"
+    by = f" by {found.updated_by}" if found.updated_by else ""
+    raise StoreSwitchError(
+        f"state {namespace}/{name} (key {key!r}) is not in {chosen}, the store chosen now "
+        f"({choice.reason}), but {other} holds it (version {found.version}, written "
+        f"{found.updated_at:%Y-%m-%d %H:%M:%S} UTC{by}). Nothing was started: an empty "
+        f"watermark would emit everything again. Move it: `stateful export --namespace "
+        f"{namespace}` from the old store, then `stateful import FILE` into the new one "
+        f"(docs/stores.md, 'Switching stores'); or keep the old store: {keep}; or, to start "
+        f"from nothing on purpose, delete it from {other} (`stateful delete {namespace} {name}`).",
+        namespace=namespace,
+        name=name,
+        key=key,
+        chosen=chosen,
+        other=other,
+    )
 
 
 def _may_hold_state(store: Any) -> bool:

@@ -7,10 +7,12 @@ First match wins:
    Airflow's REST API; ``--asset`` names the asset (``list`` and ``export`` read every asset
    without it).
 3. for ``run``, the store the trigger's decorator names (``backend=``);
-4. the decorator's own rule (:mod:`stateful.backends._resolve`) as it applies outside Airflow,
-   where nothing has an asset scope: ``STATEFUL_DATABASE_URL``; else ``[stateful] backend``
-   (``native`` cannot be reached without rule 2: a clear error says so); else
-   ``[stateful] database_url``; else SQLite at ``$AIRFLOW_HOME/stateful.db``.
+4. the decorator's own rule (:func:`stateful.backends.choice.plan`) as it applies outside
+   Airflow, where nothing has an asset state store: ``[stateful] backend`` first (``native``
+   cannot be reached without rule 2: a clear error says so), then the SQL store:
+   ``STATEFUL_DATABASE_URL``, else ``[stateful] database_url``, else SQLite at
+   ``$AIRFLOW_HOME/stateful.db``. The same order as in Airflow: an option naming the native
+   store is never overridden by a database URL in the environment.
 
 Every description shown masks the database password.
 """
@@ -18,7 +20,6 @@ Every description shown masks the database password.
 from __future__ import annotations
 
 import getpass
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from stateful.backends.base import AsyncStateBackend, StateBackend, SupportsHist
 from stateful.cli._errors import CliError, UsageError
 from stateful.cli._native import AirflowApi
 from stateful.cli._output import logs_to_stderr
+from stateful.errors import StoreConfigError
 
 __all__ = ["StoreChoice", "StoreOptions", "choose_store", "choose_trigger_store", "writer"]
 
@@ -94,25 +96,32 @@ class StoreChoice:
 
 
 def choose_store(options: StoreOptions) -> StoreChoice:
-    """The store for commands that address watermarks by namespace and name (rules 1, 2, 4)."""
+    """The store for commands that address watermarks by namespace and name.
+
+    The command's own flags first (``--database-url``, then ``--airflow-url``); else the rule
+    of :mod:`stateful.backends.choice`, as it applies outside Airflow, where nothing has an asset
+    state store: ``[stateful] backend = native`` is refused with how to reach that store, and
+    otherwise the default SQL store is used.
+    """
     if options.database_url:
         return _sql(options.database_url)
     if options.airflow_url:
         return _native(options)
     if options.asset:
         raise UsageError("--asset needs --airflow-url (the Airflow API server whose asset it is).")
-    from stateful.backends._default import ENV_VAR, choose_default_backend
+    from stateful.backends._default import choose_default_backend
+    from stateful.backends._resolve import configured_backend
+    from stateful.backends.choice import plan
 
-    if not os.environ.get(ENV_VAR):
-        from stateful.backends._resolve import configured_backend
-
-        setting = configured_backend()
-        logs_to_stderr()  # reading Airflow's configuration imported Airflow
-        if setting == "native":
-            raise CliError(
-                "[stateful] backend is native: the watermarks are in the state stores of Airflow's "
-                "assets. Reach one with --airflow-url URL --asset NAME, or a SQL store with --database-url."
-            )
+    setting = configured_backend()
+    logs_to_stderr()  # reading Airflow's configuration imported Airflow
+    try:
+        plan("nothing", setting, has_asset_store=False, what="a command run outside Airflow")
+    except StoreConfigError:
+        raise CliError(
+            "[stateful] backend is native: the watermarks are in the state stores of Airflow's "
+            "assets. Reach one with --airflow-url URL --asset NAME, or a SQL store with --database-url."
+        ) from None
     choice = choose_default_backend()
     logs_to_stderr()
     return StoreChoice(choice.backend, choice.reason, default=True)

@@ -20,10 +20,11 @@ from stateful import Watermark, stateful
 from stateful.backends import MemoryBackend, NativeBackend, SqlBackend
 from stateful.backends._default import _clear_cache
 from stateful.backends._resolve import (
-    _Guarded,
+    aload,
     asset_scope,
     choose,
     configured_backend,
+    load,
     resolve_async_store,
     resolve_sync_store,
 )
@@ -134,7 +135,8 @@ def test_a_given_store_wins_and_is_not_second_guessed(
     scope = airflow_state_store.accessors(airflow_state_store.new_asset())
     choice = choose(memory, Plain(), scope)
     assert (choice.store, choice.other, choice.reason) == (memory, None, "backend= given to @stateful")
-    store, reason = resolve_sync_store(memory, Plain(), {"asset_state_store": scope})
+    resolved = resolve_sync_store(memory, Plain(), {"asset_state_store": scope})
+    store, reason = resolved.store, resolved.reason
     assert store is memory and reason == "backend= given to @stateful"
 
 
@@ -232,9 +234,9 @@ async def test_no_state_anywhere_starts_empty_without_creating_the_sqlite_file(
 ) -> None:
     airflow = airflow_state_store
     asset = airflow.new_asset()
-    store, _ = await resolve_async_store(None, airflow.watch(Trigger("src", []), asset))
-    assert isinstance(store, _Guarded)
-    assert await store.aread(NS, NAME, KEY) is None
+    choice = await resolve_async_store(None, airflow.watch(Trigger("src", []), asset))
+    assert choice.other is not None  # the SQL store is the other candidate...
+    assert await aload(choice, NS, NAME, KEY) is None  # ...but its file does not exist: not read
     assert not exists(sql_default)
     assert await payloads(airflow.watch(Trigger("src", [1]), asset).run()) == [1]
     assert not exists(sql_default)
@@ -245,11 +247,11 @@ def test_the_sync_side_checks_the_other_store_too(
 ) -> None:
     SqlBackend(f"sqlite:///{sql_default}").write(NS, NAME, KEY, "{}", expected_version=None)
     context = {"asset_state_store": airflow_state_store.accessors(airflow_state_store.new_asset())}
-    store, reason = resolve_sync_store(None, Plain(), context)
-    assert "has an asset state store" in reason
+    choice = resolve_sync_store(None, Plain(), context)
+    assert "has an asset state store" in choice.reason
     with pytest.raises(StoreSwitchError):
-        store.read(NS, NAME, KEY)
-    assert store.read(NS, "other", KEY) is None
+        load(choice, NS, NAME, KEY)
+    assert load(choice, NS, "other", KEY) is None
 
 
 # ---- a real task, run by Airflow's task runner -------------------------------------------------------
@@ -269,7 +271,8 @@ with DAG(dag_id="stateful_resolve_task", schedule=None) as dag:
     def advance(**context: Any) -> dict[str, Any]:
         from stateful.backends._resolve import resolve_sync_store
 
-        store, reason = resolve_sync_store(None, context["task"], context)
+        choice = resolve_sync_store(None, context["task"], context)
+        store, reason = choice.store, choice.reason
         record = store.read("tests", "orders", "watermark")
         expected = None if record is None else record.version
         value = '{"runs":%d}' % (expected or 0)
@@ -404,7 +407,8 @@ from stateful.backends import NativeBackend
 from stateful.backends._resolve import resolve_sync_store
 from stateful.errors import StoreConfigError
 
-store, reason = resolve_sync_store(None, object())
+choice = resolve_sync_store(None, object())
+store, reason = choice.store, choice.reason
 print("RESULT", type(store).__name__)
 try:
     NativeBackend(object())

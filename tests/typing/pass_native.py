@@ -32,14 +32,14 @@ class WatchedTrigger(BaseEventTrigger):
 
 
 def sensor_side(task: object, context: Mapping[str, Any]) -> StateBackend:
-    store, reason = resolve_sync_store(None, task, context)
-    assert_type(reason, str)
-    return store
+    choice = resolve_sync_store(None, task, context)
+    assert_type(choice.reason, str)
+    return choice.store
 
 
 async def trigger_side(trigger: WatchedTrigger) -> AsyncStateBackend:
-    store, _ = await resolve_async_store(None, trigger)
-    return store
+    choice = await resolve_async_store(None, trigger)
+    return choice.store
 
 
 key: str = native_key("files", "landing")

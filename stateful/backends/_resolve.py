@@ -104,7 +104,7 @@ class _Choice:
 
 
 def _default_sql() -> tuple[SqlBackend, str]:
-    from stateful.backends._default import choose_default_backend
+    from stateful.backends.sql.default import choose_default_backend
 
     choice = choose_default_backend()
     return choice.backend, choice.reason
@@ -305,7 +305,7 @@ class _Guarded:
 def _may_hold_state(store: Any) -> bool:
     """False for a SQLite file that does not exist: reading it would only create it."""
     if isinstance(store, SqlBackend):
-        from stateful.backends._sqlsupport import sqlite_path
+        from stateful.backends.sql.engine import sqlite_path
 
         url = store._url
         path = sqlite_path(url) if url.get_backend_name() == "sqlite" else None

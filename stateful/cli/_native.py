@@ -170,7 +170,7 @@ def rest_accessor(api: AirflowApi, asset: Asset) -> Any:
     try:
         from airflow.sdk.execution_time.context import AssetStateStoreAccessor
     except ImportError:
-        from stateful.backends._nativescope import airflow_version
+        from stateful.backends.native.scope import airflow_version
 
         raise StoreConfigError(
             f"the Airflow-native store needs Airflow >= 3.3 here too (this is Airflow {airflow_version()})."

@@ -103,7 +103,7 @@ def choose_store(options: StoreOptions) -> StoreChoice:
         return _native(options)
     if options.asset:
         raise UsageError("--asset needs --airflow-url (the Airflow API server whose asset it is).")
-    from stateful.backends._default import ENV_VAR, choose_default_backend
+    from stateful.backends.sql.default import ENV_VAR, choose_default_backend
 
     if not os.environ.get(ENV_VAR):
         from stateful.backends._resolve import configured_backend

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from stateful.backends._nativedoc import NativeDocument
+from stateful.backends.native.document import NativeDocument
 from stateful.errors import StateConflictError, StateRegressionError
 
 __all__ = ["Ident", "Ledger", "Where", "ident", "oldest"]
@@ -139,9 +139,3 @@ def _regression(where: Where, label: str, expected: int, actual: int) -> StateRe
         backend=where.backend,
         detail=label,
     )
-
-
-def _forget_history() -> None:
-    """Forget every version seen by this process (for tests that simulate a restart)."""
-    with _history_lock:
-        _history.clear()

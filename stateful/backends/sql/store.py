@@ -10,33 +10,21 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import StaticPool
 
-from stateful.backends import _history
-from stateful.backends._redact import Redactor
-from stateful.backends._sqlsupport import (
-    DRIVER_INSTALL,
-    SQLALCHEMY_2,
-    WRITE_OPTION,
-    check_dialect,
-    install_sqlite_hooks,
-    parse_url,
-    sqlite_path,
-    state_table,
-)
 from stateful.backends.base import AsyncFromSync, StateRecord, default_writer
-from stateful.errors import MissingDependencyError, StateConflictError, StatefulError, StoreError
+from stateful.backends.sql import history as _history
+from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, write_transaction
+from stateful.backends.sql.redact import Redactor
+from stateful.backends.sql.schema import state_table
+from stateful.errors import StateConflictError, StatefulError, StoreError
 
 __all__ = ["SqlBackend"]
 
@@ -44,8 +32,6 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_TABLE = "stateful_process_state"
-# Without it libpq waits for the OS TCP timeout (minutes) on a host that drops packets.
-_PG_CONNECT_TIMEOUT_S = 10
 
 
 class SqlBackend(AsyncFromSync):
@@ -101,10 +87,8 @@ class SqlBackend(AsyncFromSync):
         self._description = f"SqlBackend({masked}{suffix})"
         if not table_name:
             raise StoreError(f"{self._description}: table_name must not be empty")
-        self._driver = check_dialect(self._url, masked)
         self._table_name = table_name
         self._table = state_table(table_name)
-        self._engine_options = dict(engine_options or {})
         self._history = _history.History(table_name)
         self._keep = (
             None
@@ -115,13 +99,12 @@ class SqlBackend(AsyncFromSync):
         self._no_history: str | None = None
         # Whether a delete also deletes the history (whenever the history table exists).
         self._purge = False
-        self._lock = threading.Lock()
-        self._engine: Engine | None = None
-        self._pid = os.getpid()
-        self._sqlite_memory = self._url.get_backend_name() == "sqlite" and sqlite_path(self._url) is None
-        # One shared in-memory SQLite connection is only safe if calls take turns.
-        self._serial: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if self._sqlite_memory else contextlib.nullcontext()
+        self._engine = LazyEngine(
+            self._url,
+            driver=check_dialect(self._url, masked),
+            description=self._description,
+            engine_options=engine_options or {},
+            on_open=self._create_tables,
         )
 
     @property
@@ -144,10 +127,7 @@ class SqlBackend(AsyncFromSync):
 
     def dispose(self) -> None:
         """Close the engine and its pooled connections; the next call opens a new engine."""
-        with self._lock:
-            engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
+        self._engine.dispose()
 
     # -- the sync Protocol ---------------------------------------------------------------------
 
@@ -187,7 +167,7 @@ class SqlBackend(AsyncFromSync):
             pk = self._pk(namespace, name, key)
             if expected_version is None:
                 try:
-                    with self._write_tx(engine) as conn:
+                    with write_transaction(engine) as conn:
                         conn.execute(
                             sa.insert(self._table).values(
                                 namespace=namespace, name=name, key=key, version=1, **columns
@@ -207,7 +187,7 @@ class SqlBackend(AsyncFromSync):
                     .where(*pk, self._table.c.version == expected_version)
                     .values(version=self._table.c.version + 1, **columns)
                 )
-                with self._write_tx(engine) as conn:
+                with write_transaction(engine) as conn:
                     if conn.execute(update).rowcount == 1:
                         self._record_history(conn, (namespace, name, key), expected_version + 1, columns)
                         return expected_version + 1
@@ -228,7 +208,7 @@ class SqlBackend(AsyncFromSync):
             stmt = sa.delete(self._table).where(*self._pk(namespace, name, key))
             if expected_version is not None:
                 stmt = stmt.where(self._table.c.version == expected_version)
-            with self._write_tx(engine) as conn:
+            with write_transaction(engine) as conn:
                 if conn.execute(stmt).rowcount > 0:
                     if self._purge:
                         self._history.purge(conn, (namespace, name, key))
@@ -310,8 +290,8 @@ class SqlBackend(AsyncFromSync):
     def _run(self, operation: str, where: str, body: Callable[[Engine], _T]) -> _T:
         """Run ``body`` with the engine; turn anything but our own errors into a masked StoreError."""
         try:
-            with self._serial:
-                return body(self._get_engine())
+            with self._engine.use() as engine:
+                return body(engine)
         except StatefulError:
             raise
         except Exception as exc:
@@ -327,61 +307,7 @@ class SqlBackend(AsyncFromSync):
         # __context__ when it had to be replaced by a redacted stand-in.
         raise error from cause
 
-    def _get_engine(self) -> Engine:
-        engine = self._engine
-        if engine is not None and self._pid == os.getpid():
-            return engine
-        with self._lock:
-            if self._engine is not None and self._pid != os.getpid():
-                # A forked child must not share the parent's sockets: drop the pool (without
-                # closing the parent's connections) and let it open its own.
-                self._engine.dispose(close=False)
-            self._pid = os.getpid()
-            if self._engine is None:
-                self._engine = self._create_engine()
-            return self._engine
-
-    def _create_engine(self) -> Engine:
-        _log.debug("stateful: opening %s", self._description)
-        path = sqlite_path(self._url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            engine = sa.create_engine(self._url, **self._options())
-        except ImportError as exc:
-            install = DRIVER_INSTALL.get(
-                self._driver, f"pip install the package that provides {self._driver!r}"
-            )
-            raise MissingDependencyError(
-                f"{self._description} needs the database driver {self._driver!r}, which cannot be "
-                f"imported ({exc}). Install it: {install}"
-            ) from exc
-        if self._url.get_backend_name() == "sqlite":
-            install_sqlite_hooks(engine)
-        try:
-            self._create_table(engine)
-        except BaseException:
-            engine.dispose()  # the next call starts over, e.g. once the database is back
-            raise
-        return engine
-
-    def _options(self) -> dict[str, Any]:
-        # On SQLAlchemy 1.4 the 2.0-style engine (autobegin, no autocommit) that this code assumes.
-        options: dict[str, Any] = {} if SQLALCHEMY_2 else {"future": True}
-        connect_args: dict[str, Any] = {}
-        if self._sqlite_memory:
-            options["poolclass"] = StaticPool
-            connect_args["check_same_thread"] = False
-        elif self._url.get_backend_name() != "sqlite":
-            options["pool_pre_ping"] = True  # triggerers live long; databases restart
-        if self._driver in {"psycopg", "psycopg2"} and "connect_timeout" not in self._url.query:
-            connect_args["connect_timeout"] = _PG_CONNECT_TIMEOUT_S
-        user = dict(self._engine_options)
-        options.update(user)
-        options["connect_args"] = {**connect_args, **user.get("connect_args", {})}
-        return options
-
-    def _create_table(self, engine: Engine) -> None:
+    def _create_tables(self, engine: Engine) -> None:
         self._create(engine, self._table)
         if self._keep is None:
             self._keep = _history.history_setting()
@@ -406,7 +332,7 @@ class SqlBackend(AsyncFromSync):
 
     def _create(self, engine: Engine, table: sa.Table) -> None:
         try:
-            with self._write_tx(engine) as conn:
+            with write_transaction(engine) as conn:
                 table.create(conn, checkfirst=True)
         except sa.exc.SQLAlchemyError:
             # Two processes starting at once both saw no table and both created it: the loser
@@ -419,13 +345,6 @@ class SqlBackend(AsyncFromSync):
     ) -> None:
         if self._no_history is None and self._keep:
             self._history.record(conn, address, version, columns, self._keep)
-
-    @contextlib.contextmanager
-    def _write_tx(self, engine: Engine) -> Iterator[Connection]:
-        with engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})  # SQLite: BEGIN IMMEDIATE
-            with conn.begin():
-                yield conn
 
     def _pk(self, namespace: str, name: str, key: str) -> tuple[sa.ColumnElement[bool], ...]:
         c = self._table.c

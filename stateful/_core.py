@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
+from stateful._document import DEFAULT_KEY
 from stateful.backends.base import StateRecord
 from stateful.errors import StateNameError, StateValidationError
 from stateful.types import Watermark
@@ -53,8 +54,6 @@ __all__ = [
 CommitMode = Literal["after_event", "before_event", "never"]
 COMMIT_MODES: tuple[CommitMode, ...] = ("after_event", "before_event", "never")
 
-#: The document key the decorator stores its watermark under.
-DEFAULT_KEY = "watermark"
 #: Longest namespace or name accepted; long enough for a bucket plus a prefix, short enough
 #: to be a primary-key column on every database we support.
 MAX_NAME_LENGTH = 255

@@ -11,18 +11,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from stateful.backends.base import StateRecord, default_writer
+from stateful.backends.base import Address, StateRecord, default_writer
 from stateful.backends.native.document import FORMAT, NativeDocument, stored_size
 from stateful.backends.native.ledger import Ledger, Where, ident, oldest
 from stateful.backends.native.scope import SIZE_SETTING
 from stateful.errors import StatefulError, StateTooLargeError, StateValidationError, StoreError
 
-__all__ = ["Address", "Planner"]
+__all__ = ["Planner"]
 
 _log = logging.getLogger("stateful.backends.native")
-
-#: ``(namespace, name, key)`` of a document.
-Address = tuple[str, str, str]
 
 
 class Planner:
@@ -184,4 +181,4 @@ class Planner:
         )
 
     def _where(self, address: Address) -> Where:
-        return Where(*address, self._description)
+        return Where(address, self._description)

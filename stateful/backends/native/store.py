@@ -37,19 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stateful.backends.base import StateRecord
+from stateful.backends.base import Address, AddressedStore, StateRecord
 from stateful.backends.native.document import NativeDocument, native_key
-from stateful.backends.native.planner import Address, Planner
+from stateful.backends.native.planner import Planner
 from stateful.backends.native.scope import WatchedAsset, assets_of, configured_size_limit
 from stateful.errors import StoreConfigError
 
 __all__ = ["NativeBackend"]
 
 
-class NativeBackend:
+class NativeBackend(AddressedStore):
     """Keeps state in Airflow's asset state store; implements both store Protocols.
 
     Give ``@stateful(backend=NativeBackend())`` to insist on it: it is bound, at each run, to the
@@ -118,29 +118,17 @@ class NativeBackend:
     def __repr__(self) -> str:
         return self._description
 
-    # ---- sync API (tasks and sensors) ---------------------------------------------------
+    # ---- sync hooks (tasks and sensors); the public methods are AddressedStore's ------------
 
-    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        """Return the oldest document of the watched assets, or ``None`` (see the module docs)."""
-        address, k = (namespace, name, key), native_key(namespace, name, key)
+    def _read(self, address: Address) -> StateRecord | None:
+        k = native_key(*address)
         docs = [self._get(a, address, k) for a in self._require()]
         return self._plan.on_read(address, k, docs)
 
-    def write(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
-    ) -> int:
-        """Check the stored versions, then write ``value`` to every asset; return the new version."""
-        address, k = (namespace, name, key), native_key(namespace, name, key)
-        assets = self._require()
+    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
+        k, assets = native_key(*address), self._require()
         docs = [self._get(a, address, k) for a in assets]
-        new, stored = self._plan.plan_write(address, k, value, expected_version, updated_by, docs)
+        new, stored = self._plan.plan_write(address, k, value, expected, updated_by, docs)
         failures: builtins.list[BaseException | None] = []
         for asset in assets:
             try:
@@ -150,12 +138,10 @@ class NativeBackend:
                 failures.append(exc)
         return self._plan.after_write(address, k, new, failures)
 
-    def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
-        """Delete the document from every asset; return whether one existed."""
-        address, k = (namespace, name, key), native_key(namespace, name, key)
-        assets = self._require()
+    def _delete(self, address: Address, expected: int | None) -> bool:
+        k, assets = native_key(*address), self._require()
         docs = [self._get(a, address, k) for a in assets]
-        targets = [assets[i] for i in self._plan.plan_delete(address, k, expected_version, docs)]
+        targets = [assets[i] for i in self._plan.plan_delete(address, k, expected, docs)]
         for asset in targets:
             try:
                 asset.accessor.delete(k)
@@ -163,49 +149,31 @@ class NativeBackend:
                 raise self._plan.io_error("deleting", asset.label, k, exc) from exc
         return bool(targets)
 
-    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        """Not available: the Execution API cannot list an asset's keys.
-
-        Raises:
-            StoreError: always; the message says how to list them through the REST API.
-        """
+    def _list(self, namespace: str | None) -> Iterable[StateRecord]:
+        """Not available: the Execution API cannot list an asset's keys (the error says how to)."""
         raise self._plan.no_list()
 
-    # ---- async API (triggers) -------------------------------------------------------------
+    # ---- async hooks (triggers): never block the event loop ---------------------------------
 
-    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        """Async :meth:`read`: never blocks the event loop."""
-        address, k = (namespace, name, key), native_key(namespace, name, key)
+    async def _aread(self, address: Address) -> StateRecord | None:
+        k = native_key(*address)
         docs = await self._aget_all(self._require(), address, k)
         return self._plan.on_read(address, k, docs)
 
-    async def awrite(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
+    async def _awrite(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None
     ) -> int:
-        """Async :meth:`write`: never blocks the event loop."""
-        address, k = (namespace, name, key), native_key(namespace, name, key)
-        assets = self._require()
+        k, assets = native_key(*address), self._require()
         docs = await self._aget_all(assets, address, k)
-        new, stored = self._plan.plan_write(address, k, value, expected_version, updated_by, docs)
+        new, stored = self._plan.plan_write(address, k, value, expected, updated_by, docs)
         results = await asyncio.gather(*(a.accessor.aset(k, stored) for a in assets), return_exceptions=True)
         failures = [r if isinstance(r, BaseException) else None for r in results]
         return self._plan.after_write(address, k, new, failures)
 
-    async def adelete(
-        self, namespace: str, name: str, key: str, *, expected_version: int | None = None
-    ) -> bool:
-        """Async :meth:`delete`: never blocks the event loop."""
-        address, k = (namespace, name, key), native_key(namespace, name, key)
-        assets = self._require()
+    async def _adelete(self, address: Address, expected: int | None) -> bool:
+        k, assets = native_key(*address), self._require()
         docs = await self._aget_all(assets, address, k)
-        targets = [assets[i] for i in self._plan.plan_delete(address, k, expected_version, docs)]
+        targets = [assets[i] for i in self._plan.plan_delete(address, k, expected, docs)]
         for asset in targets:
             try:
                 await asset.accessor.adelete(k)
@@ -213,8 +181,7 @@ class NativeBackend:
                 raise self._plan.io_error("deleting", asset.label, k, exc) from exc
         return bool(targets)
 
-    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        """Not available (see :meth:`list`)."""
+    async def _alist(self, namespace: str | None) -> Iterable[StateRecord]:
         raise self._plan.no_list()
 
     # ---- I/O ----------------------------------------------------------------------------------

@@ -19,12 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from stateful.backends.base import AsyncFromSync, StateRecord, default_writer
+from stateful.backends.base import Address, AddressedStore, StateRecord, default_writer, version_conflict
 from stateful.backends.sql import history as _history
 from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, write_transaction
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.schema import state_table
-from stateful.errors import StateConflictError, StatefulError, StoreError
+from stateful.errors import StatefulError, StoreError
 
 __all__ = ["SqlBackend"]
 
@@ -34,7 +34,7 @@ _T = TypeVar("_T")
 DEFAULT_TABLE = "stateful_process_state"
 
 
-class SqlBackend(AsyncFromSync):
+class SqlBackend(AddressedStore):
     """Keeps state in one SQL table; implements both store Protocols.
 
     Construction only parses the URL: it never connects and never imports the database driver,
@@ -129,34 +129,17 @@ class SqlBackend(AsyncFromSync):
         """Close the engine and its pooled connections; the next call opens a new engine."""
         self._engine.dispose()
 
-    # -- the sync Protocol ---------------------------------------------------------------------
+    # -- the compare-and-set protocol (the public methods are AddressedStore's) ------------------
 
-    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        """Return the stored document, or ``None``. See :class:`~stateful.backends.StateBackend`."""
-
+    def _read(self, address: Address) -> StateRecord | None:
         def run(engine: Engine) -> StateRecord | None:
             with engine.connect() as conn:
-                row = conn.execute(sa.select(self._table).where(*self._pk(namespace, name, key))).first()
+                row = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
             return None if row is None else _record(row)
 
-        return self._run("read", _where(namespace, name, key), run)
+        return self._run("read", _where(address), run)
 
-    def write(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
-    ) -> int:
-        """Compare-and-set ``value``; return the new version. See :class:`~stateful.backends.StateBackend`.
-
-        Raises:
-            StateConflictError: the stored version is not ``expected_version``.
-            StoreError: the database failed.
-        """
+    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
         columns = {
             "value": value,
             "updated_at": datetime.now(timezone.utc),
@@ -164,74 +147,59 @@ class SqlBackend(AsyncFromSync):
         }
 
         def run(engine: Engine) -> int:
-            pk = self._pk(namespace, name, key)
-            if expected_version is None:
+            if expected is None:
                 try:
                     with write_transaction(engine) as conn:
-                        conn.execute(
-                            sa.insert(self._table).values(
-                                namespace=namespace, name=name, key=key, version=1, **columns
-                            )
-                        )
-                        self._record_history(conn, (namespace, name, key), 1, columns)
+                        conn.execute(sa.insert(self._table).values(**address._asdict(), version=1, **columns))
+                        self._record_history(conn, address, 1, columns)
                     return 1
                 except IntegrityError:
                     # The transaction is over (PostgreSQL aborts it): look the winner up anew.
                     with engine.connect() as conn:
-                        actual = self._version(conn, namespace, name, key)
+                        actual = self._version(conn, address)
                     if actual is None:
                         raise  # not a duplicate key after all: reported as a StoreError
             else:
                 update = (
                     sa.update(self._table)
-                    .where(*pk, self._table.c.version == expected_version)
+                    .where(*self._pk(address), self._table.c.version == expected)
                     .values(version=self._table.c.version + 1, **columns)
                 )
                 with write_transaction(engine) as conn:
                     if conn.execute(update).rowcount == 1:
-                        self._record_history(conn, (namespace, name, key), expected_version + 1, columns)
-                        return expected_version + 1
-                    actual = self._version(conn, namespace, name, key)
-            raise self._conflict(namespace, name, key, expected_version, actual)
+                        self._record_history(conn, address, expected + 1, columns)
+                        return expected + 1
+                    actual = self._version(conn, address)
+            raise version_conflict(self._description, address, expected, actual)
 
-        return self._run("write", _where(namespace, name, key), run)
+        return self._run("write", _where(address), run)
 
-    def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
-        """Delete the document; return whether one existed. See :class:`~stateful.backends.StateBackend`.
-
-        Raises:
-            StateConflictError: ``expected_version`` was given and is not the stored version.
-            StoreError: the database failed.
-        """
-
+    def _delete(self, address: Address, expected: int | None) -> bool:
         def run(engine: Engine) -> bool:
-            stmt = sa.delete(self._table).where(*self._pk(namespace, name, key))
-            if expected_version is not None:
-                stmt = stmt.where(self._table.c.version == expected_version)
+            stmt = sa.delete(self._table).where(*self._pk(address))
+            if expected is not None:
+                stmt = stmt.where(self._table.c.version == expected)
             with write_transaction(engine) as conn:
                 if conn.execute(stmt).rowcount > 0:
                     if self._purge:
-                        self._history.purge(conn, (namespace, name, key))
+                        self._history.purge(conn, address)
                     return True
-                if expected_version is None:
+                if expected is None:
                     return False
-                actual = self._version(conn, namespace, name, key)
-            raise self._conflict(namespace, name, key, expected_version, actual)
+                actual = self._version(conn, address)
+            raise version_conflict(self._description, address, expected, actual)
 
-        return self._run("delete", _where(namespace, name, key), run)
+        return self._run("delete", _where(address), run)
 
-    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        """Return the stored documents (of ``namespace``), ordered by namespace, name, key."""
-
-        def run(engine: Engine) -> Sequence[StateRecord]:
+    def _list(self, namespace: str | None) -> list[StateRecord]:
+        # Sorted by AddressedStore.list rather than by ORDER BY: the database's collation may not
+        # order strings by code point, and every store must order alike.
+        def run(engine: Engine) -> list[StateRecord]:
             stmt = sa.select(self._table)
             if namespace is not None:
                 stmt = stmt.where(self._table.c.namespace == namespace)
             with engine.connect() as conn:
-                records = [_record(row) for row in conn.execute(stmt)]
-            # Sorted here rather than by ORDER BY: the database's collation may not order
-            # strings by code point, and every store must order alike.
-            return sorted(records, key=lambda r: (r.namespace, r.name, r.key))
+                return [_record(row) for row in conn.execute(stmt)]
 
         where = "all states" if namespace is None else f"states of namespace {namespace!r}"
         return self._run("list", where, run)
@@ -262,13 +230,13 @@ class SqlBackend(AsyncFromSync):
             >>> [(r.version, r.value) for r in store.history("ns", "n", "k")]
             [(3, 'c'), (2, 'b')]
         """
-        address = (namespace, name, key)
+        address = Address(namespace, name, key)
 
         def run(engine: Engine) -> Sequence[StateRecord]:
             if self._no_history is not None:
                 raise StoreError(f"{self._description} keeps no history: {self._no_history}.")
             with engine.connect() as conn:
-                current = conn.execute(sa.select(self._table).where(*self._pk(*address))).first()
+                current = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
                 if current is None:
                     return []
                 rows = conn.execute(
@@ -276,14 +244,14 @@ class SqlBackend(AsyncFromSync):
                 )
                 return _history.versions(_record(current), [_record(row) for row in rows], limit)
 
-        return self._run("read the history of", _where(*address), run)
+        return self._run("read the history of", _where(address), run)
 
     # -- the async Protocol: the same code in a worker thread ------------------------------------
     # If the awaiting task is cancelled, the thread still finishes its statement; a write may
     # then be committed although the caller saw CancelledError.
 
-    async def _call(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
-        return await asyncio.to_thread(function, *args, **kwargs)
+    async def _call(self, function: Callable[..., _T], /, *args: Any) -> _T:
+        return await asyncio.to_thread(function, *args)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -341,35 +309,23 @@ class SqlBackend(AsyncFromSync):
                 raise
 
     def _record_history(
-        self, conn: Connection, address: tuple[str, str, str], version: int, columns: Mapping[str, Any]
+        self, conn: Connection, address: Address, version: int, columns: Mapping[str, Any]
     ) -> None:
         if self._no_history is None and self._keep:
             self._history.record(conn, address, version, columns, self._keep)
 
-    def _pk(self, namespace: str, name: str, key: str) -> tuple[sa.ColumnElement[bool], ...]:
+    def _pk(self, address: Address) -> tuple[sa.ColumnElement[bool], ...]:
         c = self._table.c
-        return (c.namespace == namespace, c.name == name, c.key == key)
+        return (c.namespace == address.namespace, c.name == address.name, c.key == address.key)
 
-    def _version(self, conn: Connection, namespace: str, name: str, key: str) -> int | None:
-        stmt = sa.select(self._table.c.version).where(*self._pk(namespace, name, key))
+    def _version(self, conn: Connection, address: Address) -> int | None:
+        stmt = sa.select(self._table.c.version).where(*self._pk(address))
         version: int | None = conn.execute(stmt).scalar_one_or_none()
         return version
 
-    def _conflict(
-        self, namespace: str, name: str, key: str, expected: int | None, actual: int | None
-    ) -> StateConflictError:
-        return StateConflictError(
-            namespace=namespace,
-            name=name,
-            key=key,
-            expected_version=expected,
-            actual_version=actual,
-            backend=self._description,
-        )
 
-
-def _where(namespace: str, name: str, key: str) -> str:
-    return f"state {namespace}/{name} (key {key!r})"
+def _where(address: Address) -> str:
+    return f"state {address.namespace}/{address.name} (key {address.key!r})"
 
 
 def _record(row: sa.Row[Any]) -> StateRecord:

@@ -19,6 +19,7 @@ import io
 import os
 import platform
 import pstats
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -29,8 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
-
-import sqlalchemy as sa
 
 from stateful import Watermark, stateful
 from stateful.backends import MemoryBackend, SqlBackend
@@ -148,9 +147,12 @@ async def measure(
 
 
 @contextmanager
-def sqlite_store(history_versions: int | None = None) -> Iterator[SqlBackend]:
+def sqlite_store(
+    history_versions: int | None = None, engine_options: dict[str, Any] | None = None
+) -> Iterator[SqlBackend]:
     with tempfile.TemporaryDirectory(prefix="stateful-bench-") as tmp:
-        store = SqlBackend(f"sqlite:///{Path(tmp) / 'bench.db'}", history_versions=history_versions)
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        store = SqlBackend(url, history_versions=history_versions, engine_options=engine_options)
         try:
             yield store
         finally:
@@ -243,11 +245,13 @@ async def _consume_iterator(iterator: AsyncIterator[int]) -> None:
 def sqlite_breakdown(writes: int, repeats: int) -> list[tuple[str, float]]:
     """Cost of one ``SqlBackend`` write on SQLite, in µs: as shipped, without the flush, the hop."""
     results: dict[str, float] = {}
-    with sqlite_store() as full, sqlite_store() as normal, sqlite_store(history_versions=0) as bare:
-        # Private access, for the measurement only: a connection hook that turns the flush off.
-        engine = normal._get_engine()
-        sa.event.listen(engine, "connect", _synchronous_normal)
-        engine.dispose()
+    # A connection factory (through the public engine_options) that turns the flush off.
+    normal_sync = {"connect_args": {"factory": _SynchronousNormal}}
+    with (
+        sqlite_store() as full,
+        sqlite_store(engine_options=normal_sync) as normal,
+        sqlite_store(history_versions=0) as bare,
+    ):
         for label, store in {"full": full, "normal": normal, "bare": bare}.items():
             store.read(NAMESPACE, "warm-up", KEY)
             runs = iter(range(repeats))
@@ -284,8 +288,12 @@ def sqlite_breakdown(writes: int, repeats: int) -> list[tuple[str, float]]:
     ]
 
 
-def _synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.execute("PRAGMA synchronous = NORMAL")
+class _SynchronousNormal(sqlite3.Connection):
+    """A SQLite connection that does not flush to disk at every commit (``synchronous = NORMAL``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute("PRAGMA synchronous = NORMAL")
 
 
 def _nothing() -> None:

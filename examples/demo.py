@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))  # examples/ is not an installed package
 
     from examples.local_files import LOOKBACK, NewFilesTrigger
-    from stateful.backends._default import choose_default_backend
+    from stateful.backends.sql.default import choose_default_backend
 
     choice = choose_default_backend()
     store = choice.backend

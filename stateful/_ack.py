@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Any
@@ -83,14 +84,18 @@ def install_ack_mode(
     off or the commit mode is not ``after_event``, and never over members the class (or a base
     between it and ``BaseEventTrigger``) defines itself.
     """
-    if not (spec.ack and spec.commit == "after_event" and ack_mode_available()):
+    if not (spec.ack and spec.commit == "after_event"):
         return False
-    from airflow.triggers.base import BaseEventTrigger
-
-    if not (isinstance(owner, type) and issubclass(owner, BaseEventTrigger)):
+    # A BaseEventTrigger subclass was defined after its module was imported: when it is not
+    # imported, the class is none, and Airflow (slow to import) stays unimported.
+    triggers = sys.modules.get("airflow.triggers.base")
+    event_trigger = getattr(triggers, "BaseEventTrigger", None)
+    if event_trigger is None or not (isinstance(owner, type) and issubclass(owner, event_trigger)):
+        return False
+    if not ack_mode_available():
         return False
     for klass in owner.__mro__:
-        if klass is BaseEventTrigger:
+        if klass is event_trigger:
             break
         if any(member in vars(klass) for member in _MEMBERS):
             _LOG.info("stateful: %s defines its own shared stream; ack mode left to it", qualname)

@@ -35,10 +35,8 @@ from stateful.backends.base import StateRecord
 from stateful.errors import StateValidationError
 from stateful.types import Watermark
 
-__all__ = ["DEFAULT_KEY", "Save", "Scope", "WatermarkSession", "log_loaded", "transition_key"]
+__all__ = ["Save", "Scope", "WatermarkSession", "log_loaded", "transition_key"]
 
-#: The document key the decorator stores its watermark under.
-DEFAULT_KEY = "watermark"
 _LOG = logging.getLogger("stateful")
 
 W = TypeVar("W", bound=Watermark[Any])

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stateful._core import DEFAULT_KEY, Save, Scope, WatermarkSession, log_loaded
+from stateful._core import Save, Scope, WatermarkSession, log_loaded
+from stateful._document import DEFAULT_KEY
 from stateful._spec import StatefulSpec
 from stateful.backends.base import StateBackend
 from stateful.errors import StateConflictError, StatefulUsageError

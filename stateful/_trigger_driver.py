@@ -14,7 +14,8 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
-from stateful._core import DEFAULT_KEY, Save, Scope, WatermarkSession, log_loaded
+from stateful._core import Save, Scope, WatermarkSession, log_loaded
+from stateful._document import DEFAULT_KEY
 from stateful._flow import Pacer
 from stateful._spec import StatefulSpec
 from stateful.backends.base import AsyncStateBackend

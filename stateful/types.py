@@ -8,12 +8,11 @@ events are emitted; ``docs/watermark.md`` describes the semantics in full.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -30,18 +29,13 @@ from pydantic import (
 )
 from typing_extensions import Self, TypeVar
 
+from stateful._document import SCHEMA_VERSION, decode_state, encode_state, format_utc
 from stateful._seen import SeenKeys, SeenLog
 from stateful.errors import WatermarkValueError
 
 __all__ = ["DEFAULT_MAX_UNTIMED_KEYS", "SCHEMA_VERSION", "CursorT", "Watermark"]
 
 _LOG = logging.getLogger("stateful")
-
-#: Version of the document written by :meth:`Watermark.to_state_json`.
-SCHEMA_VERSION = 1
-#: ``_MIGRATIONS[n]`` turns a schema_version ``n`` document into a schema_version ``n + 1`` one,
-#: so a later release can still load state saved by this one. Empty while only version 1 exists.
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 DEFAULT_MAX_UNTIMED_KEYS = 10_000
 
@@ -68,14 +62,6 @@ def _aware_utc(value: object, where: str) -> datetime:
         raise WatermarkValueError(f"{where}: {value.isoformat()} is out of range in UTC") from exc
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _format_ts(value: datetime) -> str:
-    # Fixed width with microseconds and "Z": exact and byte-for-byte deterministic.
-    # Cached because every save re-serialises every `seen` timestamp (most unchanged since the
-    # last save); equal aware datetimes are one instant whatever their zone, so one string fits.
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
 _SEEN_ADAPTER: TypeAdapter[dict[str, datetime | None]] = TypeAdapter(dict[str, datetime | None])
 
 
@@ -92,39 +78,6 @@ def _unorderable(value: object) -> str | None:
     if isinstance(value, (list, tuple)):
         return next((p for p in map(_unorderable, value) if p is not None), None)
     return None
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads would silently keep the last of two equal keys; stored state must be unambiguous.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"watermark state repeats the JSON key {key!r}")
-        result[key] = value
-    return result
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"watermark state contains {name}, which is not valid JSON")
-
-
-def _migrate(doc: dict[str, Any]) -> dict[str, Any]:
-    """Bring a stored document to :data:`SCHEMA_VERSION` (and drop the version marker)."""
-    if "schema_version" not in doc:
-        raise ValueError(
-            "watermark state has no schema_version: it was not written by Watermark.to_state_json()"
-        )
-    version = doc.pop("schema_version")
-    if type(version) is not int or version < 1:
-        raise ValueError(f"watermark state has an invalid schema_version {version!r}")
-    if version > SCHEMA_VERSION:
-        raise ValueError(
-            f"watermark state has schema_version {version}, written by a newer airflow-stateful; "
-            f"this release reads up to schema_version {SCHEMA_VERSION}. Upgrade airflow-stateful."
-        )
-    for step in range(version, SCHEMA_VERSION):
-        doc = _MIGRATIONS[step](doc)
-    return doc
 
 
 @cache
@@ -361,10 +314,9 @@ class Watermark(BaseModel, Generic[CursorT]):
             '{"cursor":3,"schema_version":1,"seen":{},"timestamp":null}'
         """
         doc = self.model_dump(mode="json", round_trip=True)
-        doc["timestamp"] = None if self.timestamp is None else _format_ts(self.timestamp)
-        doc["seen"] = {k: None if ts is None else _format_ts(ts) for k, ts in self._log.entries().items()}
-        doc["schema_version"] = SCHEMA_VERSION
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        doc["timestamp"] = None if self.timestamp is None else format_utc(self.timestamp)
+        doc["seen"] = {k: None if ts is None else format_utc(ts) for k, ts in self._log.entries().items()}
+        return encode_state(doc)
 
     @classmethod
     def from_state_json(cls, text: str | bytes) -> Self:
@@ -381,13 +333,7 @@ class Watermark(BaseModel, Generic[CursorT]):
             ...     print(str(exc).splitlines()[:2])
             ['1 validation error for Watermark[int]', 'cursor']
         """
-        try:
-            doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"watermark state is not valid JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise ValueError(f"watermark state must be a JSON object, got {type(doc).__name__}")
-        doc = _migrate(doc)
+        doc = decode_state(text)
         seen = doc.pop("seen", {})
         # Strict *JSON* mode accepts ISO strings for datetimes but refuses numbers; strict Python
         # mode would refuse the strings, so the (migrated) document is validated as JSON text.
@@ -408,7 +354,7 @@ class Watermark(BaseModel, Generic[CursorT]):
             >>> Watermark[int](cursor=3).summary()
             'timestamp=None, cursor=3, seen=0 keys'
         """
-        ts = None if self.timestamp is None else _format_ts(self.timestamp)
+        ts = None if self.timestamp is None else format_utc(self.timestamp)
         n = len(self._log)
         return f"timestamp={ts}, cursor={_REPR.repr(self.cursor)}, seen={n} key{'' if n == 1 else 's'}"
 

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from stateful.backends._sqlsupport import SQLALCHEMY_2
+from stateful.backends.sql.engine import SQLALCHEMY_2
 
 __all__ = ["INSTALL_HINT", "PG_DRIVER", "PostgresServer", "find_bindir", "postgres_required"]
 

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 import pytest
 
 from stateful import Watermark
-from stateful._core import DEFAULT_KEY, Scope, WatermarkSession
+from stateful._core import Scope, WatermarkSession
+from stateful._document import DEFAULT_KEY
 from stateful._spec import CommitMode
 from stateful.backends import StateRecord
 

@@ -124,17 +124,17 @@ def test_demo_fails_when_a_phase_count_is_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from examples import demo
-    from stateful.backends._default import _clear_cache
+    from stateful.backends.sql import dispose_default_stores
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("STATEFUL_DATABASE_URL", raising=False)
     monkeypatch.delenv("AIRFLOW__STATEFUL__DATABASE_URL", raising=False)
     monkeypatch.setattr(demo, "_run_trigger", lambda args: [])  # a trigger that never fires
-    _clear_cache()
+    dispose_default_stores()
     try:
         status = demo.main(["--workdir", str(tmp_path / "work")])
     finally:
-        _clear_cache()
+        dispose_default_stores()
 
     assert status == 1
     out = capsys.readouterr().out

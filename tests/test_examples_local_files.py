@@ -24,7 +24,7 @@ from examples import local_files
 from examples._drive import drive
 from examples.local_files import LOOKBACK, MAX_CLOCK_SKEW, NewFilesTrigger, scan_directory
 from stateful.backends import SqlBackend
-from stateful.backends._default import _clear_cache
+from stateful.backends.sql import dispose_default_stores
 from stateful.types import Watermark
 from tests._triggerer import strip_key
 
@@ -38,9 +38,9 @@ def store_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """The default store, pointed at a SQLite file of this test."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
     monkeypatch.setenv("STATEFUL_DATABASE_URL", url)
-    _clear_cache()
+    dispose_default_stores()
     yield url
-    _clear_cache()
+    dispose_default_stores()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from examples._drive import drive
 from examples.postgres import MAX_CLOCK_SKEW, NewRowsSensor, NewRowsTrigger, Row, RowSource, take_new_rows
 from stateful import Watermark, commit
 from stateful.backends import SqlBackend
-from stateful.backends._default import _clear_cache
+from stateful.backends.sql import dispose_default_stores
 from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
 from tests.conftest import unique_table
@@ -44,9 +44,9 @@ def state_in_postgres(monkeypatch: pytest.MonkeyPatch, postgres: PostgresServer)
     """The default store: a state table in the same PostgreSQL server."""
     monkeypatch.setenv("STATEFUL_DATABASE_URL", postgres.url)
     monkeypatch.setenv("AIRFLOW__STATEFUL__DATABASE_URL", postgres.url)
-    _clear_cache()
+    dispose_default_stores()
     yield
-    _clear_cache()
+    dispose_default_stores()
 
 
 @pytest.fixture

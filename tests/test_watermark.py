@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, Field, JsonValue, ValidationError
 
+import stateful._document
 import stateful.types
 from stateful.errors import StatefulError, WatermarkValueError
 from stateful.types import DEFAULT_MAX_UNTIMED_KEYS, SCHEMA_VERSION, Watermark
@@ -325,8 +326,8 @@ def test_migration_hook_upgrades_older_documents(monkeypatch: pytest.MonkeyPatch
         doc["cursor"] = doc.pop("position")
         return doc
 
-    monkeypatch.setattr(stateful.types, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(stateful.types._MIGRATIONS, 1, rename_position)
+    monkeypatch.setattr(stateful._document, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(stateful._document.MIGRATIONS, 1, rename_position)
     wm = Watermark[int].from_state_json('{"schema_version":1,"position":7}')
     assert wm.cursor == 7
     assert json.loads(wm.to_state_json())["schema_version"] == 2
@@ -335,7 +336,7 @@ def test_migration_hook_upgrades_older_documents(monkeypatch: pytest.MonkeyPatch
 
 def test_schema_version_is_one_and_no_migrations_exist_yet() -> None:
     assert SCHEMA_VERSION == 1
-    assert stateful.types._MIGRATIONS == {}
+    assert stateful._document.MIGRATIONS == {}
 
 
 # --- JSON format -------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ class Choice(Generic[S]):
 
 
 def _default_sql() -> tuple[SqlBackend, str]:
-    from stateful.backends._default import choose_default_backend
+    from stateful.backends.sql.default import choose_default_backend
 
     choice = choose_default_backend()
     return choice.backend, choice.reason
@@ -243,10 +243,7 @@ def _check(choice: Choice[Any], found: StateRecord | None, namespace: str, name:
 def _may_hold_state(store: Any) -> bool:
     """False for a SQLite file that does not exist: reading it would only create it."""
     if isinstance(store, SqlBackend):
-        from stateful.backends._sqlsupport import sqlite_path
-
-        url = store._url
-        path = sqlite_path(url) if url.get_backend_name() == "sqlite" else None
+        path = store.sqlite_file
         if path is not None and not path.exists():
             return False
     return True

@@ -20,20 +20,25 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+
+from stateful.errors import StateConflictError
 
 __all__ = [
-    "AsyncFromSync",
+    "Address",
+    "AddressedStore",
     "AsyncStateBackend",
     "StateBackend",
     "StateRecord",
     "SupportsHistory",
     "default_writer",
+    "version_conflict",
 ]
 
 _T = TypeVar("_T")
@@ -159,25 +164,60 @@ class SupportsHistory(Protocol):
         ...
 
 
-class AsyncFromSync:
-    """Implements :class:`AsyncStateBackend` on top of a store's own sync methods.
+class Address(NamedTuple):
+    """Where a document lives in a store.
 
-    Each async method hands the matching sync call to :meth:`_call`: a store whose sync calls
-    block (a database) overrides it to run them in a worker thread; a store whose calls only
-    take a lock for a dict operation keeps the direct call, which is cheaper than a thread hop.
-    One implementation serves both, so the sync and async semantics cannot drift apart.
+    Attributes:
+        namespace: the namespace given to ``@stateful``.
+        name: the resolved name.
+        key: the document key.
     """
 
-    async def _call(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
-        return function(*args, **kwargs)
+    namespace: str
+    name: str
+    key: str
 
-    async def aread(self: Any, namespace: str, name: str, key: str) -> StateRecord | None:
-        """Async :meth:`StateBackend.read`."""
-        result: StateRecord | None = await self._call(self.read, namespace, name, key)
-        return result
 
-    async def awrite(
-        self: Any,
+def version_conflict(
+    store: str, address: Address, expected: int | None, actual: int | None
+) -> StateConflictError:
+    """The error of a compare-and-set that found ``actual`` where ``expected`` was named.
+
+    Example:
+        >>> error = version_conflict("MemoryBackend", Address("files", "landing", "watermark"), 3, 4)
+        >>> (error.expected_version, error.actual_version, error.backend)
+        (3, 4, 'MemoryBackend')
+    """
+    return StateConflictError(
+        namespace=address.namespace,
+        name=address.name,
+        key=address.key,
+        expected_version=expected,
+        actual_version=actual,
+        backend=store,
+    )
+
+
+class AddressedStore(abc.ABC):
+    """Implements both store Protocols once, over hooks that take an :class:`Address`.
+
+    A store implements ``_read``, ``_write``, ``_delete`` and ``_list`` (blocking), and either
+    keeps the default async hooks, which hand the blocking ones to :meth:`_call`, or implements
+    ``_aread``, ``_awrite``, ``_adelete`` and ``_alist`` itself. :meth:`_call` calls directly: a
+    store whose calls only take a lock for a dict operation keeps that (cheaper than a thread
+    hop); a store whose calls block (a database) overrides it to run them in a worker thread.
+    One set of public methods serves every store, so their signatures and the sync and async
+    semantics cannot drift apart. Subclasses also provide ``description``.
+    """
+
+    # -- the sync Protocol ---------------------------------------------------------------------
+
+    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
+        """Return the stored document, or ``None``. See :class:`StateBackend`."""
+        return self._read(Address(namespace, name, key))
+
+    def write(
+        self,
         namespace: str,
         name: str,
         key: str,
@@ -186,20 +226,83 @@ class AsyncFromSync:
         expected_version: int | None,
         updated_by: str | None = None,
     ) -> int:
-        """Async :meth:`StateBackend.write`."""
-        version: int = await self._call(
-            self.write, namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
-        )
-        return version
+        """Compare-and-set ``value``; return the new version. See :class:`StateBackend`.
+
+        Raises:
+            StateConflictError: the stored version is not ``expected_version``.
+            StoreError: the store failed.
+        """
+        return self._write(Address(namespace, name, key), value, expected_version, updated_by)
+
+    def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
+        """Delete the document; return whether one existed. See :class:`StateBackend`.
+
+        Raises:
+            StateConflictError: ``expected_version`` was given and is not the stored version.
+            StoreError: the store failed.
+        """
+        return self._delete(Address(namespace, name, key), expected_version)
+
+    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
+        """Return the stored documents (of ``namespace``), ordered by namespace, name, key."""
+        return sorted(self._list(namespace), key=lambda r: (r.namespace, r.name, r.key))
+
+    # -- the async Protocol --------------------------------------------------------------------
+
+    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
+        """Async :meth:`read`."""
+        return await self._aread(Address(namespace, name, key))
+
+    async def awrite(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Async :meth:`write`."""
+        return await self._awrite(Address(namespace, name, key), value, expected_version, updated_by)
 
     async def adelete(
-        self: Any, namespace: str, name: str, key: str, *, expected_version: int | None = None
+        self, namespace: str, name: str, key: str, *, expected_version: int | None = None
     ) -> bool:
-        """Async :meth:`StateBackend.delete`."""
-        existed: bool = await self._call(self.delete, namespace, name, key, expected_version=expected_version)
-        return existed
+        """Async :meth:`delete`."""
+        return await self._adelete(Address(namespace, name, key), expected_version)
 
-    async def alist(self: Any, namespace: str | None = None) -> Sequence[StateRecord]:
-        """Async :meth:`StateBackend.list`."""
-        records: Sequence[StateRecord] = await self._call(self.list, namespace)
-        return records
+    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
+        """Async :meth:`list`."""
+        return sorted(await self._alist(namespace), key=lambda r: (r.namespace, r.name, r.key))
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _read(self, address: Address) -> StateRecord | None: ...
+
+    @abc.abstractmethod
+    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int: ...
+
+    @abc.abstractmethod
+    def _delete(self, address: Address, expected: int | None) -> bool: ...
+
+    @abc.abstractmethod
+    def _list(self, namespace: str | None) -> Iterable[StateRecord]: ...
+
+    async def _aread(self, address: Address) -> StateRecord | None:
+        return await self._call(self._read, address)
+
+    async def _awrite(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None
+    ) -> int:
+        return await self._call(self._write, address, value, expected, updated_by)
+
+    async def _adelete(self, address: Address, expected: int | None) -> bool:
+        return await self._call(self._delete, address, expected)
+
+    async def _alist(self, namespace: str | None) -> Iterable[StateRecord]:
+        return await self._call(self._list, namespace)
+
+    async def _call(self, function: Callable[..., _T], /, *args: Any) -> _T:
+        return function(*args)

@@ -12,18 +12,14 @@ Example:
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from stateful.backends.base import AsyncFromSync, StateRecord, default_writer
-from stateful.errors import StateConflictError
+from stateful.backends.base import Address, AddressedStore, StateRecord, default_writer, version_conflict
 
 __all__ = ["MemoryBackend"]
 
-_Address = tuple[str, str, str]
 
-
-class MemoryBackend(AsyncFromSync):
+class MemoryBackend(AddressedStore):
     """Keeps state in a dict of this process; implements both store Protocols.
 
     Nothing survives the process, and two processes never see each other's state: use it in
@@ -43,7 +39,7 @@ class MemoryBackend(AsyncFromSync):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: dict[_Address, StateRecord] = {}
+        self._records: dict[Address, StateRecord] = {}
 
     @property
     def description(self) -> str:
@@ -53,71 +49,33 @@ class MemoryBackend(AsyncFromSync):
     def __repr__(self) -> str:
         return "MemoryBackend()"
 
-    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        """Return the stored document, or ``None``. See :class:`~stateful.backends.StateBackend`."""
+    def _read(self, address: Address) -> StateRecord | None:
         with self._lock:
-            return self._records.get((namespace, name, key))
+            return self._records.get(address)
 
-    def write(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
-    ) -> int:
-        """Compare-and-set ``value``; return the new version. See :class:`~stateful.backends.StateBackend`.
-
-        Raises:
-            StateConflictError: the stored version is not ``expected_version``.
-        """
-        address = (namespace, name, key)
+    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
         writer = default_writer() if updated_by is None else updated_by
         with self._lock:
             current = self._records.get(address)
-            self._check(address, expected_version, current)
+            self._check(address, expected, current)
             version = 1 if current is None else current.version + 1
             self._records[address] = StateRecord(
-                namespace=namespace,
-                name=name,
-                key=key,
-                value=value,
-                version=version,
-                updated_at=datetime.now(timezone.utc),
-                updated_by=writer,
+                *address, value, version, updated_at=datetime.now(timezone.utc), updated_by=writer
             )
             return version
 
-    def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
-        """Delete the document; return whether one existed. See :class:`~stateful.backends.StateBackend`.
-
-        Raises:
-            StateConflictError: ``expected_version`` was given and is not the stored version.
-        """
-        address = (namespace, name, key)
+    def _delete(self, address: Address, expected: int | None) -> bool:
         with self._lock:
             current = self._records.get(address)
-            if expected_version is not None:
-                self._check(address, expected_version, current)
+            if expected is not None:
+                self._check(address, expected, current)
             return self._records.pop(address, None) is not None
 
-    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        """Return the stored documents (of ``namespace``), ordered by namespace, name, key."""
+    def _list(self, namespace: str | None) -> list[StateRecord]:
         with self._lock:
-            records = [r for r in self._records.values() if namespace is None or r.namespace == namespace]
-        return sorted(records, key=lambda r: (r.namespace, r.name, r.key))
+            return [r for r in self._records.values() if namespace is None or r.namespace == namespace]
 
-    def _check(self, address: _Address, expected_version: int | None, current: StateRecord | None) -> None:
-        actual_version = None if current is None else current.version
-        if actual_version != expected_version:
-            namespace, name, key = address
-            raise StateConflictError(
-                namespace=namespace,
-                name=name,
-                key=key,
-                expected_version=expected_version,
-                actual_version=actual_version,
-                backend=self.description,
-            )
+    def _check(self, address: Address, expected: int | None, current: StateRecord | None) -> None:
+        actual = None if current is None else current.version
+        if actual != expected:
+            raise version_conflict(self.description, address, expected, actual)

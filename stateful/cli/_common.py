@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from stateful._core import DEFAULT_KEY
+from stateful._document import DEFAULT_KEY
 from stateful.backends.base import StateBackend, StateRecord
 from stateful.cli._errors import NotFoundError
 from stateful.cli._output import Output

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ConfigDict, JsonValue
 
-from stateful._core import DEFAULT_KEY
+from stateful._document import DEFAULT_KEY, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._errors import UsageError
 from stateful.cli._values import load_object
@@ -24,7 +23,6 @@ from stateful.types import Watermark
 __all__ = [
     "AnyWatermark",
     "Summary",
-    "canonical",
     "changes",
     "load_model",
     "model_for",
@@ -78,11 +76,6 @@ def validate(text: str, model: type[Watermark[Any]]) -> Watermark[Any]:
     if model is AnyWatermark and isinstance(watermark.cursor, dict):
         raise ValueError("cursor is a JSON object, which is not ordered; a cursor must be totally ordered")
     return watermark
-
-
-def canonical(value: Any) -> str:
-    """JSON text as :meth:`Watermark.to_state_json` writes it (sorted keys, no spaces)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -167,11 +160,6 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def iso(value: datetime) -> str:
-    """UTC with microseconds and a Z, as watermark timestamps are stored."""
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
 def record_fields(record: StateRecord) -> dict[str, Any]:
     """Where a record is and which version, for JSON output and export lines."""
     return {
@@ -179,7 +167,7 @@ def record_fields(record: StateRecord) -> dict[str, Any]:
         "name": record.name,
         "key": record.key,
         "version": record.version,
-        "updated_at": iso(record.updated_at),
+        "updated_at": format_utc(record.updated_at),
         "updated_by": record.updated_by,
     }
 

@@ -14,14 +14,13 @@ from typing import Any, TypeVar
 
 import click
 
+from stateful._document import canonical_json, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._common import address, model_option, read_existing, store_options, yes_option
 from stateful.cli._documents import (
     AnyWatermark,
-    canonical,
     change_lines,
     changes,
-    iso,
     load_model,
     model_name,
     one_line,
@@ -171,7 +170,7 @@ def set_command(
             f"the stored value of {namespace}/{name} is not a JSON object; `stateful reset` replaces it."
         )
     if timestamp is not None:
-        doc["timestamp"] = None if new_timestamp is None else iso(new_timestamp)
+        doc["timestamp"] = None if new_timestamp is None else format_utc(new_timestamp)
     if cursor is not None:
         value = parse_cursor(cursor)
         old = doc.get("cursor")
@@ -189,7 +188,7 @@ def set_command(
     if clear_seen:
         doc["seen"] = {}
     try:
-        new_value = validate(canonical(doc), watermark_model).to_state_json()
+        new_value = validate(canonical_json(doc), watermark_model).to_state_json()
     except ValueError as exc:
         raise UsageError(
             f"the new value does not validate as {model_name(watermark_model)}: {one_line(exc)}"
@@ -291,11 +290,12 @@ def rewind_command(
         missing = f"version {wanted} is not in the history of {namespace}/{name}"
     else:
         found = next((r for r in versions if r.updated_at <= wanted), None)
-        missing = f"no kept version of {namespace}/{name} was current at {iso(wanted)}"
+        missing = f"no kept version of {namespace}/{name} was current at {format_utc(wanted)}"
     if found is None:
         raise NotFoundError(
-            f"{missing}: it keeps versions {oldest.version} ({iso(oldest.updated_at)}) to {current.version} "
-            f"({iso(current.updated_at)}). `stateful history {namespace} {name}` lists them."
+            f"{missing}: it keeps versions {oldest.version} ({format_utc(oldest.updated_at)}) to "
+            f"{current.version} ({format_utc(current.updated_at)}). `stateful history {namespace} {name}` "
+            f"lists them."
         )
     try:
         validate(found.value, watermark_model)
@@ -305,7 +305,7 @@ def rewind_command(
             f"{model_name(watermark_model)}: {one_line(exc)}. Nothing was written."
         ) from None
     by = found.updated_by or "unknown"
-    note = f"restores version {found.version}, written {iso(found.updated_at)} by {by}"
+    note = f"restores version {found.version}, written {format_utc(found.updated_at)} by {by}"
     _change(
         out,
         choice,

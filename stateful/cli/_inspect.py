@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
+from stateful._document import DEFAULT_KEY, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._common import address, model_option, read_existing, store_options, stored_records
 from stateful.cli._documents import (
     AnyWatermark,
     Summary,
-    iso,
     load_model,
     model_for,
     model_name,
@@ -42,11 +42,11 @@ def _validity(summary: Summary, key: str, model: type[Watermark[Any]]) -> str:
 
 
 def _label(record: StateRecord) -> str:
-    return record.name if record.key == "watermark" else f"{record.name} [{record.key}]"
+    return record.name if record.key == DEFAULT_KEY else f"{record.name} [{record.key}]"
 
 
 def _when(record: StateRecord) -> str:
-    return iso(record.updated_at)[:19] + "Z"
+    return format_utc(record.updated_at)[:19] + "Z"
 
 
 @click.command("list")
@@ -126,7 +126,7 @@ def show_command(
         ("store", f"{choice.description} (chosen by: {choice.reason})"),
         ("key", record.key),
         ("version", record.version),
-        ("updated_at", iso(record.updated_at)),
+        ("updated_at", format_utc(record.updated_at)),
         ("updated_by", record.updated_by),
     ]
     if summary.doc is not None:

@@ -13,12 +13,13 @@ auth manager with all users admins).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from stateful.backends.base import StateRecord
+from stateful.backends.native import NativeBackend
 from stateful.errors import StoreConfigError, StoreError
 
 __all__ = ["AirflowApi", "Asset", "RestNativeStore"]
@@ -170,7 +171,7 @@ def rest_accessor(api: AirflowApi, asset: Asset) -> Any:
     try:
         from airflow.sdk.execution_time.context import AssetStateStoreAccessor
     except ImportError:
-        from stateful.backends._nativescope import airflow_version
+        from stateful.backends.native.scope import airflow_version
 
         raise StoreConfigError(
             f"the Airflow-native store needs Airflow >= 3.3 here too (this is Airflow {airflow_version()})."
@@ -199,68 +200,28 @@ def rest_accessor(api: AirflowApi, asset: Asset) -> Any:
     return RestAccessor(name=asset.name)
 
 
-class RestNativeStore:
+class RestNativeStore(NativeBackend):
     """The native store of one asset, through the REST API; both store Protocols.
 
-    ``read``/``write``/``delete`` are :class:`NativeBackend`'s own (compare-and-set emulated with
-    the version in the document); ``list`` reads the asset's whole state store, which the
+    Reading, writing and deleting are :class:`NativeBackend`'s own (compare-and-set emulated with
+    the version in the document); listing reads the asset's whole state store, which the
     Execution API cannot.
     """
 
     def __init__(self, api: AirflowApi, asset: Asset) -> None:
-        from stateful.backends.native import NativeBackend
-
+        super().__init__(rest_accessor(api, asset))
         self.api, self.asset = api, asset
-        self._native = NativeBackend(rest_accessor(api, asset))
-        self.description = f"{self._native.description} via {api.shown}"
 
-    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        return self._native.read(namespace, name, key)
+    @property
+    def description(self) -> str:
+        """e.g. ``NativeBackend(asset 'orders') via http://localhost:8080``."""
+        return f"{super().description} via {self.api.shown}"
 
-    def write(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
-    ) -> int:
-        return self._native.write(
-            namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
-        )
-
-    def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
-        return self._native.delete(namespace, name, key, expected_version=expected_version)
-
-    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
+    def _list(self, namespace: str | None) -> list[StateRecord]:
         return list_asset(self.api, self.asset, namespace, problems=[])
 
-    async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        return await self._native.aread(namespace, name, key)
-
-    async def awrite(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
-    ) -> int:
-        return await self._native.awrite(
-            namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
-        )
-
-    async def adelete(
-        self, namespace: str, name: str, key: str, *, expected_version: int | None = None
-    ) -> bool:
-        return await self._native.adelete(namespace, name, key, expected_version=expected_version)
-
-    async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        return await asyncio.to_thread(self.list, namespace)
+    async def _alist(self, namespace: str | None) -> list[StateRecord]:
+        return await asyncio.to_thread(self._list, namespace)
 
 
 def list_asset(

@@ -14,11 +14,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from stateful._trigger_driver import IDEMPOTENCY_FIELD
-from stateful.backends.base import AsyncStateBackend, StateRecord, default_writer
+from stateful.backends.base import Address, AsyncStateBackend, StateRecord, default_writer, version_conflict
 from stateful.cli._documents import summarize
 from stateful.cli._errors import CliError
 from stateful.cli._output import Output, Status, dumps
-from stateful.errors import StateConflictError
 
 __all__ = ["Observed", "Reporter"]
 
@@ -154,19 +153,12 @@ class Observed:
         return await self._store.alist(namespace)
 
     def _pretend(self, namespace: str, name: str, key: str, value: str, expected: int | None) -> int:
-        address = (namespace, name, key)
+        address = Address(namespace, name, key)
         current = self._overlay.get(address)
         # Before the first pretended save, the loaded record's version is what is expected.
         actual = expected if current is None else current.version
         if actual != expected:
-            raise StateConflictError(
-                namespace=namespace,
-                name=name,
-                key=key,
-                expected_version=expected,
-                actual_version=actual,
-                backend=self.description,
-            )
+            raise version_conflict(self.description, address, expected, actual)
         version = (expected or 0) + 1
         self._overlay[address] = StateRecord(
             namespace, name, key, value, version, datetime.now(timezone.utc), default_writer()

@@ -17,7 +17,7 @@ from typing import IO, Any, Protocol
 
 import click
 
-from stateful.cli._documents import iso
+from stateful._document import format_utc
 from stateful.cli._errors import CliError
 
 __all__ = ["Output", "Progress", "dumps", "logs_to_stderr"]
@@ -43,7 +43,7 @@ def logs_to_stderr(level: int | None = None) -> None:
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return iso(value)
+        return format_utc(value)
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     return str(value)

@@ -109,9 +109,9 @@ def choose_store(options: StoreOptions) -> StoreChoice:
         return _native(options)
     if options.asset:
         raise UsageError("--asset needs --airflow-url (the Airflow API server whose asset it is).")
-    from stateful.backends._default import choose_default_backend
     from stateful.backends._resolve import configured_backend
     from stateful.backends.choice import plan
+    from stateful.backends.sql.default import choose_default_backend
 
     setting = configured_backend()
     logs_to_stderr()  # reading Airflow's configuration imported Airflow

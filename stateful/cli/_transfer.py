@@ -23,10 +23,10 @@ from typing import IO, Any, Literal
 
 import click
 
-from stateful._core import DEFAULT_KEY
+from stateful._document import DEFAULT_KEY, canonical_json, format_utc
 from stateful.backends.base import StateBackend, StateRecord
 from stateful.cli._common import location_options, model_option, store_options, stored_records, yes_option
-from stateful.cli._documents import canonical, iso, load_model, model_name, one_line, record_fields, validate
+from stateful.cli._documents import load_model, model_name, one_line, record_fields, validate
 from stateful.cli._errors import CONFLICT, CliError, UsageError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
@@ -110,7 +110,7 @@ class _Entry:
 
     @property
     def label(self) -> str:
-        return f"{self.namespace}/{self.name}" + ("" if self.key == "watermark" else f" [{self.key}]")
+        return f"{self.namespace}/{self.name}" + ("" if self.key == DEFAULT_KEY else f" [{self.key}]")
 
 
 @dataclass
@@ -154,7 +154,7 @@ def _read_entries(stream: IO[str], source: str, model: Any) -> list[_Entry]:
             updated_at = parse_timestamp(str(doc["updated_at"]), "updated_at")
         except UsageError as exc:
             raise UsageError(f"{where}: {exc} Nothing was imported.") from None
-        value = canonical(doc["value"])
+        value = canonical_json(doc["value"])
         try:
             if address[2] == DEFAULT_KEY:  # other keys hold JSON documents, not watermarks
                 validate(value, model)
@@ -309,8 +309,8 @@ def _why(step: _Step) -> str:
     if step.target is None:
         return ""
     return (
-        f" (target version {step.target.version} written {iso(step.target.updated_at)}, "
-        f"exported one written {iso(step.entry.updated_at)})"
+        f" (target version {step.target.version} written {format_utc(step.target.updated_at)}, "
+        f"exported one written {format_utc(step.entry.updated_at)})"
     )
 
 

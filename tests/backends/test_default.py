@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from stateful.backends import SqlBackend
-from stateful.backends._default import _clear_cache, choose_default_backend, default_backend
+from stateful.backends.sql import dispose_default_stores
+from stateful.backends.sql.default import choose_default_backend, default_backend
 
 AIRFLOW_ENV = "AIRFLOW__STATEFUL__DATABASE_URL"
 
@@ -22,9 +23,9 @@ def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.delenv("STATEFUL_DATABASE_URL", raising=False)
     monkeypatch.delenv(AIRFLOW_ENV, raising=False)
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow-home"))
-    _clear_cache()
+    dispose_default_stores()
     yield
-    _clear_cache()
+    dispose_default_stores()
 
 
 def test_without_configuration_sqlite_in_airflow_home(tmp_path: Path) -> None:
@@ -100,8 +101,16 @@ def test_one_store_per_url_even_under_concurrent_calls() -> None:
 
 
 def test_importing_chooses_nothing(tmp_path: Path) -> None:
-    # An unusable URL would raise if a store were built at import.
+    # An unusable URL raises when a store is built from it: at the first call, not at import.
     env = {"STATEFUL_DATABASE_URL": "not a url", "AIRFLOW_HOME": str(tmp_path), "PATH": ""}
-    code = "import stateful.backends._default as d; print(len(d._backends))"
+    code = (
+        "import stateful, stateful.backends.sql.default as d\n"
+        "from stateful.errors import StoreError\n"
+        "print('imported')\n"
+        "try:\n"
+        "    d.default_backend()\n"
+        "except StoreError:\n"
+        "    print('refused at the first call')\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert result.stdout.strip() == "0"
+    assert result.stdout.split("\n")[:2] == ["imported", "refused at the first call"]

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from stateful.backends import SqlBackend
-from stateful.backends._history import DEFAULT_HISTORY_VERSIONS
 from stateful.backends.base import SupportsHistory
+from stateful.backends.sql.history import DEFAULT_HISTORY_VERSIONS
+from stateful.backends.sql.schema import state_table
 from stateful.errors import StateConflictError, StoreError
 from tests._postgres import PostgresServer
 from tests.backends.conftest import SqlFactory
@@ -30,6 +31,21 @@ NS, NAME, KEY = "files", "landing", "watermark"
 
 def _versions(store: SqlBackend) -> list[tuple[int, str]]:
     return [(r.version, r.value) for r in store.history(NS, NAME, KEY)]
+
+
+@contextlib.contextmanager
+def _database(url: str) -> Iterator[sa.Engine]:
+    """An engine of its own on the store's database, as another tool would open it."""
+    engine = sa.create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _has_table(url: str, name: str) -> bool:
+    with _database(url) as engine:
+        return sa.inspect(engine).has_table(name)
 
 
 def _write_many(store: SqlBackend, count: int, *, start: int | None = None) -> None:
@@ -129,13 +145,13 @@ def test_a_bad_setting_is_a_clear_error(
         make_store(-3)
 
 
-def test_zero_keeps_no_history_and_says_so(make_store: MakeStore) -> None:
+def test_zero_keeps_no_history_and_says_so(make_store: MakeStore, url_and_table: tuple[str, str]) -> None:
     store = make_store(0)
     _write_many(store, 2)
 
     with pytest.raises(StoreError, match="keeps no history: history_versions is 0"):
         store.history(NS, NAME, KEY)
-    assert not sa.inspect(store._get_engine()).has_table(store.history_table_name)
+    assert not _has_table(url_and_table[0], store.history_table_name)
 
 
 def test_a_conflicting_write_records_nothing(make_store: MakeStore) -> None:
@@ -175,16 +191,20 @@ def test_a_writer_with_history_off_still_deletes_the_history(make_store: MakeSto
     assert _versions(store) == [(3, "reborn-3")]
 
 
-def test_a_stale_row_at_the_current_version_is_not_shown(make_store: MakeStore) -> None:
+def test_a_stale_row_at_the_current_version_is_not_shown(
+    make_store: MakeStore, url_and_table: tuple[str, str]
+) -> None:
     # A writer that knows nothing of history (an earlier release) deleted and recreated the
     # document: the history row for its current version describes the earlier document.
     store = make_store(10)
     _write_many(store, 3)
     assert [v for v, _ in _versions(store)] == [3, 2, 1]
-    with store._get_engine().begin() as conn:
-        conn.execute(sa.delete(store._table))
+    url, table_name = url_and_table
+    table = state_table(table_name)
+    with _database(url) as engine, engine.begin() as conn:
+        conn.execute(sa.delete(table))
         conn.execute(
-            sa.insert(store._table).values(
+            sa.insert(table).values(
                 namespace=NS,
                 name=NAME,
                 key=KEY,
@@ -230,7 +250,7 @@ def test_a_table_made_by_an_earlier_release_gains_history(url_and_table: tuple[s
 
         # Version 7 was never recorded: only versions written from now on are kept.
         assert _versions(store) == [(8, "new")]
-        assert sa.inspect(store._get_engine()).has_table(f"{table}_history")
+        assert _has_table(url, f"{table}_history")
     finally:
         store.dispose()
 

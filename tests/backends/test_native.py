@@ -23,9 +23,8 @@ from hypothesis import strategies as st
 
 from stateful import Watermark, stateful
 from stateful.backends import NativeBackend
-from stateful.backends._default import _clear_cache
-from stateful.backends._nativedoc import MAX_KEY_LENGTH, NativeDocument, native_key, parse_native_key
-from stateful.backends._nativeledger import _forget_history
+from stateful.backends.native import MAX_KEY_LENGTH, NativeDocument, native_key, parse_native_key
+from stateful.backends.sql import dispose_default_stores
 from stateful.errors import (
     StateConflictError,
     StateRegressionError,
@@ -50,9 +49,9 @@ def sql_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pat
     path = tmp_path / "default.db"
     monkeypatch.setenv("STATEFUL_DATABASE_URL", f"sqlite:///{path}")
     monkeypatch.delenv("AIRFLOW__STATEFUL__BACKEND", raising=False)
-    _clear_cache()
+    dispose_default_stores()
     yield path
-    _clear_cache()
+    dispose_default_stores()
 
 
 class WatchTrigger(CounterBase):
@@ -389,9 +388,13 @@ async def test_after_a_restart_only_the_writer_can_tell_a_regression(
 ) -> None:
     airflow = airflow_state_store
     asset = airflow.new_asset()
-    _, version_two = await _three_versions(airflow, asset)
-    airflow.put(asset, KEY, version_two)
-    _forget_history()  # a new triggerer process has seen nothing
+    # Versions 1 to 3 were written by a triggerer process that has since been replaced: this
+    # process (the new triggerer) has seen none of them.
+    one = NativeDocument.create(NS, NAME, "watermark", '{"n":1}', updated_by="old-triggerer:1")
+    two = one.successor('{"n":2}', updated_by="old-triggerer:1")
+    for doc in (one, two, two.successor('{"n":3}', updated_by="old-triggerer:1")):
+        airflow.put(asset, KEY, doc.to_json_value())
+    airflow.put(asset, KEY, two.to_json_value())  # an operator restores an older copy
 
     # Unprotected (documented): a process that never saw version 3 loads version 2.
     record = await NativeBackend(airflow.accessors(asset)).aread(NS, NAME, "watermark")

@@ -18,7 +18,6 @@ from airflow.triggers.base import TriggerEvent
 
 from stateful import Watermark, stateful
 from stateful.backends import MemoryBackend, NativeBackend, SqlBackend
-from stateful.backends._default import _clear_cache
 from stateful.backends._resolve import (
     aload,
     asset_scope,
@@ -28,6 +27,7 @@ from stateful.backends._resolve import (
     resolve_async_store,
     resolve_sync_store,
 )
+from stateful.backends.sql import dispose_default_stores
 from stateful.errors import StoreConfigError, StoreSwitchError
 from tests._airflow import AirflowStateStore
 from tests.conftest import NEEDS_AIP_103
@@ -42,9 +42,9 @@ def sql_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pat
     path = tmp_path / "default.db"
     monkeypatch.setenv("STATEFUL_DATABASE_URL", f"sqlite:///{path}")
     monkeypatch.delenv(ENV, raising=False)
-    _clear_cache()
+    dispose_default_stores()
     yield path
-    _clear_cache()
+    dispose_default_stores()
 
 
 class Trigger(CounterBase):

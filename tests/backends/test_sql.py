@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy
 
 from stateful.backends import SqlBackend
-from stateful.backends._sqlsupport import SQLALCHEMY_2
+from stateful.backends.sql.engine import SQLALCHEMY_2
 from stateful.errors import MissingDependencyError, StatefulError, StoreError
 from tests._postgres import PG_DRIVER, PostgresServer
 

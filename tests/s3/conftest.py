@@ -26,7 +26,7 @@ from moto.core.utils import utcnow
 from moto.server import ThreadedMotoServer
 from types_boto3_s3 import S3Client
 
-from stateful.backends._default import _clear_cache
+from stateful.backends.sql import dispose_default_stores
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -157,6 +157,6 @@ def store_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """The default store, pointed at a SQLite file of this test."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
     monkeypatch.setenv("STATEFUL_DATABASE_URL", url)
-    _clear_cache()
+    dispose_default_stores()
     yield url
-    _clear_cache()
+    dispose_default_stores()

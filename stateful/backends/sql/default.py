@@ -1,4 +1,4 @@
-"""The store used when ``@stateful`` is given none: chosen at call time, one per URL.
+"""The SQL store used when ``@stateful`` is given none: chosen at call time, one per URL.
 
 Rules, first match wins:
 
@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from stateful.backends.sql import SqlBackend
+from stateful.backends.sql.store import SqlBackend
 
-__all__ = ["DefaultChoice", "choose_default_backend", "default_backend"]
+__all__ = ["ENV_VAR", "DefaultChoice", "choose_default_backend", "default_backend", "dispose_default_stores"]
 
 ENV_VAR = "STATEFUL_DATABASE_URL"
 
@@ -77,8 +77,16 @@ def _backend_for(url: str) -> SqlBackend:
         return backend
 
 
-def _clear_cache() -> None:
-    """Dispose of and forget every cached store (for tests)."""
+def dispose_default_stores() -> None:
+    """Close every default store of this process and forget it; the next use opens a new one.
+
+    The default stores are kept per URL for the life of the process, with their connections.
+    Call this to release them: in your own tests that point ``STATEFUL_DATABASE_URL`` at a
+    temporary file, or in a long-lived process that is done with them.
+
+    Example:
+        >>> dispose_default_stores()
+    """
     with _lock:
         backends = list(_backends.values())
         _backends.clear()

@@ -10,33 +10,22 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import StaticPool
 
-from stateful.backends import _history
-from stateful.backends._redact import Redactor
-from stateful.backends._sqlsupport import (
-    DRIVER_INSTALL,
-    SQLALCHEMY_2,
-    WRITE_OPTION,
-    check_dialect,
-    install_sqlite_hooks,
-    parse_url,
-    sqlite_path,
-    state_table,
-)
-from stateful.backends.base import AsyncFromSync, StateRecord, default_writer
-from stateful.errors import MissingDependencyError, StateConflictError, StatefulError, StoreError
+from stateful.backends.base import Address, AddressedStore, StateRecord, default_writer, version_conflict
+from stateful.backends.sql import history as _history
+from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, sqlite_path, write_transaction
+from stateful.backends.sql.redact import Redactor
+from stateful.backends.sql.schema import state_table
+from stateful.errors import StatefulError, StoreError
 
 __all__ = ["SqlBackend"]
 
@@ -44,11 +33,9 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_TABLE = "stateful_process_state"
-# Without it libpq waits for the OS TCP timeout (minutes) on a host that drops packets.
-_PG_CONNECT_TIMEOUT_S = 10
 
 
-class SqlBackend(AsyncFromSync):
+class SqlBackend(AddressedStore):
     """Keeps state in one SQL table; implements both store Protocols.
 
     Construction only parses the URL: it never connects and never imports the database driver,
@@ -101,10 +88,8 @@ class SqlBackend(AsyncFromSync):
         self._description = f"SqlBackend({masked}{suffix})"
         if not table_name:
             raise StoreError(f"{self._description}: table_name must not be empty")
-        self._driver = check_dialect(self._url, masked)
         self._table_name = table_name
         self._table = state_table(table_name)
-        self._engine_options = dict(engine_options or {})
         self._history = _history.History(table_name)
         self._keep = (
             None
@@ -115,19 +100,25 @@ class SqlBackend(AsyncFromSync):
         self._no_history: str | None = None
         # Whether a delete also deletes the history (whenever the history table exists).
         self._purge = False
-        self._lock = threading.Lock()
-        self._engine: Engine | None = None
-        self._pid = os.getpid()
-        self._sqlite_memory = self._url.get_backend_name() == "sqlite" and sqlite_path(self._url) is None
-        # One shared in-memory SQLite connection is only safe if calls take turns.
-        self._serial: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if self._sqlite_memory else contextlib.nullcontext()
+        self._engine = LazyEngine(
+            self._url,
+            driver=check_dialect(self._url, masked),
+            description=self._description,
+            engine_options=engine_options or {},
+            on_open=self._create_tables,
         )
 
     @property
     def description(self) -> str:
         """The store for logs and errors, e.g. ``SqlBackend(postgresql+psycopg://u:***@h/db)``."""
         return self._description
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, or ``None`` for another database or an in-memory one."""
+        if self._url.get_backend_name() != "sqlite":
+            return None
+        return sqlite_path(self._url)
 
     @property
     def table_name(self) -> str:
@@ -144,39 +135,19 @@ class SqlBackend(AsyncFromSync):
 
     def dispose(self) -> None:
         """Close the engine and its pooled connections; the next call opens a new engine."""
-        with self._lock:
-            engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
+        self._engine.dispose()
 
-    # -- the sync Protocol ---------------------------------------------------------------------
+    # -- the compare-and-set protocol (the public methods are AddressedStore's) ------------------
 
-    def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
-        """Return the stored document, or ``None``. See :class:`~stateful.backends.StateBackend`."""
-
+    def _read(self, address: Address) -> StateRecord | None:
         def run(engine: Engine) -> StateRecord | None:
             with engine.connect() as conn:
-                row = conn.execute(sa.select(self._table).where(*self._pk(namespace, name, key))).first()
+                row = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
             return None if row is None else _record(row)
 
-        return self._run("read", _where(namespace, name, key), run)
+        return self._run("read", _where(address), run)
 
-    def write(
-        self,
-        namespace: str,
-        name: str,
-        key: str,
-        value: str,
-        *,
-        expected_version: int | None,
-        updated_by: str | None = None,
-    ) -> int:
-        """Compare-and-set ``value``; return the new version. See :class:`~stateful.backends.StateBackend`.
-
-        Raises:
-            StateConflictError: the stored version is not ``expected_version``.
-            StoreError: the database failed.
-        """
+    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
         columns = {
             "value": value,
             "updated_at": datetime.now(timezone.utc),
@@ -184,74 +155,59 @@ class SqlBackend(AsyncFromSync):
         }
 
         def run(engine: Engine) -> int:
-            pk = self._pk(namespace, name, key)
-            if expected_version is None:
+            if expected is None:
                 try:
-                    with self._write_tx(engine) as conn:
-                        conn.execute(
-                            sa.insert(self._table).values(
-                                namespace=namespace, name=name, key=key, version=1, **columns
-                            )
-                        )
-                        self._record_history(conn, (namespace, name, key), 1, columns)
+                    with write_transaction(engine) as conn:
+                        conn.execute(sa.insert(self._table).values(**address._asdict(), version=1, **columns))
+                        self._record_history(conn, address, 1, columns)
                     return 1
                 except IntegrityError:
                     # The transaction is over (PostgreSQL aborts it): look the winner up anew.
                     with engine.connect() as conn:
-                        actual = self._version(conn, namespace, name, key)
+                        actual = self._version(conn, address)
                     if actual is None:
                         raise  # not a duplicate key after all: reported as a StoreError
             else:
                 update = (
                     sa.update(self._table)
-                    .where(*pk, self._table.c.version == expected_version)
+                    .where(*self._pk(address), self._table.c.version == expected)
                     .values(version=self._table.c.version + 1, **columns)
                 )
-                with self._write_tx(engine) as conn:
+                with write_transaction(engine) as conn:
                     if conn.execute(update).rowcount == 1:
-                        self._record_history(conn, (namespace, name, key), expected_version + 1, columns)
-                        return expected_version + 1
-                    actual = self._version(conn, namespace, name, key)
-            raise self._conflict(namespace, name, key, expected_version, actual)
+                        self._record_history(conn, address, expected + 1, columns)
+                        return expected + 1
+                    actual = self._version(conn, address)
+            raise version_conflict(self._description, address, expected, actual)
 
-        return self._run("write", _where(namespace, name, key), run)
+        return self._run("write", _where(address), run)
 
-    def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
-        """Delete the document; return whether one existed. See :class:`~stateful.backends.StateBackend`.
-
-        Raises:
-            StateConflictError: ``expected_version`` was given and is not the stored version.
-            StoreError: the database failed.
-        """
-
+    def _delete(self, address: Address, expected: int | None) -> bool:
         def run(engine: Engine) -> bool:
-            stmt = sa.delete(self._table).where(*self._pk(namespace, name, key))
-            if expected_version is not None:
-                stmt = stmt.where(self._table.c.version == expected_version)
-            with self._write_tx(engine) as conn:
+            stmt = sa.delete(self._table).where(*self._pk(address))
+            if expected is not None:
+                stmt = stmt.where(self._table.c.version == expected)
+            with write_transaction(engine) as conn:
                 if conn.execute(stmt).rowcount > 0:
                     if self._purge:
-                        self._history.purge(conn, (namespace, name, key))
+                        self._history.purge(conn, address)
                     return True
-                if expected_version is None:
+                if expected is None:
                     return False
-                actual = self._version(conn, namespace, name, key)
-            raise self._conflict(namespace, name, key, expected_version, actual)
+                actual = self._version(conn, address)
+            raise version_conflict(self._description, address, expected, actual)
 
-        return self._run("delete", _where(namespace, name, key), run)
+        return self._run("delete", _where(address), run)
 
-    def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
-        """Return the stored documents (of ``namespace``), ordered by namespace, name, key."""
-
-        def run(engine: Engine) -> Sequence[StateRecord]:
+    def _list(self, namespace: str | None) -> list[StateRecord]:
+        # Sorted by AddressedStore.list rather than by ORDER BY: the database's collation may not
+        # order strings by code point, and every store must order alike.
+        def run(engine: Engine) -> list[StateRecord]:
             stmt = sa.select(self._table)
             if namespace is not None:
                 stmt = stmt.where(self._table.c.namespace == namespace)
             with engine.connect() as conn:
-                records = [_record(row) for row in conn.execute(stmt)]
-            # Sorted here rather than by ORDER BY: the database's collation may not order
-            # strings by code point, and every store must order alike.
-            return sorted(records, key=lambda r: (r.namespace, r.name, r.key))
+                return [_record(row) for row in conn.execute(stmt)]
 
         where = "all states" if namespace is None else f"states of namespace {namespace!r}"
         return self._run("list", where, run)
@@ -282,13 +238,13 @@ class SqlBackend(AsyncFromSync):
             >>> [(r.version, r.value) for r in store.history("ns", "n", "k")]
             [(3, 'c'), (2, 'b')]
         """
-        address = (namespace, name, key)
+        address = Address(namespace, name, key)
 
         def run(engine: Engine) -> Sequence[StateRecord]:
             if self._no_history is not None:
                 raise StoreError(f"{self._description} keeps no history: {self._no_history}.")
             with engine.connect() as conn:
-                current = conn.execute(sa.select(self._table).where(*self._pk(*address))).first()
+                current = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
                 if current is None:
                     return []
                 rows = conn.execute(
@@ -296,22 +252,22 @@ class SqlBackend(AsyncFromSync):
                 )
                 return _history.versions(_record(current), [_record(row) for row in rows], limit)
 
-        return self._run("read the history of", _where(*address), run)
+        return self._run("read the history of", _where(address), run)
 
     # -- the async Protocol: the same code in a worker thread ------------------------------------
     # If the awaiting task is cancelled, the thread still finishes its statement; a write may
     # then be committed although the caller saw CancelledError.
 
-    async def _call(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
-        return await asyncio.to_thread(function, *args, **kwargs)
+    async def _call(self, function: Callable[..., _T], /, *args: Any) -> _T:
+        return await asyncio.to_thread(function, *args)
 
     # -- internals -------------------------------------------------------------------------------
 
     def _run(self, operation: str, where: str, body: Callable[[Engine], _T]) -> _T:
         """Run ``body`` with the engine; turn anything but our own errors into a masked StoreError."""
         try:
-            with self._serial:
-                return body(self._get_engine())
+            with self._engine.use() as engine:
+                return body(engine)
         except StatefulError:
             raise
         except Exception as exc:
@@ -327,61 +283,7 @@ class SqlBackend(AsyncFromSync):
         # __context__ when it had to be replaced by a redacted stand-in.
         raise error from cause
 
-    def _get_engine(self) -> Engine:
-        engine = self._engine
-        if engine is not None and self._pid == os.getpid():
-            return engine
-        with self._lock:
-            if self._engine is not None and self._pid != os.getpid():
-                # A forked child must not share the parent's sockets: drop the pool (without
-                # closing the parent's connections) and let it open its own.
-                self._engine.dispose(close=False)
-            self._pid = os.getpid()
-            if self._engine is None:
-                self._engine = self._create_engine()
-            return self._engine
-
-    def _create_engine(self) -> Engine:
-        _log.debug("stateful: opening %s", self._description)
-        path = sqlite_path(self._url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            engine = sa.create_engine(self._url, **self._options())
-        except ImportError as exc:
-            install = DRIVER_INSTALL.get(
-                self._driver, f"pip install the package that provides {self._driver!r}"
-            )
-            raise MissingDependencyError(
-                f"{self._description} needs the database driver {self._driver!r}, which cannot be "
-                f"imported ({exc}). Install it: {install}"
-            ) from exc
-        if self._url.get_backend_name() == "sqlite":
-            install_sqlite_hooks(engine)
-        try:
-            self._create_table(engine)
-        except BaseException:
-            engine.dispose()  # the next call starts over, e.g. once the database is back
-            raise
-        return engine
-
-    def _options(self) -> dict[str, Any]:
-        # On SQLAlchemy 1.4 the 2.0-style engine (autobegin, no autocommit) that this code assumes.
-        options: dict[str, Any] = {} if SQLALCHEMY_2 else {"future": True}
-        connect_args: dict[str, Any] = {}
-        if self._sqlite_memory:
-            options["poolclass"] = StaticPool
-            connect_args["check_same_thread"] = False
-        elif self._url.get_backend_name() != "sqlite":
-            options["pool_pre_ping"] = True  # triggerers live long; databases restart
-        if self._driver in {"psycopg", "psycopg2"} and "connect_timeout" not in self._url.query:
-            connect_args["connect_timeout"] = _PG_CONNECT_TIMEOUT_S
-        user = dict(self._engine_options)
-        options.update(user)
-        options["connect_args"] = {**connect_args, **user.get("connect_args", {})}
-        return options
-
-    def _create_table(self, engine: Engine) -> None:
+    def _create_tables(self, engine: Engine) -> None:
         self._create(engine, self._table)
         if self._keep is None:
             self._keep = _history.history_setting()
@@ -406,7 +308,7 @@ class SqlBackend(AsyncFromSync):
 
     def _create(self, engine: Engine, table: sa.Table) -> None:
         try:
-            with self._write_tx(engine) as conn:
+            with write_transaction(engine) as conn:
                 table.create(conn, checkfirst=True)
         except sa.exc.SQLAlchemyError:
             # Two processes starting at once both saw no table and both created it: the loser
@@ -415,42 +317,23 @@ class SqlBackend(AsyncFromSync):
                 raise
 
     def _record_history(
-        self, conn: Connection, address: tuple[str, str, str], version: int, columns: Mapping[str, Any]
+        self, conn: Connection, address: Address, version: int, columns: Mapping[str, Any]
     ) -> None:
         if self._no_history is None and self._keep:
             self._history.record(conn, address, version, columns, self._keep)
 
-    @contextlib.contextmanager
-    def _write_tx(self, engine: Engine) -> Iterator[Connection]:
-        with engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})  # SQLite: BEGIN IMMEDIATE
-            with conn.begin():
-                yield conn
-
-    def _pk(self, namespace: str, name: str, key: str) -> tuple[sa.ColumnElement[bool], ...]:
+    def _pk(self, address: Address) -> tuple[sa.ColumnElement[bool], ...]:
         c = self._table.c
-        return (c.namespace == namespace, c.name == name, c.key == key)
+        return (c.namespace == address.namespace, c.name == address.name, c.key == address.key)
 
-    def _version(self, conn: Connection, namespace: str, name: str, key: str) -> int | None:
-        stmt = sa.select(self._table.c.version).where(*self._pk(namespace, name, key))
+    def _version(self, conn: Connection, address: Address) -> int | None:
+        stmt = sa.select(self._table.c.version).where(*self._pk(address))
         version: int | None = conn.execute(stmt).scalar_one_or_none()
         return version
 
-    def _conflict(
-        self, namespace: str, name: str, key: str, expected: int | None, actual: int | None
-    ) -> StateConflictError:
-        return StateConflictError(
-            namespace=namespace,
-            name=name,
-            key=key,
-            expected_version=expected,
-            actual_version=actual,
-            backend=self._description,
-        )
 
-
-def _where(namespace: str, name: str, key: str) -> str:
-    return f"state {namespace}/{name} (key {key!r})"
+def _where(address: Address) -> str:
+    return f"state {address.namespace}/{address.name} (key {address.key!r})"
 
 
 def _record(row: sa.Row[Any]) -> StateRecord:

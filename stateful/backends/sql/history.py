@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from stateful.backends._sqlsupport import UtcDateTime
 from stateful.backends.base import StateRecord
+from stateful.backends.sql.schema import history_table
 from stateful.errors import StoreError
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "History",
     "check_history_versions",
     "history_setting",
-    "history_table",
     "select_history",
     "versions",
 ]
@@ -36,21 +35,6 @@ __all__ = [
 #: How many versions of each document the SQL store keeps unless configured otherwise.
 DEFAULT_HISTORY_VERSIONS = 100
 ENV_VAR = "STATEFUL_HISTORY_VERSIONS"
-
-
-def history_table(table_name: str) -> sa.Table:
-    """The history table of state table ``table_name``: one row per kept version."""
-    return sa.Table(
-        f"{table_name}_history",
-        sa.MetaData(),
-        sa.Column("namespace", sa.String(255), primary_key=True),
-        sa.Column("name", sa.String(255), primary_key=True),
-        sa.Column("key", sa.String(255), primary_key=True),
-        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("value", sa.Text, nullable=False),
-        sa.Column("updated_at", UtcDateTime(), nullable=False),
-        sa.Column("updated_by", sa.Text, nullable=True),
-    )
 
 
 def check_history_versions(value: object, where: str) -> int:

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, cast
 
+from stateful._document import DEFAULT_KEY as WATERMARK_KEY
+from stateful._document import canonical_json, format_utc
+
 __all__ = [
     "FORMAT",
     "MAX_KEY_LENGTH",
@@ -38,8 +41,6 @@ __all__ = [
 
 #: Marks a document written by this package, and its layout version.
 FORMAT = "airflow-stateful/1"
-#: The document key ``@stateful`` uses (the same as ``stateful._core.DEFAULT_KEY``).
-WATERMARK_KEY = "watermark"
 #: ``asset_state_store.key`` is a VARCHAR(512) in Airflow's metadata database.
 MAX_KEY_LENGTH = 512
 _PREFIX = "stateful/"
@@ -98,17 +99,13 @@ def parse_native_key(text: str) -> tuple[str, str, str] | None:
     return _unescape(namespace), name, _unescape(key)
 
 
-def _format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _embed(value: str) -> tuple[str, Any]:
     """``("value", parsed)`` for compact JSON that comes back byte for byte, else ``("text", value)``."""
     try:
         parsed = json.loads(value)
     except ValueError:
         return "text", value
-    if json.dumps(parsed, separators=(",", ":"), ensure_ascii=False, allow_nan=False) == value:
+    if canonical_json(parsed, sort_keys=False) == value:
         return "value", parsed
     return "text", value
 
@@ -184,7 +181,7 @@ class NativeDocument:
             "key": self.key,
             "version": self.version,
             "lineage": self.lineage,
-            "updated_at": _format_time(self.updated_at),
+            "updated_at": format_utc(self.updated_at),
             "updated_by": self.updated_by,
             field: embedded,
         }
@@ -227,10 +224,7 @@ class NativeDocument:
             raise ValueError(f"its updated_at {texts['updated_at']!r} is not an ISO timestamp") from None
         if updated_at.tzinfo is None:
             raise ValueError(f"its updated_at {texts['updated_at']!r} has no time zone")
-        if has_text:
-            value = data["text"]
-        else:
-            value = json.dumps(data["value"], separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        value = data["text"] if has_text else canonical_json(data["value"], sort_keys=False)
         return cls(
             str(texts["namespace"]),
             str(texts["name"]),

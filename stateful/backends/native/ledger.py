@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from stateful.backends._nativedoc import NativeDocument
-from stateful.errors import StateConflictError, StateRegressionError
+from stateful.backends.base import Address, version_conflict
+from stateful.backends.native.document import NativeDocument
+from stateful.errors import StateRegressionError
 
 __all__ = ["Ident", "Ledger", "Where", "ident", "oldest"]
 
@@ -50,9 +51,7 @@ def oldest(docs: Sequence[NativeDocument | None]) -> int:
 class Where:
     """The document a decision is about, for error messages."""
 
-    namespace: str
-    name: str
-    key: str
+    address: Address
     backend: str
 
 
@@ -119,29 +118,16 @@ class Ledger:
             actual = None if doc is None else doc.version
             if actual is not None and want is not None and actual < want and same_lineage:
                 raise _regression(where, label, want, actual)
-            raise StateConflictError(
-                namespace=where.namespace,
-                name=where.name,
-                key=where.key,
-                expected_version=want,
-                actual_version=actual,
-                backend=where.backend,
-            )
+            raise version_conflict(where.backend, where.address, want, actual)
 
 
 def _regression(where: Where, label: str, expected: int, actual: int) -> StateRegressionError:
     return StateRegressionError(
-        namespace=where.namespace,
-        name=where.name,
-        key=where.key,
+        namespace=where.address.namespace,
+        name=where.address.name,
+        key=where.address.key,
         expected_version=expected,
         actual_version=actual,
         backend=where.backend,
         detail=label,
     )
-
-
-def _forget_history() -> None:
-    """Forget every version seen by this process (for tests that simulate a restart)."""
-    with _history_lock:
-        _history.clear()

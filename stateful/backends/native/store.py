@@ -1,0 +1,221 @@
+"""The Airflow-native store: state in an asset's state store (AIP-103, Airflow >= 3.3).
+
+A ``BaseEventTrigger`` that runs under an ``AssetWatcher`` is given ``self.asset_state_store``
+by the triggerer, and a task or sensor with a concrete ``Asset`` inlet or outlet finds
+``context["asset_state_store"]``. Both reach Airflow's metadata database through the Execution
+API, so state kept there needs no database of its own and is shared by every triggerer and
+worker. :class:`NativeBackend` keeps each state document as one JSON object under the key
+:func:`native_key` in that store (the layout is described in :class:`NativeDocument`).
+
+What AIP-103 does not give, and what this store does about it:
+
+* **No compare-and-set** (a write is a plain upsert). The version lives inside the document and
+  every write first reads the document again: a version other than the one the writer loaded
+  raises :class:`~stateful.errors.StateConflictError`, an older one of the same lineage
+  :class:`~stateful.errors.StateRegressionError`; a read that finds an older version than this
+  process already saw raises the latter too. Two writers that both pass that check in the same
+  instant (between the read and the write, a few milliseconds) still overwrite each other: the
+  last one wins. Keep one trigger or task per watermark.
+* **Several assets per trigger**: Airflow runs identical watchers of several assets as one
+  trigger. Every watched asset gets the document; a read takes the oldest one (a missing
+  document first, then the lowest version), because a repeated event beats a skipped one.
+* **Sizes**: Airflow only warns about values over ``[state_store] max_value_storage_bytes``
+  (65535 by default) and stores them anyway (its REST API then refuses to write them back). This
+  store refuses them before writing, with :class:`~stateful.errors.StateTooLargeError`.
+* **No listing** through the Execution API: :meth:`NativeBackend.list` raises; list keys with
+  ``GET /api/v2/assets/{asset_id}/state-store``.
+
+Example:
+    >>> from stateful.backends.native import NativeBackend, native_key
+    >>> native_key("files", "landing")
+    'stateful/files/watermark/landing'
+    >>> NativeBackend().description      # not bound yet: @stateful binds it to the asset scope
+    'NativeBackend(unbound)'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from stateful.backends.base import Address, AddressedStore, StateRecord
+from stateful.backends.native.document import NativeDocument, native_key
+from stateful.backends.native.planner import Planner
+from stateful.backends.native.scope import WatchedAsset, assets_of, configured_size_limit
+from stateful.errors import StoreConfigError
+
+__all__ = ["NativeBackend"]
+
+
+class NativeBackend(AddressedStore):
+    """Keeps state in Airflow's asset state store; implements both store Protocols.
+
+    Give ``@stateful(backend=NativeBackend())`` to insist on it: it is bound, at each run, to the
+    asset scope of the trigger (``self.asset_state_store``) or of the task (``context
+    ["asset_state_store"]``), and a trigger or task without one is refused. With ``backend=None``
+    the store is chosen by the rule in ``stateful.backends._resolve`` (see docs/stores.md).
+
+    Args:
+        scope: ``trigger.asset_state_store`` or ``context["asset_state_store"]`` (an
+            ``AssetStateStoreAccessors`` or a single ``AssetStateStoreAccessor``), or ``None``
+            for an unbound store that ``@stateful`` binds.
+        max_value_bytes: refuse documents over this size (0: no limit); by default
+            ``[state_store] max_value_storage_bytes`` (see :func:`configured_size_limit`).
+
+    Raises:
+        StoreConfigError: ``scope`` is not an asset state store, or Airflow is older than 3.3.
+
+    Example:
+        >>> store = NativeBackend()
+        >>> store.bound
+        False
+        >>> store.read("files", "landing", "watermark")
+        Traceback (most recent call last):
+        ...
+        stateful.errors.StoreConfigError: NativeBackend() is not bound to an asset state store...
+    """
+
+    def __init__(self, scope: object | None = None, *, max_value_bytes: int | None = None) -> None:
+        self._max_value_bytes = max_value_bytes
+        self._assets: tuple[WatchedAsset, ...] = () if scope is None else assets_of(scope)
+        if scope is None:
+            self._limit = 0
+        else:
+            self._limit = configured_size_limit() if max_value_bytes is None else max_value_bytes
+        labels = ", ".join(a.label.removeprefix("asset ") for a in self._assets)
+        plural = "s" if len(self._assets) > 1 else ""
+        self._description = (
+            f"NativeBackend(asset{plural} {labels})" if scope is not None else "NativeBackend(unbound)"
+        )
+        self._plan = Planner([a.label for a in self._assets], self._description, self._limit)
+
+    @property
+    def description(self) -> str:
+        """e.g. ``NativeBackend(asset 'orders')``."""
+        return self._description
+
+    @property
+    def bound(self) -> bool:
+        """Whether the store is bound to an asset scope."""
+        return bool(self._assets)
+
+    @property
+    def assets(self) -> tuple[str, ...]:
+        """Labels of the assets whose state store holds the documents (``"asset 'orders'"``)."""
+        return tuple(a.label for a in self._assets)
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The size limit enforced on each document (0: none)."""
+        return self._limit
+
+    def bind(self, scope: object) -> NativeBackend:
+        """A store for ``scope`` with this store's settings (this one is left unchanged)."""
+        return NativeBackend(scope, max_value_bytes=self._max_value_bytes)
+
+    def __repr__(self) -> str:
+        return self._description
+
+    # ---- sync hooks (tasks and sensors); the public methods are AddressedStore's ------------
+
+    def _read(self, address: Address) -> StateRecord | None:
+        k = native_key(*address)
+        docs = [self._get(a, address, k) for a in self._require()]
+        return self._plan.on_read(address, k, docs)
+
+    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
+        k, assets = native_key(*address), self._require()
+        docs = [self._get(a, address, k) for a in assets]
+        new, stored = self._plan.plan_write(address, k, value, expected, updated_by, docs)
+        failures: builtins.list[BaseException | None] = []
+        for asset in assets:
+            try:
+                asset.accessor.set(k, stored)
+                failures.append(None)
+            except Exception as exc:
+                failures.append(exc)
+        return self._plan.after_write(address, k, new, failures)
+
+    def _delete(self, address: Address, expected: int | None) -> bool:
+        k, assets = native_key(*address), self._require()
+        docs = [self._get(a, address, k) for a in assets]
+        targets = [assets[i] for i in self._plan.plan_delete(address, k, expected, docs)]
+        for asset in targets:
+            try:
+                asset.accessor.delete(k)
+            except Exception as exc:
+                raise self._plan.io_error("deleting", asset.label, k, exc) from exc
+        return bool(targets)
+
+    def _list(self, namespace: str | None) -> Iterable[StateRecord]:
+        """Not available: the Execution API cannot list an asset's keys (the error says how to)."""
+        raise self._plan.no_list()
+
+    # ---- async hooks (triggers): never block the event loop ---------------------------------
+
+    async def _aread(self, address: Address) -> StateRecord | None:
+        k = native_key(*address)
+        docs = await self._aget_all(self._require(), address, k)
+        return self._plan.on_read(address, k, docs)
+
+    async def _awrite(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None
+    ) -> int:
+        k, assets = native_key(*address), self._require()
+        docs = await self._aget_all(assets, address, k)
+        new, stored = self._plan.plan_write(address, k, value, expected, updated_by, docs)
+        results = await asyncio.gather(*(a.accessor.aset(k, stored) for a in assets), return_exceptions=True)
+        failures = [r if isinstance(r, BaseException) else None for r in results]
+        return self._plan.after_write(address, k, new, failures)
+
+    async def _adelete(self, address: Address, expected: int | None) -> bool:
+        k, assets = native_key(*address), self._require()
+        docs = await self._aget_all(assets, address, k)
+        targets = [assets[i] for i in self._plan.plan_delete(address, k, expected, docs)]
+        for asset in targets:
+            try:
+                await asset.accessor.adelete(k)
+            except Exception as exc:
+                raise self._plan.io_error("deleting", asset.label, k, exc) from exc
+        return bool(targets)
+
+    async def _alist(self, namespace: str | None) -> Iterable[StateRecord]:
+        raise self._plan.no_list()
+
+    # ---- I/O ----------------------------------------------------------------------------------
+
+    def _require(self) -> tuple[WatchedAsset, ...]:
+        if not self._assets:
+            raise StoreConfigError(
+                "NativeBackend() is not bound to an asset state store: give it to "
+                "@stateful(backend=NativeBackend()), which binds it to the trigger's or task's asset "
+                "scope, or build it with NativeBackend(context['asset_state_store'])."
+            )
+        return self._assets
+
+    def _get(self, asset: WatchedAsset, address: Address, k: str) -> NativeDocument | None:
+        try:
+            data = asset.accessor.get(k)
+        except Exception as exc:
+            raise self._plan.io_error("reading", asset.label, k, exc) from exc
+        return self._plan.parse(asset.label, address, k, data)
+
+    async def _aget(self, asset: WatchedAsset, address: Address, k: str) -> NativeDocument | None:
+        try:
+            data: Any = await asset.accessor.aget(k)
+        except Exception as exc:
+            raise self._plan.io_error("reading", asset.label, k, exc) from exc
+        return self._plan.parse(asset.label, address, k, data)
+
+    async def _aget_all(
+        self, assets: Sequence[WatchedAsset], address: Address, k: str
+    ) -> builtins.list[NativeDocument | None]:
+        # Concurrently (one round trip of latency for any number of assets); every result is
+        # collected before an error is raised, so no task is left behind unobserved.
+        results = await asyncio.gather(*(self._aget(a, address, k) for a in assets), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if not isinstance(r, BaseException)]

@@ -70,6 +70,7 @@ class WatermarkSession(Generic[W]):
 
     Example:
         >>> from stateful import Watermark
+        >>> from stateful._document import DEFAULT_KEY
         >>> scope = Scope("files", "landing", DEFAULT_KEY, "MemoryBackend")
         >>> session = WatermarkSession(Watermark, scope, commit="after_event")
         >>> wm = session.load(None)
@@ -214,6 +215,7 @@ def transition_key(scope: Scope, before: str, after: str) -> str:
     """The idempotency key of an event that moved ``scope``'s watermark from ``before`` to ``after``.
 
     Example:
+        >>> from stateful._document import DEFAULT_KEY
         >>> scope = Scope("files", "landing", DEFAULT_KEY, "MemoryBackend")
         >>> transition_key(scope, "", '{"cursor":1}') == transition_key(scope, "", '{"cursor":1}')
         True

@@ -37,10 +37,11 @@ def test_every_command_has_help(cli: Cli, command: str) -> None:
 
 
 def test_console_script_and_module_are_the_same_program(cli: Cli) -> None:
+    # Both as a user runs them: the installed script and `python -m stateful`, each a process.
     script = shutil.which("stateful", path=str(Path(sys.executable).parent))
     assert script is not None, "the console script is not installed next to the interpreter"
     by_script = subprocess.run([script, "--help"], capture_output=True, text=True, check=False, cwd=REPO)
-    by_module = cli("--help")
+    by_module = cli.process("--help")
 
     assert by_script.returncode == by_module.returncode == 0
     assert by_script.stdout == by_module.stdout

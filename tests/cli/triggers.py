@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -78,16 +77,19 @@ class Orders(BaseEventTrigger):
         yield TriggerEvent({"batch": watermark.batches})
 
 
-class OwnStore(BaseEventTrigger):
-    """A trigger naming its own store (``backend=``), from OWN_STORE_URL."""
+def own_store_trigger(url: str) -> type[BaseEventTrigger]:
+    """A trigger naming its own store (``backend=``): a SQL store at ``url``."""
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("tests.cli.triggers.OwnStore", {})
+    class OwnStore(BaseEventTrigger):
+        def serialize(self) -> tuple[str, dict[str, Any]]:
+            return ("tests.cli.triggers.OwnStore", {})
 
-    @stateful(namespace="own", name="store", backend=SqlBackend(os.environ.get("OWN_STORE_URL", "sqlite://")))
-    async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
-        watermark.advance(key="only")
-        yield TriggerEvent({"own": True})
+        @stateful(namespace="own", name="store", backend=SqlBackend(url))
+        async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
+            watermark.advance(key="only")
+            yield TriggerEvent({"own": True})
+
+    return OwnStore
 
 
 class Plain(BaseEventTrigger):

@@ -19,7 +19,7 @@ import pytest
 from stateful.backends import SqlBackend
 from tests._triggerer import Triggerer, until
 from tests.conftest import DualBackend
-from tests.test_decorator import Boom, make_trigger_class
+from tests.triggers import Boom, make_trigger_class
 
 
 def stored_cursor(backend: DualBackend) -> int | None:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from stateful.types import Watermark
-from tests.cli import triggers
+from tests import triggers
 from tests.cli.conftest import WM, Cli, OpenTerminal
 
-NUMBERS = "tests.cli.triggers:Numbers"
+NUMBERS = "tests.triggers:Numbers"
 
 
 def kwargs(**values: Any) -> str:
@@ -199,14 +199,14 @@ def test_a_stored_watermark_that_does_not_validate_stops_the_run(cli: Cli) -> No
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["tests.cli.triggers:Plain"], "tests.cli.triggers:Plain.run() is not decorated with @stateful"),
+        (["tests.triggers:Plain"], "tests.triggers:Plain.run() is not decorated with @stateful"),
         ([NUMBERS, "--kwargs", "{total: 3}"], "--kwargs is not valid JSON"),
         ([NUMBERS, "--kwargs", "[3]"], "--kwargs must be a JSON object"),
-        ([NUMBERS, "--kwargs", '{"totl": 3}'], "cannot create tests.cli.triggers:Numbers from --kwargs"),
+        ([NUMBERS, "--kwargs", '{"totl": 3}'], "cannot create tests.triggers:Numbers from --kwargs"),
         (["tests.cli.nowhere:Numbers"], "cannot import module 'tests.cli.nowhere'"),
-        (["tests.cli.triggers:Nothing"], "module 'tests.cli.triggers' has no attribute 'Nothing'"),
-        (["tests.cli.triggers"], "expected MODULE:NAME"),
-        (["tests.cli.triggers:OrdersState"], "is not decorated with @stateful"),
+        (["tests.triggers:Nothing"], "module 'tests.triggers' has no attribute 'Nothing'"),
+        (["tests.triggers"], "expected MODULE:NAME"),
+        (["tests.triggers:OrdersState"], "is not decorated with @stateful"),
         ([NUMBERS, "--max-events", "0"], "Invalid value for '--max-events'"),
     ],
 )
@@ -227,7 +227,7 @@ def test_database_url_overrides_and_a_trigger_may_name_its_own_store(
     monkeypatch.setattr(triggers, "OwnStore", triggers.own_store_trigger(own), raising=False)
 
     overridden = cli("run", NUMBERS, "--kwargs", kwargs(total=1), "--database-url", other)
-    by_decorator = cli("run", "tests.cli.triggers:OwnStore")
+    by_decorator = cli("run", "tests.triggers:OwnStore")
 
     assert overridden.returncode == by_decorator.returncode == 0, overridden.stderr + by_decorator.stderr
     assert "(chosen by: --database-url)" in overridden.stdout

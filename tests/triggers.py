@@ -1,4 +1,12 @@
-"""Triggers for the command-line tests (imported by ``stateful run`` in a subprocess)."""
+"""Triggers shared by the tests: real Airflow ``BaseEventTrigger`` classes with ``@stateful``.
+
+* :class:`CounterBase` and :func:`make_trigger_class`: a counter trigger decorated with the
+  store, commit mode and ack mode a test needs (the decorator, triggerer, ack-mode and store
+  tests).
+* :class:`Numbers`, :class:`Orders` (with its model :class:`OrdersState`), :class:`Plain` and
+  :func:`own_store_trigger`: what the command-line tests give ``stateful run`` and ``--model``
+  as ``tests.triggers:NAME``, in this process or in a subprocess.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,54 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from stateful import Watermark, stateful
+from stateful._core import CommitMode
 from stateful.backends import SqlBackend
+from tests.conftest import DualBackend
+
+
+class Boom(Exception):
+    pass
+
+
+class CounterBase(BaseEventTrigger):
+    """Emits every item above its cursor, then returns, fails, or blocks like a watcher."""
+
+    def __init__(self, source: str, items: list[int], then: str = "return") -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.source = source
+        self.items = items
+        self.then = then
+        self.blocked = asyncio.Event()
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("tests.CounterTrigger", {"source": self.source, "items": self.items, "then": self.then})
+
+    async def body(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+        for item in self.items:
+            if watermark.cursor is None or item > watermark.cursor:
+                watermark.advance(cursor=item)
+                yield TriggerEvent(item)
+        if self.then == "raise":
+            watermark.advance(cursor=10_000)  # must never be saved: the run failed
+            raise Boom("source failed")
+        if self.then == "block":
+            watermark.advance(cursor=20_000)  # never emitted: must never be saved
+            self.blocked.set()
+            await asyncio.Event().wait()  # a watcher polling forever
+
+
+def make_trigger_class(
+    store: DualBackend, commit: CommitMode = "after_event", *, ack: bool = True
+) -> type[CounterBase]:
+    """The counter trigger, decorated with ``store``, ``commit`` and ``ack``."""
+
+    class CounterTrigger(CounterBase):
+        @stateful(namespace="tests", name="{source}", backend=store, commit=commit, ack=ack)
+        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+            async for event in self.body(watermark):
+                yield event
+
+    return CounterTrigger
 
 
 class Numbers(BaseEventTrigger):
@@ -29,7 +84,7 @@ class Numbers(BaseEventTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs = {"total": self.total, "hold": self.hold, "fail_at": self.fail_at, "gate": self.gate}
-        return ("tests.cli.triggers.Numbers", kwargs)
+        return ("tests.triggers.Numbers", kwargs)
 
     @stateful(namespace="numbers", name="counter")
     async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
@@ -61,14 +116,14 @@ class OrdersState(Watermark[int]):
 
 
 class Orders(BaseEventTrigger):
-    """Only its model matters to the tests (``--model tests.cli.triggers:Orders``)."""
+    """Only its model matters to the tests (``--model tests.triggers:Orders``)."""
 
     def __init__(self, table: str) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.table = table
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("tests.cli.triggers.Orders", {"table": self.table})
+        return ("tests.triggers.Orders", {"table": self.table})
 
     @stateful(namespace="orders", name="{table}")
     async def run(self, watermark: OrdersState) -> AsyncIterator[TriggerEvent]:
@@ -82,7 +137,7 @@ def own_store_trigger(url: str) -> type[BaseEventTrigger]:
 
     class OwnStore(BaseEventTrigger):
         def serialize(self) -> tuple[str, dict[str, Any]]:
-            return ("tests.cli.triggers.OwnStore", {})
+            return ("tests.triggers.OwnStore", {})
 
         @stateful(namespace="own", name="store", backend=SqlBackend(url))
         async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
@@ -96,7 +151,7 @@ class Plain(BaseEventTrigger):
     """Not stateful."""
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("tests.cli.triggers.Plain", {})
+        return ("tests.triggers.Plain", {})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         yield TriggerEvent({})

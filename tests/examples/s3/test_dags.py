@@ -25,11 +25,11 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.jobs.triggerer_job_runner import TriggerRunner
 from airflow.serialization.serialized_objects import BaseSerialization, DagSerialization
 
-from tests.s3.conftest import Bucket, add_connection
+from tests.examples.s3.conftest import Bucket, add_connection
 
 pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DAGS = ROOT / "examples" / "dags"
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -92,7 +92,7 @@ async def test_the_watcher_trigger_as_the_triggerer_gets_it_fires_for_its_prefix
 
 def run_sensor_dag(home: Path, env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.s3._run_sensor_dag", str(home / "dags" / "s3_sensor.py")],
+        [sys.executable, "-m", "tests.examples.s3._run_sensor_dag", str(home / "dags" / "s3_sensor.py")],
         env=env,
         cwd=ROOT,
         capture_output=True,

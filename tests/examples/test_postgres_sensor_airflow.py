@@ -1,7 +1,7 @@
 """The PostgreSQL ``NewRowsSensor`` run by Airflow's own task runner, on the real server.
 
 One subprocess (a fresh Airflow, its own ``AIRFLOW_HOME`` with a copy of the session's migrated
-metadata database) runs ``tests/dags/postgres_scenarios.py`` twice with ``dag.test()``; the
+metadata database) runs ``tests/examples/dags/postgres_scenarios.py`` twice with ``dag.test()``; the
 sensor's first try in each run fails after it found rows. Its watermark is kept in the same
 PostgreSQL server.
 """
@@ -30,8 +30,8 @@ pytestmark = [
     pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles"),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ROOT / "tests" / "dags" / "postgres_scenarios.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = Path(__file__).resolve().parent / "dags" / "postgres_scenarios.py"
 
 
 @pytest.fixture(scope="module")

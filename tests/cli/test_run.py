@@ -155,8 +155,9 @@ def test_timeout_stops_a_waiting_trigger(cli: Cli) -> None:
 def test_a_change_by_someone_else_while_running_is_a_version_conflict(cli: Cli, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     running = cli.start("run", NUMBERS, "--kwargs", kwargs(total=3, gate=str(gate)), "--json")
-    deadline = time.monotonic() + 60
-    while counter(cli) != (1, 1):  # the first event was taken and saved; the run waits at the gate
+    store, deadline = cli.store(), time.monotonic() + 60
+    while (record := store.read("numbers", "counter", WM)) is None or record.version != 1:
+        # Until the first event was taken and saved; then the run waits at the gate.
         assert running.running and time.monotonic() < deadline, "the first save did not happen"
         time.sleep(0.02)
     cli.seed("numbers", "counter", Watermark[int](cursor=100))  # an operator, or a second runner

@@ -2,7 +2,8 @@
 
 Everything below the store is Airflow's own code, as a deployment runs it:
 
-* a SQLite metadata database made by ``airflow db migrate`` in a temporary ``AIRFLOW_HOME``;
+* a SQLite metadata database made by ``airflow db migrate`` in a temporary ``AIRFLOW_HOME``
+  (once per test session, then copied: see ``tests/conftest.py``);
 * assets registered in it as the dag-processor registers them (``asset`` + ``asset_active`` rows);
 * the accessor classes Airflow injects (``AssetStateStoreAccessors``), talking to
   ``SUPERVISOR_COMMS``:
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,18 +39,21 @@ import psutil
 import structlog
 from airflow.sdk import Asset
 
-__all__ = ["AirflowStateStore", "CompositeComms", "metadata_db"]
+__all__ = ["AirflowStateStore", "CompositeComms", "copy_metadata_db", "metadata_db", "migrate"]
 
 _T = TypeVar("_T")
 
 
-def migrate(home: Path) -> str:
-    """Create a metadata database with ``airflow db migrate``; return its URL."""
-    url = f"sqlite:///{home / 'airflow.db'}"
-    env = dict(
-        os.environ,
+def migrate(home: Path) -> Path:
+    """Create a metadata database in ``home`` with ``airflow db migrate``; return its file.
+
+    Only Airflow's own settings for this are passed on from the environment.
+    """
+    path = home / "airflow.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STATEFUL_"))}
+    env.update(
         AIRFLOW_HOME=str(home),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=url,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{path}",
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
     )
     airflow = Path(sys.executable).with_name("airflow")
@@ -57,7 +62,16 @@ def migrate(home: Path) -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stdout}\n{result.stderr}")
-    return url
+    return path
+
+
+def copy_metadata_db(migrated: Path, home: Path) -> str:
+    """Copy a migrated metadata database to ``home/airflow.db``, where Airflow looks for it by
+    default with ``AIRFLOW_HOME=home``; return its URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    copy = home / "airflow.db"
+    shutil.copyfile(migrated, copy)
+    return f"sqlite:///{copy}"
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import pytest
 from packaging.version import Version
 
 from stateful.backends import AsyncStateBackend, MemoryBackend, NativeBackend, SqlBackend, StateBackend
-from tests._airflow import AirflowStateStore, CompositeComms, metadata_db, migrate
+from tests._airflow import AirflowStateStore, CompositeComms, copy_metadata_db, metadata_db, migrate
 from tests._postgres import INSTALL_HINT, PostgresServer, find_bindir, postgres_required
 
 
@@ -55,9 +55,27 @@ NATIVE_PARAM = pytest.param("native", marks=[pytest.mark.airflow_db, NEEDS_AIP_1
 
 
 @pytest.fixture(scope="session")
-def airflow_metadata_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Airflow metadata database (SQLite, ``airflow db migrate``) used by this process."""
-    url = migrate(tmp_path_factory.mktemp("airflow-home"))
+def migrated_airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Airflow metadata database made by ``airflow db migrate``, once per session: a template.
+
+    Nothing opens it: a test or module that needs a metadata database copies it
+    (:func:`airflow_home` for a subprocess, :func:`airflow_metadata_db` for this process).
+    """
+    return migrate(tmp_path_factory.mktemp("airflow-migrated"))
+
+
+@pytest.fixture
+def airflow_home(migrated_airflow_db: Path, tmp_path: Path) -> Path:
+    """A fresh ``AIRFLOW_HOME`` holding its own copy of the migrated metadata database."""
+    home = tmp_path / "airflow"
+    copy_metadata_db(migrated_airflow_db, home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def airflow_metadata_db(migrated_airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Airflow metadata database (a copy of the migrated one) used by this process."""
+    url = copy_metadata_db(migrated_airflow_db, tmp_path_factory.mktemp("airflow-home"))
     with metadata_db(url):
         yield url
 

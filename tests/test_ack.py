@@ -22,7 +22,7 @@ from stateful.backends import MemoryBackend, SqlBackend
 from stateful.errors import EventNotStoredError, StateConflictError
 from tests._triggerer import Triggerer, until
 from tests.conftest import DualBackend
-from tests.test_decorator import CounterBase, make_trigger_class
+from tests.triggers import CounterBase, make_trigger_class
 
 pytestmark = pytest.mark.airflow_min("3.3", reason="shared-stream ack mode")
 

@@ -13,10 +13,10 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from pydantic import Field
 
 from stateful import Watermark, stateful
-from stateful._spec import CommitMode
 from stateful.backends import MemoryBackend
 from stateful.errors import StateConflictError, StateValidationError
 from tests.conftest import DualBackend
+from tests.triggers import Boom, make_trigger_class
 
 
 class OrdersState(Watermark[int]):
@@ -24,51 +24,6 @@ class OrdersState(Watermark[int]):
 
     batches: int = 0
     last_batch: list[int] = Field(default_factory=list)
-
-
-class Boom(Exception):
-    pass
-
-
-class CounterBase(BaseEventTrigger):
-    """Emits every item above its cursor, then returns, fails, or blocks like a watcher."""
-
-    def __init__(self, source: str, items: list[int], then: str = "return") -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.source = source
-        self.items = items
-        self.then = then
-        self.blocked = asyncio.Event()
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("tests.CounterTrigger", {"source": self.source, "items": self.items, "then": self.then})
-
-    async def body(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
-        for item in self.items:
-            if watermark.cursor is None or item > watermark.cursor:
-                watermark.advance(cursor=item)
-                yield TriggerEvent(item)
-        if self.then == "raise":
-            watermark.advance(cursor=10_000)  # must never be saved: the run failed
-            raise Boom("source failed")
-        if self.then == "block":
-            watermark.advance(cursor=20_000)  # never emitted: must never be saved
-            self.blocked.set()
-            await asyncio.Event().wait()  # a watcher polling forever
-
-
-def make_trigger_class(
-    store: DualBackend, commit: CommitMode = "after_event", *, ack: bool = True
-) -> type[CounterBase]:
-    """The counter trigger, decorated with ``store``, ``commit`` and ``ack``."""
-
-    class CounterTrigger(CounterBase):
-        @stateful(namespace="tests", name="{source}", backend=store, commit=commit, ack=ack)
-        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
-            async for event in self.body(watermark):
-                yield event
-
-    return CounterTrigger
 
 
 async def take(run: AsyncIterator[TriggerEvent], n: int) -> list[Any]:

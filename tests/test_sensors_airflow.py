@@ -1,10 +1,10 @@
 """``@stateful`` sensors run by Airflow's own task runner: ``dag.test()`` on a real metadata DB.
 
-One subprocess (a fresh Airflow, its own ``AIRFLOW_HOME``) runs every scenario DAG of
-``tests/dags/sensor_scenarios.py`` one after the other, some twice; the tests below then check
-what each run's pokes saw, what reached the downstream task through XCom, and what the store
-holds. The sensors read rows from a real SQLite table and keep their watermark in a real SQLite
-state store.
+One subprocess (a fresh Airflow, its own ``AIRFLOW_HOME`` with a copy of the session's migrated
+metadata database) runs every scenario DAG of ``tests/dags/sensor_scenarios.py`` one after the
+other, some twice; the tests below then check what each run's pokes saw, what reached the
+downstream task through XCom, and what the store holds. The sensors read rows from a real SQLite
+table and keep their watermark in a real SQLite state store.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 
 from stateful import Watermark
 from stateful.backends import SqlBackend
+from tests._airflow import copy_metadata_db
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "dags" / "sensor_scenarios.py"
@@ -74,8 +75,9 @@ def kinds(run: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+def outcome(tmp_path_factory: pytest.TempPathFactory, migrated_airflow_db: Path) -> Outcome:
     home = tmp_path_factory.mktemp("airflow")
+    copy_metadata_db(migrated_airflow_db, home)  # AIRFLOW_HOME's default metadata database
     dags = home / "dags"
     dags.mkdir()
     shutil.copy(SCENARIOS, dags)
@@ -96,10 +98,6 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
         STATEFUL_TEST_RESULTS=str(results),
         PYTHONPATH=str(ROOT),
     )
-    migrate = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True
-    )
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     proc = subprocess.run(
         [sys.executable, str(dags / SCENARIOS.name), *RUNS], env=env, capture_output=True, text=True
     )

@@ -24,7 +24,7 @@ from stateful import Watermark, stateful
 from stateful.backends import MemoryBackend, SqlBackend
 from tests._triggerer import Triggerer, until
 from tests.conftest import DualBackend
-from tests.test_decorator import Boom, CounterBase, make_trigger_class
+from tests.triggers import Boom, CounterBase, make_trigger_class
 
 
 def stored_cursor(backend: DualBackend) -> int | None:

@@ -35,7 +35,7 @@ from stateful.errors import (
 )
 from tests._airflow import AirflowStateStore, deactivate_asset
 from tests._triggerer import Triggerer, until
-from tests.test_decorator import CounterBase
+from tests.triggers import CounterBase
 
 pytestmark = pytest.mark.airflow_min("3.3", reason="AIP-103 asset state store")
 

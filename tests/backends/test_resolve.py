@@ -31,7 +31,7 @@ from stateful.backends.sql import dispose_default_stores
 from stateful.errors import StoreConfigError, StoreSwitchError
 from tests._airflow import AirflowStateStore
 from tests.conftest import NEEDS_AIP_103
-from tests.test_decorator import CounterBase
+from tests.triggers import CounterBase
 
 NS, NAME, KEY = "tests", "src", "watermark"
 ENV = "AIRFLOW__STATEFUL__BACKEND"

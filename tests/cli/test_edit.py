@@ -10,7 +10,7 @@ import pytest
 
 from stateful.types import Watermark
 from tests.cli.conftest import WM, Cli, OpenTerminal
-from tests.cli.triggers import OrdersState
+from tests.triggers import OrdersState
 
 T = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 NS, NAME = "files", "/data/landing/*.csv"
@@ -107,13 +107,11 @@ def test_set_refuses_bad_input_and_writes_nothing(cli: Cli, args: list[str], mes
 def test_set_validates_against_the_triggers_model(cli: Cli) -> None:
     cli.seed("orders", "t", OrdersState(cursor=10, batches=3))
 
-    refused = cli("set", "orders", "t", "--cursor", '"11"', "--model", "tests.cli.triggers:Orders", "--yes")
-    accepted = cli(
-        "set", "orders", "t", "--cursor", "8", "--model", "tests.cli.triggers:OrdersState", "--yes"
-    )
-    not_a_model = cli("set", "orders", "t", "--cursor", "8", "--model", "tests.cli.triggers:Plain", "--yes")
+    refused = cli("set", "orders", "t", "--cursor", '"11"', "--model", "tests.triggers:Orders", "--yes")
+    accepted = cli("set", "orders", "t", "--cursor", "8", "--model", "tests.triggers:OrdersState", "--yes")
+    not_a_model = cli("set", "orders", "t", "--cursor", "8", "--model", "tests.triggers:Plain", "--yes")
 
-    assert refused.returncode == 2 and "does not validate as tests.cli.triggers.OrdersState" in refused.stderr
+    assert refused.returncode == 2 and "does not validate as tests.triggers.OrdersState" in refused.stderr
     assert "cursor" in refused.stderr
     assert accepted.returncode == 0, accepted.stderr
     assert stored(cli, "orders", "t") == (2, {**json.loads(OrdersState(cursor=8, batches=3).to_state_json())})
@@ -129,7 +127,7 @@ def test_set_can_fix_a_value_the_model_no_longer_loads(cli: Cli) -> None:
         expected_version=None,
     )
 
-    result = cli("set", "orders", "t", "--cursor", "12", "--model", "tests.cli.triggers:Orders", "--yes")
+    result = cli("set", "orders", "t", "--cursor", "12", "--model", "tests.triggers:Orders", "--yes")
 
     assert result.returncode == 0, result.stderr
     assert stored(cli, "orders", "t") == (2, json.loads(OrdersState(cursor=12, batches=1).to_state_json()))
@@ -215,7 +213,7 @@ def test_reset_without_a_model_says_it_drops_the_models_fields(cli: Cli) -> None
     cli.seed("orders", "t", OrdersState(cursor=10, batches=3))
 
     plain = cli("reset", "orders", "t", "--yes")
-    typed = cli("reset", "orders", "t", "--yes", "--model", "tests.cli.triggers:Orders")
+    typed = cli("reset", "orders", "t", "--yes", "--model", "tests.triggers:Orders")
 
     assert plain.returncode == 0 and "the fields batches are dropped" in plain.stdout
     assert typed.returncode == 0

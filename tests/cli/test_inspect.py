@@ -14,7 +14,7 @@ import pytest
 from stateful.types import Watermark
 from tests._postgres import PostgresServer
 from tests.cli.conftest import REPO, WM, Cli
-from tests.cli.triggers import OrdersState
+from tests.triggers import OrdersState
 
 T = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 COMMANDS = ["run", "list", "show", "set", "reset", "delete", "history", "rewind", "export", "import"]
@@ -37,10 +37,11 @@ def test_every_command_has_help(cli: Cli, command: str) -> None:
 
 
 def test_console_script_and_module_are_the_same_program(cli: Cli) -> None:
+    # Both as a user runs them: the installed script and `python -m stateful`, each a process.
     script = shutil.which("stateful", path=str(Path(sys.executable).parent))
     assert script is not None, "the console script is not installed next to the interpreter"
     by_script = subprocess.run([script, "--help"], capture_output=True, text=True, check=False, cwd=REPO)
-    by_module = cli("--help")
+    by_module = cli.process("--help")
 
     assert by_script.returncode == by_module.returncode == 0
     assert by_script.stdout == by_module.stdout
@@ -168,13 +169,13 @@ def test_show_validates_against_a_model_and_shows_a_corrupt_value(cli: Cli) -> N
     )
     store.write("files", "corrupt", WM, "{not json", expected_version=None)
 
-    typed = cli("show", "orders", "bad-type", "--model", "tests.cli.triggers:Orders")
+    typed = cli("show", "orders", "bad-type", "--model", "tests.triggers:Orders")
     untyped = cli("show", "orders", "bad-type")
     corrupt = cli("show", "files", "corrupt")
     listed = cli("list")
 
     assert typed.returncode == untyped.returncode == corrupt.returncode == listed.returncode == 0
-    assert "NO: does not validate as tests.cli.triggers.OrdersState" in typed.stdout
+    assert "NO: does not validate as tests.triggers.OrdersState" in typed.stdout
     assert "stateful rewind" in typed.stdout  # what to do next
     assert "yes, as any Watermark" in untyped.stdout
     assert "NO: not JSON" in corrupt.stdout

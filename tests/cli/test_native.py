@@ -185,7 +185,7 @@ async def test_run_a_trigger_against_the_native_store(
 
     result = cli(
         "run",
-        "tests.cli.triggers:Numbers",
+        "tests.triggers:Numbers",
         "--kwargs",
         '{"total": 2}',
         "--airflow-url",

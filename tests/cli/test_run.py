@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from stateful.types import Watermark
+from tests import triggers
 from tests.cli.conftest import WM, Cli, OpenTerminal
 
-NUMBERS = "tests.cli.triggers:Numbers"
+NUMBERS = "tests.triggers:Numbers"
 
 
 def kwargs(**values: Any) -> str:
@@ -153,17 +154,19 @@ def test_timeout_stops_a_waiting_trigger(cli: Cli) -> None:
 
 def test_a_change_by_someone_else_while_running_is_a_version_conflict(cli: Cli, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    proc = cli.popen("run", NUMBERS, "--kwargs", kwargs(total=3, gate=str(gate)), "--json")
-    try:
-        read_json_lines(proc, "saved", 1)
-        cli.seed("numbers", "counter", Watermark[int](cursor=100))  # an operator, or a second runner
-        gate.with_name("gate.2").touch()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    running = cli.start("run", NUMBERS, "--kwargs", kwargs(total=3, gate=str(gate)), "--json")
+    store, deadline = cli.store(), time.monotonic() + 60
+    while (record := store.read("numbers", "counter", WM)) is None or record.version != 1:
+        # Until the first event was taken and saved; then the run waits at the gate.
+        assert running.running and time.monotonic() < deadline, "the first save did not happen"
+        time.sleep(0.02)
+    cli.seed("numbers", "counter", Watermark[int](cursor=100))  # an operator, or a second runner
+    gate.with_name("gate.2").touch()
+    result = running.result()
 
-    assert proc.returncode == 3, err
+    assert result.returncode == 3, result.stderr
+    assert [line["type"] for line in result.lines()][:4] == ["start", "loaded", "event", "saved"]
+    err = result.stderr
     assert "state numbers/counter (key 'watermark')" in err and "expected version 1, found version 2" in err
     assert "Nothing was written" in err
     assert counter(cli) == (2, 100)
@@ -197,14 +200,14 @@ def test_a_stored_watermark_that_does_not_validate_stops_the_run(cli: Cli) -> No
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["tests.cli.triggers:Plain"], "tests.cli.triggers:Plain.run() is not decorated with @stateful"),
+        (["tests.triggers:Plain"], "tests.triggers:Plain.run() is not decorated with @stateful"),
         ([NUMBERS, "--kwargs", "{total: 3}"], "--kwargs is not valid JSON"),
         ([NUMBERS, "--kwargs", "[3]"], "--kwargs must be a JSON object"),
-        ([NUMBERS, "--kwargs", '{"totl": 3}'], "cannot create tests.cli.triggers:Numbers from --kwargs"),
+        ([NUMBERS, "--kwargs", '{"totl": 3}'], "cannot create tests.triggers:Numbers from --kwargs"),
         (["tests.cli.nowhere:Numbers"], "cannot import module 'tests.cli.nowhere'"),
-        (["tests.cli.triggers:Nothing"], "module 'tests.cli.triggers' has no attribute 'Nothing'"),
-        (["tests.cli.triggers"], "expected MODULE:NAME"),
-        (["tests.cli.triggers:OrdersState"], "is not decorated with @stateful"),
+        (["tests.triggers:Nothing"], "module 'tests.triggers' has no attribute 'Nothing'"),
+        (["tests.triggers"], "expected MODULE:NAME"),
+        (["tests.triggers:OrdersState"], "is not decorated with @stateful"),
         ([NUMBERS, "--max-events", "0"], "Invalid value for '--max-events'"),
     ],
 )
@@ -217,12 +220,15 @@ def test_bad_input_is_a_clear_error(cli: Cli, args: list[str], message: str) -> 
     assert counter(cli) is None
 
 
-def test_database_url_overrides_and_a_trigger_may_name_its_own_store(cli: Cli, tmp_path: Path) -> None:
+def test_database_url_overrides_and_a_trigger_may_name_its_own_store(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = f"sqlite:///{tmp_path / 'other.db'}"
     own = f"sqlite:///{tmp_path / 'own.db'}"
+    monkeypatch.setattr(triggers, "OwnStore", triggers.own_store_trigger(own), raising=False)
 
     overridden = cli("run", NUMBERS, "--kwargs", kwargs(total=1), "--database-url", other)
-    by_decorator = cli("run", "tests.cli.triggers:OwnStore", OWN_STORE_URL=own)
+    by_decorator = cli("run", "tests.triggers:OwnStore")
 
     assert overridden.returncode == by_decorator.returncode == 0, overridden.stderr + by_decorator.stderr
     assert "(chosen by: --database-url)" in overridden.stdout

@@ -12,7 +12,7 @@ import pytest
 from stateful.types import Watermark
 from tests._postgres import PostgresServer
 from tests.cli.conftest import WM, Cli, OpenTerminal
-from tests.cli.triggers import OrdersState
+from tests.triggers import OrdersState
 
 T = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -191,10 +191,10 @@ def test_import_validates_against_a_model(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text(_line(value=json.loads(Watermark[str](cursor="abc").to_state_json())) + "\n")
 
-    typed = cli("import", str(path), "--model", "tests.cli.triggers:OrdersState")
+    typed = cli("import", str(path), "--model", "tests.triggers:OrdersState")
     untyped = cli("import", str(path))
 
-    assert typed.returncode == 2 and "does not validate as tests.cli.triggers.OrdersState" in typed.stderr
+    assert typed.returncode == 2 and "does not validate as tests.triggers.OrdersState" in typed.stderr
     assert untyped.returncode == 0, untyped.stderr
 
 

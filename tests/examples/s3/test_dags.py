@@ -25,11 +25,11 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.jobs.triggerer_job_runner import TriggerRunner
 from airflow.serialization.serialized_objects import BaseSerialization, DagSerialization
 
-from tests.s3.conftest import Bucket, add_connection
+from tests.examples.s3.conftest import Bucket, add_connection
 
 pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DAGS = ROOT / "examples" / "dags"
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -92,7 +92,7 @@ async def test_the_watcher_trigger_as_the_triggerer_gets_it_fires_for_its_prefix
 
 def run_sensor_dag(home: Path, env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.s3._run_sensor_dag", str(home / "dags" / "s3_sensor.py")],
+        [sys.executable, "-m", "tests.examples.s3._run_sensor_dag", str(home / "dags" / "s3_sensor.py")],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -105,10 +105,10 @@ def run_sensor_dag(home: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_the_sensor_dag_reports_each_object_once_across_runs(
-    bucket: Bucket, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch, airflow_home: Path
 ) -> None:
     configure(monkeypatch, bucket)
-    home = tmp_path / "airflow"
+    home = airflow_home  # with a copy of a migrated metadata database
     (home / "dags").mkdir(parents=True)
     shutil.copy(DAGS / "s3_sensor.py", home / "dags")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "STATEFUL_"))}
@@ -119,10 +119,6 @@ def test_the_sensor_dag_reports_each_object_once_across_runs(
         STATEFUL_DATABASE_URL=f"sqlite:///{home / 'state.db'}",
         PYTHONPATH=str(ROOT),
     )
-    migrate = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True
-    )
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
 
     bucket.put("incoming/a.csv", b"v1", at=T0)
     bucket.put("incoming/b.csv", at=T0)

@@ -1,9 +1,9 @@
 """Run the sensor DAG of ``examples/dags/s3_sensor.py`` once with ``dag.test()``.
 
-``python -m tests.s3._run_sensor_dag DAG_FILE``, with ``AIRFLOW_HOME`` migrated, the DAG file
-copied into ``AIRFLOW__CORE__DAGS_FOLDER`` (``dag.test()`` syncs that folder's bundle) and the
-``S3_WATCH_*`` variables set, prints one JSON object: the run's state and each task's state and
-XCom value.
+``python -m tests.examples.s3._run_sensor_dag DAG_FILE``, with a migrated metadata database in
+``AIRFLOW_HOME``, the DAG file copied into ``AIRFLOW__CORE__DAGS_FOLDER`` (``dag.test()`` syncs
+that folder's bundle) and the ``S3_WATCH_*`` variables set, prints one JSON object: the run's
+state and each task's state and XCom value.
 """
 
 from __future__ import annotations

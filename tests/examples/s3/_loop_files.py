@@ -1,6 +1,6 @@
 """Run NewS3ObjectsTrigger in a fresh interpreter; print the files opened on the event loop's thread.
 
-``python -m tests.s3._loop_files ENDPOINT BUCKET`` prints one JSON object: the events' object
+``python -m tests.examples.s3._loop_files ENDPOINT BUCKET`` prints one JSON object: the events' object
 keys and the paths opened by the loop's thread while the trigger ran. Fresh, because in a process
 that already imported aiobotocore, or created clients, nothing would be left to read from disk.
 """

@@ -19,7 +19,7 @@ from examples._drive import drive
 from examples.s3 import NewS3ObjectsSensor, NewS3ObjectsTrigger
 from stateful.errors import MissingDependencyError
 from stateful.sensors import commit
-from tests.s3.conftest import Bucket, add_connection
+from tests.examples.s3.conftest import Bucket, add_connection
 
 pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
 

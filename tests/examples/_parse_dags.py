@@ -1,6 +1,6 @@
 """Parse DAG folders the way Airflow's dag processor does; print what it found as JSON.
 
-Run as ``python -m tests._parse_dags BUNDLE_PATH DAG_FOLDER [DAG_FOLDER ...]`` in a fresh
+Run as ``python -m tests.examples._parse_dags BUNDLE_PATH DAG_FOLDER [DAG_FOLDER ...]`` in a fresh
 ``AIRFLOW_HOME``. For each folder: Airflow's ``BundleDagBag`` imports every file (with the
 bundle on ``sys.path``, as the processor does), each DAG is serialized with
 ``DagSerialization.to_dict``, and every asset watcher's trigger makes the trip the triggerer

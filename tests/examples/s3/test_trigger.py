@@ -27,11 +27,11 @@ from examples.s3 import LOOKBACK, NewS3ObjectsTrigger
 from stateful.backends import SqlBackend
 from stateful.types import Watermark
 from tests._triggerer import Triggerer, strip_key, until
-from tests.s3.conftest import Bucket, add_connection
+from tests.examples.s3.conftest import Bucket, add_connection
 
 pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)
 POLL = 0.02
 
@@ -336,7 +336,7 @@ def test_no_file_is_opened_on_the_event_loop_thread(bucket: Bucket, store_url: s
     bucket.put("a.csv", at=T0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.s3._loop_files", bucket.server.endpoint_url, bucket.name],
+        [sys.executable, "-m", "tests.examples.s3._loop_files", bucket.server.endpoint_url, bucket.name],
         env={
             **env,
             "PYTHONPATH": str(ROOT),

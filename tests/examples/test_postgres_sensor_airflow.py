@@ -1,8 +1,9 @@
 """The PostgreSQL ``NewRowsSensor`` run by Airflow's own task runner, on the real server.
 
-One subprocess (a fresh Airflow, its own ``AIRFLOW_HOME`` and metadata database) runs
-``tests/dags/postgres_scenarios.py`` twice with ``dag.test()``; the sensor's first try in each
-run fails after it found rows. Its watermark is kept in the same PostgreSQL server.
+One subprocess (a fresh Airflow, its own ``AIRFLOW_HOME`` with a copy of the session's migrated
+metadata database) runs ``tests/examples/dags/postgres_scenarios.py`` twice with ``dag.test()``; the
+sensor's first try in each run fails after it found rows. Its watermark is kept in the same
+PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from stateful import Watermark
 from stateful.backends import SqlBackend
+from tests._airflow import copy_metadata_db
 from tests._postgres import PostgresServer
 from tests.conftest import unique_table
 
@@ -28,19 +30,20 @@ pytestmark = [
     pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles"),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ROOT / "tests" / "dags" / "postgres_scenarios.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = Path(__file__).resolve().parent / "dags" / "postgres_scenarios.py"
 
 
 @pytest.fixture(scope="module")
 def outcome(
-    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+    tmp_path_factory: pytest.TempPathFactory, migrated_airflow_db: Path, postgres: PostgresServer
 ) -> tuple[list[dict[str, Any]], list[int], str]:
     table = unique_table()
     with psycopg.connect(postgres.conninfo, autocommit=True) as db:
         db.execute(f"CREATE TABLE {table} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload text)")
         rows = db.execute(f"INSERT INTO {table} (payload) VALUES ('a'), ('b') RETURNING id").fetchall()
     home = tmp_path_factory.mktemp("airflow")
+    copy_metadata_db(migrated_airflow_db, home)  # AIRFLOW_HOME's default metadata database
     dags = home / "dags"
     dags.mkdir()
     shutil.copy(SCENARIOS, dags)
@@ -56,11 +59,14 @@ def outcome(
         STATEFUL_TEST_RESULTS=str(results),
         PYTHONPATH=str(ROOT),
     )
-    for command in (["-m", "airflow", "db", "migrate"], [str(dags / SCENARIOS.name), "2"]):
-        proc = subprocess.run(
-            [sys.executable, *command], env=env, capture_output=True, text=True, check=False
-        )
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    proc = subprocess.run(
+        [sys.executable, str(dags / SCENARIOS.name), "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     records = [json.loads(line) for line in results.read_text().splitlines()]
     return records, [int(row[0]) for row in rows], table
 

@@ -13,7 +13,7 @@ from tests import test_docs
 
 pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "s3.md"
+PAGE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "s3.md"
 
 
 def test_the_page_quotes_code_and_it_is_verbatim() -> None:

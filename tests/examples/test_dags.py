@@ -1,6 +1,6 @@
 """Every DAG in examples/dags/ is importable by a real Airflow 3.3, as its dag processor parses it.
 
-The folder is parsed in a subprocess with a fresh ``AIRFLOW_HOME`` (see ``tests/_parse_dags.py``),
+The folder is parsed in a subprocess with a fresh ``AIRFLOW_HOME`` (see ``tests/examples/_parse_dags.py``),
 next to a folder holding one broken DAG file, which proves that an import error is seen.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "examples" / "dags"
 
 
@@ -35,7 +35,7 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STATEFUL_"))}
     env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False")
     proc = subprocess.run(
-        [sys.executable, "-m", "tests._parse_dags", str(ROOT), str(DAGS), str(broken)],
+        [sys.executable, "-m", "tests.examples._parse_dags", str(ROOT), str(DAGS), str(broken)],
         cwd=ROOT,
         env=env,
         capture_output=True,

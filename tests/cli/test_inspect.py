@@ -48,6 +48,23 @@ def test_console_script_and_module_are_the_same_program(cli: Cli) -> None:
     assert all(f"  {command} " in by_module.stdout for command in COMMANDS)
 
 
+def test_the_option_naming_the_native_store_wins_over_a_database_url_in_the_environment(cli: Cli) -> None:
+    """The command line applies @stateful's rule: [stateful] backend is read before the SQL URL."""
+    cli.seed("files", "/data/landing/*.csv", wm(None, "a.csv@1"))
+
+    refused = cli("list", AIRFLOW__STATEFUL__BACKEND="native")  # STATEFUL_DATABASE_URL is set too
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert (
+        "[stateful] backend is native" in refused.stderr
+        and "--airflow-url URL --asset NAME" in refused.stderr
+    )
+
+    explicit = cli("list", "--database-url", cli.url, AIRFLOW__STATEFUL__BACKEND="native")  # a flag wins
+    assert explicit.returncode == 0, explicit.stderr
+    assert "/data/landing/*.csv" in explicit.stdout
+    assert cli("list", AIRFLOW__STATEFUL__BACKEND="sql").returncode == 0
+
+
 def test_list_shows_store_version_writer_and_summary(cli: Cli) -> None:
     cli.seed("files", "/data/landing/*.csv", wm(None, "a.csv@1"), wm(None, "a.csv@1", "b.csv@2"))
     cli.seed("orders", "public.orders", OrdersState(cursor=41870, batches=7))

@@ -31,7 +31,7 @@ from typing_extensions import Self, TypeVar
 
 from stateful._document import SCHEMA_VERSION, decode_state, encode_state, format_utc
 from stateful._seen import SeenKeys, SeenLog
-from stateful.errors import WatermarkValueError
+from stateful.errors import StatefulUsageError, WatermarkValueError
 
 __all__ = ["DEFAULT_MAX_UNTIMED_KEYS", "SCHEMA_VERSION", "CursorT", "Watermark"]
 
@@ -132,7 +132,10 @@ class Watermark(BaseModel, Generic[CursorT]):
         reserved = {"schema_version", *(n for n in vars(Watermark) if not n.startswith("_"))}
         clash = reserved.intersection(cls.model_fields) - Watermark.model_fields.keys()
         if clash:
-            raise TypeError(f"{cls.__qualname__} declares reserved field name(s) {sorted(clash)}")
+            raise StatefulUsageError(
+                f"{cls.__qualname__} declares reserved field name(s) {sorted(clash)}: they would shadow "
+                f"Watermark's own; rename them."
+            )
 
     @field_validator("timestamp")
     @classmethod
@@ -164,18 +167,24 @@ class Watermark(BaseModel, Generic[CursorT]):
             lookback: how late an item may arrive and still be new (``>= timedelta(0)``).
             max_untimed_keys: cap on keys recorded without a timestamp (``>= 1``).
 
+        Raises:
+            StatefulUsageError: (also a ``TypeError``) a value of the wrong type.
+            WatermarkValueError: (also a ``ValueError``) a negative lookback, a cap below 1.
+
         Example:
             >>> Watermark().configure(lookback=timedelta(hours=1)).lookback
             datetime.timedelta(seconds=3600)
         """
         if lookback is not None:
             if not isinstance(lookback, timedelta):
-                raise TypeError(f"lookback must be a timedelta, got {type(lookback).__name__}")
+                raise StatefulUsageError(f"lookback must be a timedelta, got {type(lookback).__name__}")
             if lookback < timedelta(0):
                 raise WatermarkValueError(f"lookback must be >= timedelta(0), got {lookback!r}")
         if max_untimed_keys is not None:
             if isinstance(max_untimed_keys, bool) or not isinstance(max_untimed_keys, int):
-                raise TypeError(f"max_untimed_keys must be an int, got {type(max_untimed_keys).__name__}")
+                raise StatefulUsageError(
+                    f"max_untimed_keys must be an int, got {type(max_untimed_keys).__name__}"
+                )
             if max_untimed_keys < 1:
                 raise WatermarkValueError(f"max_untimed_keys must be >= 1, got {max_untimed_keys}")
             self._max_untimed_keys = max_untimed_keys

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, JsonValue, ValidationError
 
 import stateful._document
 import stateful.types
-from stateful.errors import StatefulError, WatermarkValueError
+from stateful.errors import StatefulError, StatefulUsageError, WatermarkValueError
 from stateful.types import DEFAULT_MAX_UNTIMED_KEYS, SCHEMA_VERSION, Watermark
 
 UTC = timezone.utc
@@ -387,12 +387,15 @@ def test_subclass_fields_load_strictly_and_assign_with_validation() -> None:
 
 
 def test_reserved_names_cannot_be_fields() -> None:
-    with pytest.raises(TypeError, match="reserved field name"):
+    with pytest.raises(StatefulUsageError, match="reserved field name"):
 
         class Bad(Watermark[int]):
             schema_version: int = 0
 
-    with pytest.raises(TypeError, match="reserved field name"), pytest.warns(UserWarning, match="shadows"):
+    with (
+        pytest.raises(StatefulUsageError, match="reserved field name"),
+        pytest.warns(UserWarning, match="shadows"),
+    ):
 
         class Shadow(Watermark[int]):
             lookback: int = 0  # type: ignore[assignment]
@@ -493,10 +496,10 @@ def test_configure_sets_the_policy_and_returns_self() -> None:
     ("kwargs", "error"),
     [
         ({"lookback": timedelta(seconds=-1)}, WatermarkValueError),
-        ({"lookback": 60}, TypeError),
+        ({"lookback": 60}, StatefulUsageError),
         ({"max_untimed_keys": 0}, WatermarkValueError),
-        ({"max_untimed_keys": True}, TypeError),
-        ({"max_untimed_keys": 1.5}, TypeError),
+        ({"max_untimed_keys": True}, StatefulUsageError),
+        ({"max_untimed_keys": 1.5}, StatefulUsageError),
         ({"lookback": timedelta(1), "max_untimed_keys": -1}, WatermarkValueError),
     ],
 )

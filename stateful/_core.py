@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from stateful._spec import CommitMode
-from stateful.backends.base import StateRecord
+from stateful.backends.base import Address, StateRecord
 from stateful.errors import StateValidationError
 from stateful.types import Watermark
 
@@ -44,12 +44,25 @@ W = TypeVar("W", bound=Watermark[Any])
 
 @dataclass(frozen=True)
 class Scope:
-    """Where one watermark lives: its address and a description of the store."""
+    """Where one watermark lives: its address in a store, and a description of that store."""
 
-    namespace: str
-    name: str
-    key: str
+    address: Address
     store: str
+
+    @property
+    def namespace(self) -> str:
+        """The address's namespace."""
+        return self.address.namespace
+
+    @property
+    def name(self) -> str:
+        """The address's name."""
+        return self.address.name
+
+    @property
+    def key(self) -> str:
+        """The address's document key."""
+        return self.address.key
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
@@ -71,7 +84,8 @@ class WatermarkSession(Generic[W]):
     Example:
         >>> from stateful import Watermark
         >>> from stateful._document import DEFAULT_KEY
-        >>> scope = Scope("files", "landing", DEFAULT_KEY, "MemoryBackend")
+        >>> from stateful.backends.base import Address
+        >>> scope = Scope(Address("files", "landing", DEFAULT_KEY), "MemoryBackend")
         >>> session = WatermarkSession(Watermark, scope, commit="after_event")
         >>> wm = session.load(None)
         >>> wm.advance(key="a.csv")
@@ -216,7 +230,8 @@ def transition_key(scope: Scope, before: str, after: str) -> str:
 
     Example:
         >>> from stateful._document import DEFAULT_KEY
-        >>> scope = Scope("files", "landing", DEFAULT_KEY, "MemoryBackend")
+        >>> from stateful.backends.base import Address
+        >>> scope = Scope(Address("files", "landing", DEFAULT_KEY), "MemoryBackend")
         >>> transition_key(scope, "", '{"cursor":1}') == transition_key(scope, "", '{"cursor":1}')
         True
         >>> len(transition_key(scope, "", '{"cursor":1}'))

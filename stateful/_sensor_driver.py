@@ -33,7 +33,7 @@ from typing import Any
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._spec import StatefulSpec
-from stateful.backends.base import StateBackend
+from stateful.backends.base import Address, StateBackend
 from stateful.errors import StateConflictError, StatefulUsageError
 
 __all__ = ["commit", "sync_driver"]
@@ -180,13 +180,13 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     name = spec.resolve_name(task)
     choice = resolve_sync_store(spec.backend, task, context)
     store = choice.store
-    scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
+    scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
     session = WatermarkSession(
         spec.model, scope, commit=spec.commit, lookback=spec.lookback, max_untimed_keys=spec.max_untimed_keys
     )
     # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
     # and in poke mode an earlier poke of this try that returned False saved nothing.
-    watermark = session.load(load(choice, scope.namespace, scope.name, scope.key))
+    watermark = session.load(load(choice, *scope.address))
     log_loaded(session, qualname)
     try:
         result = call(watermark)
@@ -209,9 +209,7 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
 
 def _write(store: StateBackend, save: Save) -> int:
     scope = save.scope
-    return store.write(
-        scope.namespace, scope.name, scope.key, save.value, expected_version=save.expected_version
-    )
+    return store.write(*scope.address, save.value, expected_version=save.expected_version)
 
 
 def _stage(task: Any, item: _Staged) -> None:

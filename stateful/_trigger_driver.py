@@ -18,7 +18,7 @@ from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._flow import Pacer
 from stateful._spec import StatefulSpec
-from stateful.backends.base import AsyncStateBackend
+from stateful.backends.base import Address, AsyncStateBackend
 
 __all__ = ["IDEMPOTENCY_FIELD", "Gate", "async_driver", "emit", "keyed", "open_session", "save"]
 
@@ -52,7 +52,7 @@ async def open_session(
     name = spec.resolve_name(obj)
     choice = await resolve_async_store(spec.backend, obj)
     store = choice.store
-    scope = Scope(spec.namespace, name, DEFAULT_KEY, store.description)
+    scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
     session = WatermarkSession(
         spec.model,
         scope,
@@ -60,7 +60,7 @@ async def open_session(
         lookback=spec.lookback,
         max_untimed_keys=spec.max_untimed_keys,
     )
-    session.load(await aload(choice, scope.namespace, scope.name, scope.key))
+    session.load(await aload(choice, *scope.address))
     log_loaded(session, qualname)
     return store, session
 
@@ -70,9 +70,7 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     if decision is None:
         return
     scope = decision.scope
-    version = await store.awrite(
-        scope.namespace, scope.name, scope.key, decision.value, expected_version=decision.expected_version
-    )
+    version = await store.awrite(*scope.address, decision.value, expected_version=decision.expected_version)
     session.saved(decision, version)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
 

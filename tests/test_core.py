@@ -11,8 +11,9 @@ from stateful._core import Scope, WatermarkSession
 from stateful._document import DEFAULT_KEY
 from stateful._spec import CommitMode
 from stateful.backends import StateRecord
+from stateful.backends.base import Address
 
-SCOPE = Scope("ns", "name", DEFAULT_KEY, "TestStore")
+SCOPE = Scope(Address("ns", "name", DEFAULT_KEY), "TestStore")
 NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
 
 

@@ -42,7 +42,7 @@ from stateful._spec import StatefulSpec
 from stateful._trigger_driver import emit, open_session, save
 from stateful.errors import EventNotStoredError
 
-__all__ = ["ack_mode_available", "install_ack_mode", "settled"]
+__all__ = ["ack_mode_available", "install_ack_mode"]
 
 _LOG = logging.getLogger("stateful")
 
@@ -51,14 +51,6 @@ _MEMBERS = ("shared_stream_key", "create_shared_stream_producer", "filter_shared
 # The trigger instance that asked for each key. The producer factory only receives the
 # serialized kwargs; the instance carries what the triggerer injected (asset_state_store).
 _LIVE: weakref.WeakValueDictionary[Hashable, Any] = weakref.WeakValueDictionary()
-# Running producers (until Airflow closes them), so tests can wait until every emitted event
-# was confirmed and saved.
-_PRODUCERS: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def settled() -> bool:
-    """Whether every running producer has saved all it emitted (no event awaits confirmation)."""
-    return all(producer.settled for producer in list(_PRODUCERS))
 
 
 def ack_mode_available() -> bool:
@@ -150,12 +142,6 @@ def _producer_class() -> type:
             self.store: Any = None
             self.session: Any = None
             self.flow: Backpressure | None = None
-            self.saving = False
-            _PRODUCERS.add(self)
-
-        @property
-        def settled(self) -> bool:
-            return self.session is not None and self.session.pending == 0 and not self.saving
 
         async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
             self.store, self.session = await open_session(self.spec, self.trigger, self.qualname)
@@ -194,7 +180,6 @@ def _producer_class() -> type:
                     )
                     self._release(error)
                     raise error
-            self.saving = True
             try:
                 await save(self.store, session, session.confirm(batch[-1].broker_payload))
             except BaseException as exc:
@@ -207,14 +192,7 @@ def _producer_class() -> type:
                     exc,
                 )
                 raise
-            else:
-                self._release(None)
-            finally:
-                self.saving = False
-
-        async def aclose(self) -> None:
-            """Airflow ended the poll (the group stopped or failed): this producer is done."""
-            _PRODUCERS.discard(self)
+            self._release(None)
 
         def _release(self, failure: BaseException | None) -> None:
             if self.flow is not None:

@@ -27,6 +27,10 @@ class Triggerer:
         self.runner = TriggerRunner()
         self.task: asyncio.Task[Any] | None = None
         self.stored = 0  # how many queued events the "supervisor" has stored so far
+        self.producers = 0  # ack-mode producers created for this triggerer's trigger
+        self.emitted = 0  # raw events those producers yielded
+        self.advanced = 0  # raw events whose producer advance() (the save) has returned
+        self.advancing = 0  # advance() calls in progress
         self._auto = store_events
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -34,6 +38,7 @@ class Triggerer:
         # Set by TriggerRunner.create_triggers (Airflow 3.0's run_trigger reads it from here); not
         # declared on BaseTrigger.
         trigger.timeout_after = None  # type: ignore[attr-defined]
+        _count_advances(type(trigger), self)
         self.task = asyncio.create_task(self.runner.run_trigger(trigger_id, trigger))
         # What TriggerRunner.create_triggers records before the task first runs.
         self.runner.triggers[trigger_id] = {
@@ -72,11 +77,17 @@ class Triggerer:
     async def settled(self) -> None:
         """Wait until Airflow confirmed every event queued so far and the watermark was saved.
 
-        What a clean shutdown looks like from the outside; a stop without it is a crash.
+        What a clean shutdown looks like from the outside; a stop without it is a crash. In ack
+        mode the save is the producer's ``advance()``, which Airflow calls once per batch of
+        confirmed raw events (one raw event per queued trigger event here).
         """
-        from stateful._ack import settled
 
-        await until(lambda: settled() and self.stored == len(self.runner.events))
+        def caught_up() -> bool:
+            queued = len(self.runner.events)
+            saved = self.producers == 0 or (self.emitted == queued == self.advanced and self.advancing == 0)
+            return self.stored == queued and saved
+
+        await until(caught_up)
 
     async def stop(self) -> None:
         """What a triggerer shutdown (or a SIGKILL, for what was not stored yet) does: cancel."""
@@ -116,3 +127,54 @@ async def until(condition: Callable[[], bool], timeout: float = 60) -> None:
     while not condition():
         assert loop.time() < deadline, "timed out waiting for a condition"
         await asyncio.sleep(0.005)
+
+
+# The triggerer each trigger class's ack-mode producers report to: the last one that started it.
+_COUNTED_BY: dict[type, Triggerer] = {}
+
+
+def _count_advances(trigger_class: type, triggerer: Triggerer) -> None:
+    """Count the raw events the ack-mode producers of ``trigger_class`` yield and advance.
+
+    All of it is Airflow's public shared-stream protocol: the triggerer creates a producer with
+    the class's ``create_shared_stream_producer``, iterates its ``open_stream()`` and awaits its
+    ``advance(batch)`` once the batch's events were confirmed stored; ``@stateful``'s producer
+    saves the watermark there. A class without its own producer factory (no ack mode) is left
+    as it is.
+    """
+    from airflow.triggers.base import BaseEventTrigger
+
+    owner = next((k for k in trigger_class.__mro__ if "create_shared_stream_producer" in vars(k)), None)
+    if owner is None or owner is BaseEventTrigger:
+        return
+    _COUNTED_BY[trigger_class] = triggerer
+    if "_counted" in vars(trigger_class):
+        return
+    create = vars(owner)["create_shared_stream_producer"].__func__
+    create = getattr(create, "__wrapped__", create)  # a parent counted already: its own factory
+
+    def counting(cls: type, kwargs: dict[str, Any]) -> Any:
+        producer = create(cls, kwargs)
+        counter = _COUNTED_BY[cls]
+        counter.producers += 1
+        advance, open_stream = producer.advance, producer.open_stream
+
+        async def counted(batch: Any) -> None:
+            counter.advancing += 1
+            try:
+                await advance(batch)
+                counter.advanced += len(batch)
+            finally:
+                counter.advancing -= 1
+
+        async def counted_stream() -> Any:
+            async for item in open_stream():
+                counter.emitted += 1
+                yield item
+
+        producer.advance, producer.open_stream = counted, counted_stream
+        return producer
+
+    counting.__wrapped__ = create  # type: ignore[attr-defined]
+    trigger_class.create_shared_stream_producer = classmethod(counting)  # type: ignore[attr-defined]
+    trigger_class._counted = True  # type: ignore[attr-defined]

@@ -207,7 +207,16 @@ class StateTooLargeError(StoreError):
     """
 
     def __init__(
-        self, *, namespace: str, name: str, key: str, size: int, limit: int, backend: str, setting: str
+        self,
+        *,
+        namespace: str,
+        name: str,
+        key: str,
+        size: int,
+        limit: int,
+        backend: str,
+        setting: str,
+        detail: str = "",
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -217,10 +226,11 @@ class StateTooLargeError(StoreError):
         self.backend = backend
         super().__init__(
             f"state {namespace}/{name} (key {key!r}) would take {size:,} bytes in {backend}, over the "
-            f"limit of {limit:,} bytes ({setting}). Nothing was written: the last saved state stays, so "
-            f"events since then repeat after a restart. Keep the watermark smaller: a shorter lookback "
-            f"(fewer seen keys kept), a lower max_untimed_keys cap, or shorter keys; or raise {setting}; "
-            f"or keep this watermark in the SQL store (backend=SqlBackend(...) or [stateful] backend = sql)."
+            f"limit of {limit:,} bytes ({setting}){detail}. Nothing was written: the last saved state "
+            f"stays, so events since then repeat after a restart. Keep the watermark smaller: a shorter "
+            f"lookback (fewer seen keys kept), a lower max_untimed_keys cap, or shorter keys; or raise "
+            f"{setting}; or keep this watermark in the SQL store (backend=SqlBackend(...) or [stateful] "
+            f"backend = sql)."
         )
 
 

@@ -129,6 +129,27 @@ def stored_value(asset_id: int, key: str) -> Any:
         return None if row is None else json.loads(row.value)
 
 
+def stored_keys(asset_id: int) -> list[str]:
+    """Every key of an asset's state store, as ``GET /api/v2/assets/{id}/state-store`` lists them."""
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(AssetStateStoreModel.key).filter(AssetStateStoreModel.asset_id == asset_id)
+        return sorted(str(row.key) for row in rows)
+
+
+def drop_value(asset_id: int, key: str) -> None:
+    """Delete a row directly, as the REST API's DELETE does (an operator's hand edit)."""
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(AssetStateStoreModel).filter(
+            AssetStateStoreModel.asset_id == asset_id, AssetStateStoreModel.key == key
+        ).delete()
+
+
 def put_value(asset_id: int, key: str, value: Any) -> None:
     """Write a row directly, as the REST API's PUT does (an operator's hand edit)."""
     import json
@@ -314,3 +335,9 @@ class AirflowStateStore:
 
     def put(self, asset: Asset, key: str, value: Any) -> None:
         put_value(self.asset_ids[asset.name], key, value)
+
+    def keys(self, asset: Asset) -> list[str]:
+        return stored_keys(self.asset_ids[asset.name])
+
+    def drop(self, asset: Asset, key: str) -> None:
+        drop_value(self.asset_ids[asset.name], key)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from stateful.backends.base import StateRecord
-from stateful.backends.native import NativeBackend
+from stateful.backends.base import Address, StateRecord
+from stateful.backends.native import NativeBackend, NativeDocument, native_key
+from stateful.backends.native.parts import PartMismatch, is_part_key, join_seen, part_key
 from stateful.errors import StoreConfigError, StoreError
 
 __all__ = ["AirflowApi", "Asset", "RestNativeStore"]
@@ -220,6 +221,19 @@ class RestNativeStore(NativeBackend):
     def _list(self, namespace: str | None) -> list[StateRecord]:
         return list_asset(self.api, self.asset, namespace, problems=[])
 
+    def _delete(self, address: Address, expected: int | None) -> bool:
+        # The REST API can list keys: also delete parts a killed save left, which no document names.
+        deleted = super()._delete(address, expected)
+        k = native_key(*address)
+        accessor = self._assets[0].accessor
+        for entry in self.api.entries(self.asset):
+            if is_part_key(str(entry.get("key", "")), of=k):
+                accessor.delete(str(entry["key"]))
+        return deleted
+
+    async def _adelete(self, address: Address, expected: int | None) -> bool:
+        return await asyncio.to_thread(self._delete, address, expected)
+
     async def _alist(self, namespace: str | None) -> list[StateRecord]:
         return await asyncio.to_thread(self._list, namespace)
 
@@ -229,24 +243,37 @@ def list_asset(
 ) -> list[StateRecord]:
     """The documents this package wrote into ``asset``'s state store (of ``namespace``).
 
-    Entries under ``stateful/`` that are not such documents are named in ``problems``.
+    A document kept in parts is joined from the parts listed with it (read again through the
+    store if a concurrent save replaced them). Entries under ``stateful/`` that are neither
+    documents nor parts are named in ``problems``.
     """
-    from stateful.backends.native import NativeDocument
-
+    entries = {str(e.get("key", "")): e.get("value") for e in api.entries(asset)}
     records = []
-    for entry in api.entries(asset):
-        key = str(entry.get("key", ""))
-        if not key.startswith(_STATEFUL_PREFIX):
+    for key, stored in entries.items():
+        if not key.startswith(_STATEFUL_PREFIX) or is_part_key(key):
             continue
         try:
-            doc = NativeDocument.from_json_value(entry.get("value"))
+            doc = NativeDocument.from_json_value(stored)
         except ValueError as exc:
             problems.append(f"{asset.label}, key {key!r}: {exc}")
             continue
-        if namespace is None or doc.namespace == namespace:
-            records.append(
-                StateRecord(
-                    doc.namespace, doc.name, doc.key, doc.value, doc.version, doc.updated_at, doc.updated_by
+        if namespace is not None and doc.namespace != namespace:
+            continue
+        if doc.seen is not None and doc.head is not None:
+            try:
+                doc = doc.joined(
+                    join_seen(
+                        doc.head, doc.seen, [entries.get(part_key(key, r.suffix)) for r in doc.seen.refs]
+                    )
                 )
+            except PartMismatch:
+                record = RestNativeStore(api, asset).read(*doc.address)
+                if record is not None:
+                    records.append(record)
+                continue
+        records.append(
+            StateRecord(
+                doc.namespace, doc.name, doc.key, doc.value, doc.version, doc.updated_at, doc.updated_by
             )
+        )
     return sorted(records, key=lambda r: (r.namespace, r.name, r.key))

@@ -22,8 +22,10 @@ import pytest
 
 from stateful.backends import NativeBackend
 from stateful.backends.native import NativeDocument, native_key
+from stateful.backends.native.parts import part_key
 from stateful.types import Watermark
 from tests._airflow import AirflowStateStore
+from tests.backends.test_native_parts import s3_state
 from tests.cli.conftest import WM, Cli, OpenTerminal
 
 pytestmark = [pytest.mark.airflow_db, pytest.mark.airflow_min("3.3", reason="AIP-103 state-store REST API")]
@@ -198,6 +200,40 @@ async def test_run_a_trigger_against_the_native_store(
     assert "saved    version 2: timestamp=null, cursor=2" in result.stdout
     record = await NativeBackend(airflow_state_store.accessors(asset)).aread("numbers", "counter", WM)
     assert record is not None and record.version == 2
+
+
+async def test_a_watermark_kept_in_parts_is_shown_whole_and_deleted_whole(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli
+) -> None:
+    asset = airflow_state_store.new_asset("large")
+    # The trigger's store splits at 4 KB here (Airflow's limit is 64 KB): 300 keys, 16 parts.
+    trigger_store = NativeBackend(airflow_state_store.accessors(asset), max_value_bytes=4000)
+    value = s3_state(range(300))
+    assert await trigger_store.awrite("s3", "landing/", WM, value, expected_version=None) == 1
+    assert len(airflow_state_store.keys(asset)) == 17
+    where = ["--airflow-url", api_server, "--asset", asset.name]
+
+    shown = cli("show", "s3", "landing/", *where, "--json")
+    exported = cli("export", *where)
+    changed = cli("set", "s3", "landing/", "--cursor", "7", *where, "--yes")
+
+    assert shown.returncode == 0, shown.stderr
+    doc = shown.json()
+    assert doc["version"] == 1 and doc["value"] == json.loads(value)
+    assert exported.returncode == 0, exported.stderr
+    assert [json.loads(line)["value"] for line in exported.stdout.splitlines()] == [json.loads(value)]
+    assert changed.returncode == 0, changed.stderr
+    record = await trigger_store.aread("s3", "landing/", WM)
+    assert record is not None and record.version == 2
+    assert json.loads(record.value) == {**json.loads(value), "cursor": 7}
+    # Written through the REST API at Airflow's 64 KB: one value again, the parts deleted.
+    assert airflow_state_store.keys(asset) == [native_key("s3", "landing/")]
+
+    await trigger_store.awrite("s3", "landing/", WM, s3_state(range(310)), expected_version=2)
+    airflow_state_store.put(asset, part_key(native_key("s3", "landing/"), "99.0"), {"left": "behind"})
+    deleted = cli("delete", "s3", "landing/", *where, "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert airflow_state_store.keys(asset) == []
 
 
 def test_rest_errors_are_clear(api_server: str, cli: Cli) -> None:

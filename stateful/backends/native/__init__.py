@@ -2,7 +2,8 @@
 
 ``store`` does the I/O (sync and async twins), ``planner`` decides without I/O, ``ledger`` keeps
 the versions that stand in for compare-and-set, ``document`` is the stored layout and its key,
-and ``scope`` finds the assets of a trigger or task and the size limit.
+``parts`` splits a large watermark over several keys, and ``scope`` finds the assets of a
+trigger or task and the size limit.
 
 Example:
     >>> from stateful.backends.native import NativeBackend, native_key

@@ -1,6 +1,7 @@
 """How the Airflow-native store lays a watermark out in an asset's state store.
 
-Each state document is one JSON object under one key of the asset's state store (AIP-103). The
+Each state document is one JSON object under one key of the asset's state store (AIP-103), plus,
+for a watermark too large for one value, the parts its manifest names (see ``parts``). The
 key is derived from ``(namespace, name, key)`` by :func:`native_key`; the object carries the
 address again, the version, a lineage id and the value, so it can be read (and checked) on its
 own, for example through Airflow's REST API ``/api/v2/assets/{asset_id}/state-store``::
@@ -11,9 +12,14 @@ own, for example through Airflow's REST API ``/api/v2/assets/{asset_id}/state-st
 
 ``value`` holds the watermark as JSON (readable in the REST API); a value that would not come
 back byte for byte from JSON (a store is given text, and must return that exact text) is kept
-as a string under ``text`` instead. ``lineage`` is drawn when a document is created and kept by
-every later write: a lower version of the same lineage is a regression, while a document that
+as a string under ``text`` instead. A watermark too large for one value is a *manifest* instead:
+``head`` (the watermark without ``seen``) and ``seen`` (where its parts are, see
+:mod:`stateful.backends.native.parts`). ``lineage`` is drawn when a document is created and kept
+by every later write: a lower version of the same lineage is a regression, while a document that
 was deleted and created again starts a new lineage at version 1.
+
+Layouts: ``airflow-stateful/1`` (one key, ``value`` or ``text``) is read as it is and written as
+``airflow-stateful/2`` at the next save, which adds the manifest.
 """
 
 from __future__ import annotations
@@ -22,15 +28,17 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, cast
 
 from stateful._document import DEFAULT_KEY as WATERMARK_KEY
 from stateful._document import canonical_json, format_utc
+from stateful.backends.native.parts import SeenParts
 
 __all__ = [
     "FORMAT",
+    "FORMATS",
     "MAX_KEY_LENGTH",
     "WATERMARK_KEY",
     "NativeDocument",
@@ -40,7 +48,9 @@ __all__ = [
 ]
 
 #: Marks a document written by this package, and its layout version.
-FORMAT = "airflow-stateful/1"
+FORMAT = "airflow-stateful/2"
+#: The layouts this release reads: 1 (one key, before manifests) is upgraded at the next save.
+FORMATS = ("airflow-stateful/1", FORMAT)
 #: ``asset_state_store.key`` is a VARCHAR(512) in Airflow's metadata database.
 MAX_KEY_LENGTH = 512
 _PREFIX = "stateful/"
@@ -122,7 +132,10 @@ class NativeDocument:
         lineage: drawn at creation, kept by every update.
         updated_at: when it was written (UTC).
         updated_by: the writer (``host:pid`` by default).
-        value: the state as JSON text, exactly as given to the store.
+        value: the state as JSON text, exactly as given to the store (``""`` in a manifest read
+            from the store until its parts are joined: see ``seen``).
+        head: in a manifest, the state without ``seen``.
+        seen: in a manifest, where the parts holding ``seen`` are.
 
     Example:
         >>> doc = NativeDocument.create("files", "landing", "watermark", '{"cursor":3}', updated_by="me")
@@ -143,6 +156,8 @@ class NativeDocument:
     updated_at: datetime
     updated_by: str | None
     value: str
+    head: dict[str, Any] | None = None
+    seen: SeenParts | None = None
 
     @classmethod
     def create(
@@ -166,6 +181,14 @@ class NativeDocument:
             value,
         )
 
+    def in_parts(self, head: dict[str, Any], seen: SeenParts) -> NativeDocument:
+        """This document as a manifest: ``head`` here, ``seen`` in the parts named."""
+        return replace(self, head=head, seen=seen)
+
+    def joined(self, value: str) -> NativeDocument:
+        """This manifest with its parts joined back into ``value``."""
+        return replace(self, value=value)
+
     @property
     def address(self) -> tuple[str, str, str]:
         """``(namespace, name, key)``."""
@@ -173,7 +196,12 @@ class NativeDocument:
 
     def to_json_value(self) -> dict[str, Any]:
         """The JSON object to store (what ``asset_state_store.set(key, ...)`` is given)."""
-        field, embedded = _embed(self.value)
+        body: dict[str, Any]
+        if self.seen is not None:
+            body = {"head": self.head, "seen": self.seen.to_json()}
+        else:
+            field, embedded = _embed(self.value)
+            body = {field: embedded}
         return {
             "format": FORMAT,
             "namespace": self.namespace,
@@ -183,7 +211,7 @@ class NativeDocument:
             "lineage": self.lineage,
             "updated_at": format_utc(self.updated_at),
             "updated_by": self.updated_by,
-            field: embedded,
+            **body,
         }
 
     @classmethod
@@ -199,7 +227,7 @@ class NativeDocument:
                 f"it is not a document written by airflow-stateful (no 'format' field): {_preview(data)}"
             )
         fmt = data["format"]
-        if fmt != FORMAT:
+        if fmt not in FORMATS:
             if fmt.startswith("airflow-stateful/"):
                 raise ValueError(f"it has layout {fmt!r}, newer than {FORMAT!r}: upgrade airflow-stateful")
             raise ValueError(f"it has an unknown format {fmt!r}: {_preview(data)}")
@@ -212,8 +240,17 @@ class NativeDocument:
         if updated_by is not None and not isinstance(updated_by, str):
             bad.append("updated_by")
         has_value, has_text = "value" in data, "text" in data
-        if has_value == has_text or (has_text and not isinstance(data["text"], str)):
+        in_parts = fmt == FORMAT and ("seen" in data or "head" in data)
+        if has_value + has_text + in_parts != 1 or (has_text and not isinstance(data["text"], str)):
             bad.append("value/text")
+        seen = None
+        if in_parts:
+            try:
+                seen = SeenParts.from_json(data.get("seen"))
+            except ValueError as exc:
+                bad.append(f"seen ({exc})")
+            if not isinstance(data.get("head"), dict) or "seen" in data["head"]:
+                bad.append("head")
         if bad:
             raise ValueError(
                 f"its field(s) {', '.join(bad)} are missing or of the wrong type: {_preview(data)}"
@@ -224,7 +261,10 @@ class NativeDocument:
             raise ValueError(f"its updated_at {texts['updated_at']!r} is not an ISO timestamp") from None
         if updated_at.tzinfo is None:
             raise ValueError(f"its updated_at {texts['updated_at']!r} has no time zone")
-        value = data["text"] if has_text else canonical_json(data["value"], sort_keys=False)
+        if in_parts:
+            value = ""
+        else:
+            value = data["text"] if has_text else canonical_json(data["value"], sort_keys=False)
         return cls(
             str(texts["namespace"]),
             str(texts["name"]),
@@ -234,6 +274,8 @@ class NativeDocument:
             updated_at.astimezone(timezone.utc),
             updated_by,
             value,
+            data["head"] if in_parts else None,
+            seen,
         )
 
 

@@ -9,17 +9,63 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from stateful.backends.base import Address, StateRecord, default_writer
 from stateful.backends.native.document import FORMAT, NativeDocument, stored_size
 from stateful.backends.native.ledger import Ledger, Where, ident, oldest
+from stateful.backends.native.parts import PartMismatch, SeenParts, join_seen, part_key, split_seen
 from stateful.backends.native.scope import SIZE_SETTING
 from stateful.errors import StatefulError, StateTooLargeError, StateValidationError, StoreError
 
-__all__ = ["Planner"]
+__all__ = ["Planner", "ReadPlan", "WritePlan"]
 
 _log = logging.getLogger("stateful.backends.native")
+_NO_SPLIT = (
+    ", and it cannot be split over several values: only the `seen` keys of a watermark are split, "
+    "so its other fields (timestamp, cursor, your own fields) must fit in one value"
+)
+_MANIFEST = (
+    " for its manifest alone (its fields besides `seen` and the list of the parts holding `seen`), "
+    "which must fit in one value"
+)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What a read found: the document chosen (at asset ``index``) and the keys of its parts."""
+
+    key: str
+    index: int
+    doc: NativeDocument | None
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """A save, asset by asset (in the planner's order).
+
+    Attributes:
+        new: the document written.
+        manifest: its JSON object, under the document's key: the commit point.
+        parts: per asset, the parts to write before the manifest (key, JSON object), in order.
+        stale: per asset, the parts to delete once the manifest is written.
+        probe: ``(version, n)`` when this store has not saved this document yet: a save of
+            ``version`` cut short (a killed process) may have left parts ``<version>.<n>``,
+            ``<version>.<n+1>``... named by no manifest; they are deleted after this one.
+    """
+
+    new: NativeDocument
+    manifest: dict[str, Any]
+    parts: tuple[tuple[tuple[str, dict[str, Any]], ...], ...]
+    stale: tuple[tuple[str, ...], ...]
+    probe: tuple[int, int] | None
+    known: tuple[SeenParts, tuple[dict[str, Any], ...]] | None = None
+
+
+def _suffixes(doc: NativeDocument | None) -> set[str]:
+    return set() if doc is None or doc.seen is None else set(doc.seen.suffixes)
 
 
 class Planner:
@@ -36,6 +82,13 @@ class Planner:
         self._description = description
         self._limit = limit
         self._ledger = Ledger(self._labels)
+        # Per document key: the parts a failed save may have left, by asset index; the keys
+        # this store has saved (a first save probes for parts a killed process left).
+        self._orphans: dict[str, dict[int, set[str]]] = {}
+        self._probed: set[str] = set()
+        # Per document key: the parts last read or written and their content, so that a save
+        # serialises only the buckets that changed.
+        self._known: dict[str, tuple[SeenParts, tuple[dict[str, Any], ...]]] = {}
 
     def parse(self, label: str, address: Address, k: str, data: Any) -> NativeDocument | None:
         """The document an asset holds under key ``k`` (``data`` as read), or ``None``.
@@ -64,10 +117,11 @@ class Planner:
             ) from exc
         return doc
 
-    def on_read(self, address: Address, k: str, docs: Sequence[NativeDocument | None]) -> StateRecord | None:
-        """What a read returns: the oldest document (see the store's docs)."""
+    def on_read(self, address: Address, k: str, docs: Sequence[NativeDocument | None]) -> ReadPlan:
+        """What a read returns: the oldest document (see the store's docs), and its parts to read."""
         self._ledger.check_history(self._where(address), k, docs)
-        chosen = docs[oldest(docs)]
+        index = oldest(docs)
+        chosen = docs[index]
         self._ledger.remember(k, docs, None if chosen is None else chosen.version)
         if len({ident(d) for d in docs}) > 1:
             held = ", ".join(
@@ -81,9 +135,34 @@ class Planner:
                 address[1],
                 held,
             )
-        if chosen is None:
+        refs = () if chosen is None or chosen.seen is None else chosen.seen.refs
+        keys = tuple(part_key(k, r.suffix) for r in refs)  # in bucket order
+        return ReadPlan(k, index, chosen, keys)
+
+    def finish_read(self, address: Address, plan: ReadPlan, bodies: Sequence[Any]) -> StateRecord | None:
+        """The record a read returns, the parts of ``plan.keys`` (as read) joined in.
+
+        Raises:
+            PartMismatch: a part is missing or changed (a concurrent save): read again.
+        """
+        doc = plan.doc
+        if doc is None:
             return None
-        return StateRecord(*address, chosen.value, chosen.version, chosen.updated_at, chosen.updated_by)
+        seen = doc.seen
+        if seen is not None and doc.head is not None:
+            doc = doc.joined(join_seen(doc.head, seen, bodies))
+            self._known[plan.key] = (seen, tuple(b["seen"] for b in bodies))
+        return StateRecord(*address, doc.value, doc.version, doc.updated_at, doc.updated_by)
+
+    def torn(self, address: Address, k: str, attempts: int, exc: PartMismatch) -> StoreError:
+        """The error of a read whose parts kept changing (or went missing) under it."""
+        namespace, name, key = address
+        return StoreError(
+            f"reading {namespace}/{name} (key {key!r}, state store key {k!r}) from {self._description} "
+            f"failed {attempts} times: {exc}. Either another writer keeps saving it (keep one trigger or "
+            f"task per watermark), or a part was deleted by hand; inspect it with `stateful show "
+            f"{namespace} {name} --airflow-url URL --asset ASSET`, or reset it with `stateful reset`."
+        )
 
     def plan_write(
         self,
@@ -93,13 +172,13 @@ class Planner:
         expected: int | None,
         updated_by: str | None,
         docs: Sequence[NativeDocument | None],
-    ) -> tuple[NativeDocument, dict[str, Any]]:
-        """The document to write to every asset, and its JSON object.
+    ) -> WritePlan:
+        """What to write to each asset (parts first, then the manifest) and delete after.
 
         Raises:
             StateConflictError: an asset holds another version than ``expected``.
             StateRegressionError: an asset holds an older version than one seen before.
-            StateTooLargeError: the document is over the size limit.
+            StateTooLargeError: the document cannot fit, even in parts.
         """
         where = self._where(address)
         self._ledger.check_history(where, k, docs)
@@ -112,31 +191,64 @@ class Planner:
             new = NativeDocument.create(*address, value, updated_by=writer, version=version)
         else:
             new = base.successor(value, updated_by=writer, version=version)
-        stored = new.to_json_value()
-        size = stored_size(stored)
+        # A value longer than the limit is over it once stored: no need to measure (10 MB of JSON).
+        stored = {} if 0 < self._limit < len(value) else new.to_json_value()
+        size = len(value) if not stored else stored_size(stored)
+        bodies: dict[str, dict[str, Any]] = {}
+        fresh = 0
+        known: tuple[SeenParts, tuple[dict[str, Any], ...]] | None = None
         if self._limit > 0 and size > self._limit:
-            namespace, name, key = address
-            raise StateTooLargeError(
-                namespace=namespace,
-                name=name,
-                key=key,
-                size=size,
-                limit=self._limit,
-                backend=self._description,
-                setting=SIZE_SETTING,
+            held: dict[str, set[str]] = {}
+            for d in present:
+                for ref in () if d.seen is None else d.seen.refs:
+                    held.setdefault(ref.suffix, set()).add(ref.digest)
+            unavailable = frozenset(s for s, digests in held.items() if len(digests) > 1)
+            previous = None if base is None else base.seen
+            cached = self._known.get(k)
+            contents = cached[1] if cached is not None and cached[0] == previous else ()
+            split = split_seen(value, self._limit, previous, version, unavailable, contents)
+            if split is None:
+                raise self._too_large(address, size, _NO_SPLIT)
+            new = new.in_parts(split.head, split.seen)
+            stored = new.to_json_value()
+            if stored_size(stored) > self._limit:
+                raise self._too_large(address, stored_size(stored), _MANIFEST)
+            bodies, fresh = split.bodies, len(split.new)
+            self._known.pop(k, None)
+            known = (split.seen, split.buckets)
+        wanted = {} if new.seen is None else {r.suffix: r.digest for r in new.seen.refs}
+        parts, stale = [], []
+        orphans = self._orphans.get(k, {})
+        for i, doc in enumerate(docs):
+            has = {} if doc is None or doc.seen is None else {r.suffix: r.digest for r in doc.seen.refs}
+            parts.append(
+                tuple((part_key(k, s), bodies[s]) for s, digest in wanted.items() if has.get(s) != digest)
             )
-        return new, stored
+            gone = (set(has) | orphans.get(i, set())) - set(wanted)
+            stale.append(tuple(sorted(part_key(k, s) for s in gone)))
+        probe = None if k in self._probed else (version, fresh)
+        return WritePlan(new, stored, tuple(parts), tuple(stale), probe, known)
 
     def after_write(
-        self, address: Address, k: str, new: NativeDocument, failures: Sequence[BaseException | None]
+        self, address: Address, k: str, plan: WritePlan, failures: Sequence[BaseException | None]
     ) -> int:
         """The version a write returns, given each asset's failure (``None``: written).
 
         Raises:
             StoreError: an asset was not written; the message says which were.
         """
+        new = plan.new
         failed = [(label, e) for label, e in zip(self._labels, failures, strict=True) if e is not None]
+        orphans = self._orphans.setdefault(k, {})
+        for i, failure in enumerate(failures):
+            if failure is None:
+                orphans.pop(i, None)
+            else:  # the parts it may have written are named by no manifest: delete them next time
+                orphans.setdefault(i, set()).update(key.rsplit("/", 1)[1] for key, _ in plan.parts[i])
         if not failed:
+            self._probed.add(k)
+            if plan.known is not None:
+                self._known[k] = plan.known
             self._ledger.remember(k, [new] * len(self._labels), new.version)
             return new.version
         self._ledger.forget(k)  # what each asset holds is unknown now
@@ -151,16 +263,41 @@ class Planner:
             f"since the last complete save are emitted again, none are skipped."
         ) from failed[0][1]
 
+    def left_behind(self, k: str, index: int, keys: Sequence[str]) -> None:
+        """Parts that could not be deleted after a save: the next save deletes them."""
+        self._orphans.setdefault(k, {}).setdefault(index, set()).update(key.rsplit("/", 1)[1] for key in keys)
+        _log.warning(
+            "stateful: could not delete %d unused part(s) of %s; the next save retries", len(keys), k
+        )
+
     def plan_delete(
         self, address: Address, k: str, expected: int | None, docs: Sequence[NativeDocument | None]
-    ) -> tuple[int, ...]:
-        """The indexes of the assets to delete the document from (those that hold one)."""
+    ) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """The assets to delete the document from (those that hold one), each with its parts' keys."""
         where = self._where(address)
         self._ledger.check_history(where, k, docs)
         if expected is not None:
             self._ledger.check_expected(where, k, expected, docs)
         self._ledger.forget(k)
-        return tuple(i for i, d in enumerate(docs) if d is not None)
+        orphans = self._orphans.pop(k, {})
+        return tuple(
+            (i, tuple(sorted(part_key(k, s) for s in (_suffixes(d) | orphans.get(i, set())))))
+            for i, d in enumerate(docs)
+            if d is not None
+        )
+
+    def _too_large(self, address: Address, size: int, detail: str) -> StateTooLargeError:
+        namespace, name, key = address
+        return StateTooLargeError(
+            namespace=namespace,
+            name=name,
+            key=key,
+            size=size,
+            limit=self._limit,
+            backend=self._description,
+            setting=SIZE_SETTING,
+            detail=detail,
+        )
 
     def io_error(self, doing: str, label: str, k: str, exc: BaseException) -> StatefulError:
         """The error to raise when reading, writing or deleting ``k`` at asset ``label`` failed."""

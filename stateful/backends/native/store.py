@@ -21,7 +21,9 @@ What AIP-103 does not give, and what this store does about it:
   document first, then the lowest version), because a repeated event beats a skipped one.
 * **Sizes**: Airflow only warns about values over ``[state_store] max_value_storage_bytes``
   (65535 by default) and stores them anyway (its REST API then refuses to write them back). This
-  store refuses them before writing, with :class:`~stateful.errors.StateTooLargeError`.
+  store keeps every value within it: a watermark too large for one value is a manifest plus
+  parts (:mod:`stateful.backends.native.parts`), and what cannot fit even so is refused before
+  writing, with :class:`~stateful.errors.StateTooLargeError`.
 * **No listing** through the Execution API: :meth:`NativeBackend.list` raises; list keys with
   ``GET /api/v2/assets/{asset_id}/state-store``.
 
@@ -42,11 +44,14 @@ from typing import Any
 
 from stateful.backends.base import Address, AddressedStore, StateRecord
 from stateful.backends.native.document import NativeDocument, native_key
-from stateful.backends.native.planner import Planner
+from stateful.backends.native.parts import PartMismatch, part_key
+from stateful.backends.native.planner import Planner, WritePlan
 from stateful.backends.native.scope import WatchedAsset, assets_of, configured_size_limit
 from stateful.errors import StoreConfigError
 
 __all__ = ["NativeBackend"]
+
+_READS = 5  # a read whose parts a concurrent save replaced is tried again, up to this many times
 
 
 class NativeBackend(AddressedStore):
@@ -61,7 +66,8 @@ class NativeBackend(AddressedStore):
         scope: ``trigger.asset_state_store`` or ``context["asset_state_store"]`` (an
             ``AssetStateStoreAccessors`` or a single ``AssetStateStoreAccessor``), or ``None``
             for an unbound store that ``@stateful`` binds.
-        max_value_bytes: refuse documents over this size (0: no limit); by default
+        max_value_bytes: the largest value written under one key (0: no limit, one key per
+            document); larger watermarks are split into parts; by default
             ``[state_store] max_value_storage_bytes`` (see :func:`configured_size_limit`).
 
     Raises:
@@ -108,7 +114,7 @@ class NativeBackend(AddressedStore):
 
     @property
     def max_value_bytes(self) -> int:
-        """The size limit enforced on each document (0: none)."""
+        """The size limit enforced on each value written (0: none)."""
         return self._limit
 
     def bind(self, scope: object) -> NativeBackend:
@@ -121,68 +127,135 @@ class NativeBackend(AddressedStore):
     # ---- sync hooks (tasks and sensors); the public methods are AddressedStore's ------------
 
     def _read(self, address: Address) -> StateRecord | None:
-        k = native_key(*address)
-        docs = [self._get(a, address, k) for a in self._require()]
-        return self._plan.on_read(address, k, docs)
+        k, assets = native_key(*address), self._require()
+        for attempt in range(1, _READS + 1):
+            plan = self._plan.on_read(address, k, [self._get(a, address, k) for a in assets])
+            asset = assets[plan.index]
+            try:
+                return self._plan.finish_read(address, plan, [self._fetch(asset, p) for p in plan.keys])
+            except PartMismatch as exc:  # a concurrent save replaced the parts: read it again
+                if attempt == _READS:
+                    raise self._plan.torn(address, k, attempt, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
         k, assets = native_key(*address), self._require()
         docs = [self._get(a, address, k) for a in assets]
-        new, stored = self._plan.plan_write(address, k, value, expected, updated_by, docs)
+        plan = self._plan.plan_write(address, k, value, expected, updated_by, docs)
         failures: builtins.list[BaseException | None] = []
-        for asset in assets:
+        for asset, parts in zip(assets, plan.parts, strict=True):
             try:
-                asset.accessor.set(k, stored)
+                for key, body in (*parts, (k, plan.manifest)):  # the manifest last: the commit
+                    asset.accessor.set(key, body)
                 failures.append(None)
             except Exception as exc:
                 failures.append(exc)
-        return self._plan.after_write(address, k, new, failures)
+        version = self._plan.after_write(address, k, plan, failures)
+        for i, asset in enumerate(assets):
+            self._clean(i, asset, k, plan)
+        return version
 
     def _delete(self, address: Address, expected: int | None) -> bool:
         k, assets = native_key(*address), self._require()
         docs = [self._get(a, address, k) for a in assets]
-        targets = [assets[i] for i in self._plan.plan_delete(address, k, expected, docs)]
-        for asset in targets:
-            try:
-                asset.accessor.delete(k)
-            except Exception as exc:
-                raise self._plan.io_error("deleting", asset.label, k, exc) from exc
+        targets = self._plan.plan_delete(address, k, expected, docs)
+        for i, parts in targets:
+            for key in (k, *parts):  # the document first: a part without it is never read
+                try:
+                    assets[i].accessor.delete(key)
+                except Exception as exc:
+                    raise self._plan.io_error("deleting", assets[i].label, key, exc) from exc
         return bool(targets)
 
     def _list(self, namespace: str | None) -> Iterable[StateRecord]:
         """Not available: the Execution API cannot list an asset's keys (the error says how to)."""
         raise self._plan.no_list()
 
+    def _clean(self, i: int, asset: WatchedAsset, k: str, plan: WritePlan) -> None:
+        """After a save: delete the parts it made unused, and those a killed save left behind."""
+        stale = builtins.list(plan.stale[i])
+        try:
+            if plan.probe is not None:
+                version, n = plan.probe
+                while asset.accessor.get(part_key(k, f"{version}.{n}")) is not None:
+                    stale.append(part_key(k, f"{version}.{n}"))
+                    n += 1
+            while stale:
+                asset.accessor.delete(stale[-1])
+                stale.pop()
+        except Exception:  # the save is done; what is left is named by no manifest
+            self._plan.left_behind(k, i, stale)
+
     # ---- async hooks (triggers): never block the event loop ---------------------------------
 
     async def _aread(self, address: Address) -> StateRecord | None:
-        k = native_key(*address)
-        docs = await self._aget_all(self._require(), address, k)
-        return self._plan.on_read(address, k, docs)
+        k, assets = native_key(*address), self._require()
+        for attempt in range(1, _READS + 1):
+            plan = self._plan.on_read(address, k, await self._aget_all(assets, address, k))
+            asset = assets[plan.index]
+            bodies = [await self._afetch(asset, p) for p in plan.keys]
+            try:
+                if not bodies:
+                    return self._plan.finish_read(address, plan, bodies)
+                # Joining ~10 MB of parts is CPU work: off the event loop.
+                return await asyncio.to_thread(self._plan.finish_read, address, plan, bodies)
+            except PartMismatch as exc:
+                if attempt == _READS:
+                    raise self._plan.torn(address, k, attempt, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _awrite(
         self, address: Address, value: str, expected: int | None, updated_by: str | None
     ) -> int:
         k, assets = native_key(*address), self._require()
         docs = await self._aget_all(assets, address, k)
-        new, stored = self._plan.plan_write(address, k, value, expected, updated_by, docs)
-        results = await asyncio.gather(*(a.accessor.aset(k, stored) for a in assets), return_exceptions=True)
+        if self._limit > 0 and len(value) > self._limit // 2:  # it may need splitting: CPU work
+            plan = await asyncio.to_thread(
+                self._plan.plan_write, address, k, value, expected, updated_by, docs
+            )
+        else:
+            plan = self._plan.plan_write(address, k, value, expected, updated_by, docs)
+
+        async def save(asset: WatchedAsset, parts: Sequence[tuple[str, Any]]) -> None:
+            for key, body in (*parts, (k, plan.manifest)):  # the manifest last: the commit
+                await asset.accessor.aset(key, body)
+
+        results = await asyncio.gather(
+            *(save(a, parts) for a, parts in zip(assets, plan.parts, strict=True)), return_exceptions=True
+        )
         failures = [r if isinstance(r, BaseException) else None for r in results]
-        return self._plan.after_write(address, k, new, failures)
+        version = self._plan.after_write(address, k, plan, failures)
+        await asyncio.gather(*(self._aclean(i, a, k, plan) for i, a in enumerate(assets)))
+        return version
 
     async def _adelete(self, address: Address, expected: int | None) -> bool:
         k, assets = native_key(*address), self._require()
         docs = await self._aget_all(assets, address, k)
-        targets = [assets[i] for i in self._plan.plan_delete(address, k, expected, docs)]
-        for asset in targets:
-            try:
-                await asset.accessor.adelete(k)
-            except Exception as exc:
-                raise self._plan.io_error("deleting", asset.label, k, exc) from exc
+        targets = self._plan.plan_delete(address, k, expected, docs)
+        for i, parts in targets:
+            for key in (k, *parts):  # the document first: a part without it is never read
+                try:
+                    await assets[i].accessor.adelete(key)
+                except Exception as exc:
+                    raise self._plan.io_error("deleting", assets[i].label, key, exc) from exc
         return bool(targets)
 
     async def _alist(self, namespace: str | None) -> Iterable[StateRecord]:
         raise self._plan.no_list()
+
+    async def _aclean(self, i: int, asset: WatchedAsset, k: str, plan: WritePlan) -> None:
+        stale = builtins.list(plan.stale[i])
+        try:
+            if plan.probe is not None:
+                version, n = plan.probe
+                while await asset.accessor.aget(part_key(k, f"{version}.{n}")) is not None:
+                    stale.append(part_key(k, f"{version}.{n}"))
+                    n += 1
+            while stale:
+                await asset.accessor.adelete(stale[-1])
+                stale.pop()
+        except Exception:
+            self._plan.left_behind(k, i, stale)
 
     # ---- I/O ----------------------------------------------------------------------------------
 
@@ -208,6 +281,18 @@ class NativeBackend(AddressedStore):
         except Exception as exc:
             raise self._plan.io_error("reading", asset.label, k, exc) from exc
         return self._plan.parse(asset.label, address, k, data)
+
+    def _fetch(self, asset: WatchedAsset, key: str) -> Any:
+        try:
+            return asset.accessor.get(key)
+        except Exception as exc:
+            raise self._plan.io_error("reading", asset.label, key, exc) from exc
+
+    async def _afetch(self, asset: WatchedAsset, key: str) -> Any:
+        try:
+            return await asset.accessor.aget(key)
+        except Exception as exc:
+            raise self._plan.io_error("reading", asset.label, key, exc) from exc
 
     async def _aget_all(
         self, assets: Sequence[WatchedAsset], address: Address, k: str

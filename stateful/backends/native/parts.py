@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,7 +203,7 @@ def split_seen(
     seen: dict[str, Any] = parsed["seen"]
     keys = list(seen)
     try:
-        if keys != sorted(keys) or canonical_json(parsed, sort_keys=False) != value:
+        if keys != sorted(keys) or _compact(parsed) != value:
             return None
     except ValueError:  # NaN or infinity: not JSON that comes back
         return None
@@ -265,4 +266,29 @@ def join_seen(head: dict[str, Any], seen: SeenParts, bodies: Sequence[object]) -
     merged.sort(key=lambda item: item[0])
     fields = list(head.items())
     fields.insert(seen.at, ("seen", dict(merged)))
-    return canonical_json(dict(fields), sort_keys=False)
+    return _compact(dict(fields))
+
+
+_CHUNK = 2000  # seen entries serialised per call: other threads (the event loop) run in between
+
+
+def _compact(value: dict[str, Any]) -> str:
+    """``canonical_json(value, sort_keys=False)``, ``seen`` serialised a chunk at a time.
+
+    One ``json.dumps`` of 10 MB holds the interpreter lock for its whole run, so the event loop
+    would stall while a worker thread serialises a large watermark; chunks let it run between.
+    """
+    seen = value.get("seen")
+    if not isinstance(seen, dict) or len(seen) <= _CHUNK:
+        return canonical_json(value, sort_keys=False)
+    items = list(seen.items())
+    chunks = [
+        canonical_json(dict(items[i : i + _CHUNK]), sort_keys=False)[1:-1]
+        for i in range(0, len(items), _CHUNK)
+    ]
+    marker = f"seen-{uuid.uuid4().hex}"
+    shell = canonical_json({f: (marker if f == "seen" else v) for f, v in value.items()}, sort_keys=False)
+    marker = canonical_json(marker)
+    if shell.count(marker) != 1:  # the head holds that text too (never, in practice)
+        return canonical_json(value, sort_keys=False)
+    return shell.replace(marker, "{" + ",".join(chunks) + "}")

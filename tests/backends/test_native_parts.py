@@ -11,21 +11,24 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.sdk import Asset
 from airflow.sdk.execution_time.context import AssetStateStoreAccessor
+from airflow.triggers.base import TriggerEvent
 
-from stateful import Watermark
+from stateful import Watermark, stateful
 from stateful._document import canonical_json
 from stateful.backends import NativeBackend
 from stateful.backends.native import FORMAT, native_key
 from stateful.backends.native.parts import is_part_key, part_key
 from stateful.errors import StateConflictError, StateRegressionError, StoreError
 from tests._airflow import AirflowStateStore
+from tests.triggers import CounterBase
 
 pytestmark = pytest.mark.airflow_min("3.3", reason="AIP-103 asset state store")
 
@@ -170,6 +173,35 @@ async def test_a_hundred_thousand_s3_keys_round_trip_async(airflow_state_store: 
     record = await NativeBackend(airflow.accessors(asset)).aread(NS, NAME, WM)
     assert record is not None and record.value == fewer
     assert Watermark.from_state_json(s3_state(range(50))).to_state_json() == s3_state(range(50))
+
+
+class S3Trigger(CounterBase):
+    """A watcher listing S3 objects: each ``key@etag`` not seen yet is an event."""
+
+    @stateful(namespace=NS, name="{source}")
+    async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
+        when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        for item in self.items:
+            if watermark.is_new(s3_key(item), when):
+                watermark.advance(key=s3_key(item), timestamp=when)
+                yield TriggerEvent(item)
+
+
+async def test_a_watcher_whose_watermark_outgrows_one_value_emits_each_object_once(
+    airflow_state_store: AirflowStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before parts, every save past the limit failed and the watcher re-fired the same objects.
+    monkeypatch.setenv("AIRFLOW__STATE_STORE__MAX_VALUE_STORAGE_BYTES", str(SMALL))
+    airflow = airflow_state_store
+    asset = airflow.new_asset()
+    first = [e.payload async for e in airflow.watch(S3Trigger("landing/", list(range(80))), asset).run()]
+    assert first == list(range(80))
+    assert len(referenced(airflow.stored(asset, KEY))) > 1  # it outgrew one value
+
+    restarted = airflow.watch(S3Trigger("landing/", list(range(90))), asset)
+    assert [e.payload async for e in restarted.run()] == list(range(80, 90))
+    assert set(airflow.keys(asset)) == {KEY} | referenced(airflow.stored(asset, KEY))
+    assert all(len(json.dumps(airflow.stored(asset, key))) <= SMALL for key in airflow.keys(asset))
 
 
 # ---- a save cut short --------------------------------------------------------------------------

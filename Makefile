@@ -14,8 +14,9 @@ OLDEST_STAMP := $(OLDEST_VENV)/.installed
 OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 # The suite runs on TEST_WORKERS pytest-xdist processes. --dist loadgroup keeps each end-to-end
 # deployment's scenarios together, in order, on one worker (tests/e2e/conftest.py) while the other
-# deployment and the unit tests run beside it. 3 on a 2-core machine: the end-to-end workers mostly
-# wait for Airflow. `make test TEST_WORKERS=0` runs it in one process (as plain `pytest` does).
+# deployment and the unit tests run beside it. 3 on a 2-core machine: while the deployments run,
+# each holds its worker (mostly waiting for Airflow), so with 2 the unit tests would wait for them.
+# `make test TEST_WORKERS=0` runs it in one process (as plain `pytest` does).
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadgroup
 

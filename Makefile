@@ -12,6 +12,13 @@ OLDEST_BIN := $(OLDEST_VENV)/bin
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 # The day after the oldest Airflow's release: the newest dependency versions it was used with.
 OLDEST_EXCLUDE_NEWER ?= 2025-04-25
+# The suite runs on TEST_WORKERS pytest-xdist processes. --dist loadgroup keeps each end-to-end
+# deployment's scenarios together, in order, on one worker (tests/e2e/conftest.py) while the other
+# deployment and the unit tests run beside it. 3 on a 2-core machine: while the deployments run,
+# each holds its worker (mostly waiting for Airflow), so with 2 the unit tests would wait for them.
+# `make test TEST_WORKERS=0` runs it in one process (as plain `pytest` does).
+TEST_WORKERS ?= 3
+PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: demo test test-oldest constraints-oldest lint typecheck bench clean
 
@@ -32,12 +39,12 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_XDIST)
 
 # The suite on the oldest supported Airflow. Tests marked `airflow_min` (newer Airflow features,
 # and the end-to-end suite, which runs on 3.3) are skipped there with their reason in the summary.
 test-oldest: $(OLDEST_STAMP)
-	$(OLDEST_BIN)/python -m pytest
+	$(OLDEST_BIN)/python -m pytest $(PYTEST_XDIST)
 
 constraints-oldest: $(STAMP)
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.10 --exclude-newer $(OLDEST_EXCLUDE_NEWER) \

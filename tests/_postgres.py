@@ -1,5 +1,8 @@
 """A throwaway PostgreSQL server for the tests, started from the system binaries.
 
+Each test process (each pytest-xdist worker) starts its own server: its own temporary directory
+(``tempfile.mkdtemp``), its own free port, nothing fixed on disk.
+
 The server runs as an unprivileged user (``initdb`` refuses root), listens on a free port on
 127.0.0.1 with its Unix socket in its own temporary directory, requires a password (so that
 password masking is tested for real), and reports times in a non-UTC zone (so that UTC
@@ -210,12 +213,18 @@ def _unprivileged_user() -> tuple[int, int]:
         except KeyError:
             continue
         return entry.pw_uid, entry.pw_gid
-    subprocess.run(
+    # Several test processes (pytest-xdist workers) may get here at once: the one whose useradd
+    # fails because another created the user finds it all the same.
+    created = subprocess.run(
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _FALLBACK_OS_USER],
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
-    entry = pwd.getpwnam(_FALLBACK_OS_USER)
+    try:
+        entry = pwd.getpwnam(_FALLBACK_OS_USER)
+    except KeyError:
+        raise RuntimeError(f"useradd {_FALLBACK_OS_USER} failed: {created.stderr}") from None
     return entry.pw_uid, entry.pw_gid
 
 

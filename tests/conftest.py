@@ -1,5 +1,9 @@
 """Shared fixtures: a real PostgreSQL server, and a fresh store of every kind.
 
+Every fixture here is safe to run once per pytest-xdist worker (``make test`` runs the suite with
+``-n``): session fixtures make their files under ``tmp_path_factory`` (a directory per worker) and
+take free ports, so two workers each start their own PostgreSQL server and metadata database.
+
 Also the ``airflow_min`` marker: ``@pytest.mark.airflow_min("3.3", reason="AIP-103 state store")``
 skips a test, with that reason in the summary, when the installed Airflow is older (``make
 test-oldest`` runs the suite on the oldest supported Airflow). A module whose imports need the
@@ -21,6 +25,7 @@ from packaging.version import Version
 
 from stateful.backends import AsyncStateBackend, MemoryBackend, NativeBackend, SqlBackend, StateBackend
 from tests._airflow import AirflowStateStore, CompositeComms, copy_metadata_db, metadata_db, migrate
+from tests._figures import figures, pytest_terminal_summary
 from tests._postgres import INSTALL_HINT, PostgresServer, find_bindir, postgres_required
 
 
@@ -89,6 +94,12 @@ async def airflow_state_store(airflow_metadata_db: str) -> AsyncIterator[Airflow
     with set_supervisor_comms(comms):
         yield AirflowStateStore(comms)
         await comms.aclose()
+
+
+# The end-to-end suite's measured figures: a fixture, and the hook that prints them. Here, not in
+# tests/e2e/conftest.py: under pytest-xdist the controlling process, which writes the summary,
+# loads this conftest but never the e2e one (it collects nothing).
+__all__ = ["figures", "pytest_terminal_summary"]
 
 
 def unique_table() -> str:

@@ -1,5 +1,10 @@
 """Fixtures of the end-to-end suite: one real Airflow deployment per state store, shared by a module.
 
+Under pytest-xdist (``make test`` runs ``pytest -n ... --dist loadgroup``) each deployment is one
+``xdist_group``: its scenarios run in order on one worker, while the other store's deployment and
+the rest of the suite run on the other workers. The figures the scenarios measure reach the
+terminal summary through their reports (tests/_figures.py).
+
 The suite needs the ``airflow`` command of the interpreter's environment (``make test`` installs
 ``apache-airflow``). Without it the tests are skipped, except in CI (``CI`` set, or
 ``STATEFUL_REQUIRE_E2E=1``), where they fail: CI must never pass by skipping them.
@@ -18,6 +23,7 @@ import pytest
 
 from stateful.backends import SqlBackend
 from stateful.backends.native import NativeDocument, native_key
+from tests._airflow import copy_metadata_db
 from tests.e2e.harness import AirflowDeployment
 from tests.e2e.watched import WatchedDir, WatchedFiles
 
@@ -84,13 +90,19 @@ SQL_STORE = pytest.param(
         native=False,
     ),
     id="sql-store",
+    # One deployment, one pytest-xdist worker: its scenarios share it, in order.
+    marks=pytest.mark.xdist_group("e2e-sql-store"),
 )
 
 # Scenario (e): every scenario runs once per store (scenario h, a burst, on the SQL store only).
 STORES = [
     # The default rule ([stateful] backend = auto) on Airflow 3.3: an AssetWatcher's trigger has an
     # asset state store, so the native store is chosen; nothing to configure.
-    pytest.param(Store("native", env=lambda home: {}, read=_read_native, native=True), id="native-store"),
+    pytest.param(
+        Store("native", env=lambda home: {}, read=_read_native, native=True),
+        id="native-store",
+        marks=pytest.mark.xdist_group("e2e-native-store"),
+    ),
     SQL_STORE,
 ]
 
@@ -116,11 +128,13 @@ def store(request: pytest.FixtureRequest) -> Store:
 
 @pytest.fixture(scope="module")
 def world(
-    airflow_command: str, store: Store, tmp_path_factory: pytest.TempPathFactory
+    airflow_command: str, store: Store, migrated_airflow_db: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WatchedFiles]:
     """A running deployment (all four components) with its watchers live, shared by the module.
 
-    ``airflow_command`` is requested first so that a missing Airflow skips (or fails) at once.
+    ``airflow_command`` is requested first so that a missing Airflow skips (or fails) at once. The
+    metadata database is a copy of the session's migrated one (``airflow db migrate`` runs once per
+    test process, not once per deployment).
     """
     root = tmp_path_factory.mktemp(f"airflow-{store.name}")
     landing, control, unacked, burst = (root / name for name in ("landing", "control", "unacked", "burst"))
@@ -146,32 +160,30 @@ def world(
         unacked=WatchedDir(unacked, "e2e_unacked"),
         burst=WatchedDir(burst, "e2e_burst"),
     )
-    deployment.migrate()
+    copy_metadata_db(migrated_airflow_db, home)
     try:
         deployment.start()
         deployment.wait_healthy()
         world.resolve_assets()
         # The watchers are live once a file dropped now has become an asset event.
-        world.barrier(world.landing)
-        world.barrier(world.control)
-        world.barrier(world.unacked)
-        world.barrier(world.burst)
+        world.barrier(world.landing, world.control, world.unacked, world.burst)
         yield world
     finally:
         deployment.stop_all()
 
 
-_FIGURES: list[str] = []
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, which names each test's group
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a pytest-xdist worker under ``--dist loadgroup``, fail if a deployment's group was lost.
 
-
-@pytest.fixture(scope="session")
-def figures() -> list[str]:
-    """Measured figures; printed at the end of the run (they go into docs/running-in-airflow.md)."""
-    return _FIGURES
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _FIGURES:
-        terminalreporter.section("stateful end-to-end figures")
-        for line in _FIGURES:
-            terminalreporter.write_line(line)
+    pytest-xdist puts a test in its group by appending ``@<group>`` to its node id; when that does
+    not take (pytest 9.2 with pytest-xdist 3.8, pytest-dev/pytest-xdist#1386) the scenarios of one
+    deployment are spread over the workers, and each worker starts a deployment of its own.
+    """
+    if not config.getoption("loadgroup", False):  # set in pytest-xdist workers only
+        return
+    lost = [
+        item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+    ]
+    if lost:
+        raise pytest.UsageError(f"pytest-xdist did not group these tests (--dist loadgroup): {lost}")

@@ -62,7 +62,10 @@ class _Running:
 
 @dataclass
 class AirflowDeployment:
-    """One Airflow deployment in ``home``; nothing runs until :meth:`migrate` and :meth:`start`.
+    """One Airflow deployment in ``home``; nothing runs until :meth:`start`.
+
+    ``home/airflow.db`` must hold a migrated metadata database by then: the suite copies one that
+    ``airflow db migrate`` made once per test process (``tests/_airflow.py``).
 
     Args:
         home: the ``AIRFLOW_HOME`` (created if missing): metadata database, logs, component logs.
@@ -80,6 +83,7 @@ class AirflowDeployment:
     triggerer_health_check_threshold: int = 6
     port: int = field(default_factory=free_port)
     _running: dict[str, _Running] = field(default_factory=dict, init=False)
+    _spares: dict[str, _Running] = field(default_factory=dict, init=False)
     _starts: dict[str, int] = field(default_factory=dict, init=False)
     _client: httpx.Client | None = field(default=None, init=False)
 
@@ -96,23 +100,6 @@ class AirflowDeployment:
         """The ``airflow`` command of the running interpreter's environment."""
         return str(Path(sys.executable).with_name("airflow"))
 
-    def migrate(self, timeout: float = 300) -> None:
-        """Create the metadata database (``airflow db migrate``)."""
-        log_path = self.home / "components" / "db-migrate.log"
-        with log_path.open("wb") as log:
-            result = subprocess.run(
-                [self.airflow, "db", "migrate"],
-                env=self.environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise DeploymentError(
-                f"airflow db migrate failed with exit code {result.returncode}:\n{_tail(log_path)}"
-            )
-
     def start(self, *components: str) -> None:
         """Start each component (all four if none is named) in a process group of its own."""
         for name in components or COMPONENTS:
@@ -120,18 +107,39 @@ class AirflowDeployment:
                 raise ValueError(f"unknown component {name!r}; expected one of {COMPONENTS}")
             if self.is_running(name):
                 raise RuntimeError(f"{name} is already running")
-            self._starts[name] = self._starts.get(name, 0) + 1
-            log_path = self.home / "components" / f"{name}-{self._starts[name]}.log"
-            with log_path.open("wb") as log:
-                process = subprocess.Popen(
-                    [self.airflow, name],
-                    env=self.environment,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, see stop()
-                )
-            self._running[name] = _Running(process, log_path)
+            self._running[name] = self._launch(name)
+
+    def start_spare(self, name: str) -> None:
+        """Start a second process of a running component beside it, unless one is there already.
+
+        The spare starts up (imports, connects, heartbeats) while the component works; the next
+        :meth:`stop` or :meth:`kill` of the component makes the spare the component. A spare
+        triggerer runs nothing meanwhile: Airflow gives a triggerer only the triggers of no live
+        triggerer, so it takes the triggers over once the stopped one's job has ended (a graceful
+        stop) or its heartbeat is ``triggerer_health_check_threshold`` seconds old (a crash), as
+        the second triggerer of a highly available deployment does.
+        """
+        if not self.is_running(name):
+            raise RuntimeError(f"{name} is not running: start it, not a spare")
+        if name not in self._spares:
+            self._spares[name] = self._launch(name)
+
+    def _launch(self, name: str) -> _Running:
+        self._starts[name] = self._starts.get(name, 0) + 1
+        log_path = self.home / "components" / f"{name}-{self._starts[name]}.log"
+        env = self.environment
+        if name == "triggerer":  # its own log server: a spare runs beside the triggerer
+            env = {**env, "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [self.airflow, name],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, see stop()
+            )
+        return _Running(process, log_path)
 
     def is_running(self, name: str) -> bool:
         """Whether ``name`` was started and its main process has not exited."""
@@ -151,7 +159,7 @@ class AirflowDeployment:
         Returns:
             The main process's exit code (negative: the signal that ended it).
         """
-        running = self._running.pop(name)
+        running = self._pop(name)
         process = running.process
         process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -163,13 +171,28 @@ class AirflowDeployment:
 
     def kill(self, name: str) -> int:
         """SIGKILL the component's whole process group at once, as a crash would."""
-        running = self._running.pop(name)
+        running = self._pop(name)
         _signal_group(running.process.pid, signal.SIGKILL)
         return running.process.wait()
 
+    def _pop(self, name: str) -> _Running:
+        """The component's process, now stopping; its spare (if any) becomes the component."""
+        running = self._running.pop(name)
+        spare = self._spares.pop(name, None)
+        if spare is not None:
+            self._running[name] = spare
+        return running
+
     def stop_all(self) -> None:
-        """Stop every running component (the triggerer first, the api-server last)."""
+        """Stop every running component (the triggerer first, the api-server last), spares first."""
         for name in ("triggerer", "dag-processor", "scheduler", "api-server"):
+            if name in self._spares:
+                spare = self._spares.pop(name)
+                spare.process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spare.process.wait(timeout=10)
+                _signal_group(spare.process.pid, signal.SIGKILL)
+                spare.process.wait()
             if name in self._running:
                 self.stop(name)
         if self._client is not None:
@@ -352,7 +375,8 @@ class AirflowDeployment:
         return self.home / "components" / f"{name}-{self._starts.get(name, 1)}.log"
 
     def _check_alive(self, what: str) -> None:
-        for name, running in self._running.items():
+        processes = [*self._running.items(), *((f"{n} (spare)", r) for n, r in self._spares.items())]
+        for name, running in processes:
             code = running.process.poll()
             if code is not None:
                 raise DeploymentError(

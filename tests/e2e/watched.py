@@ -109,12 +109,16 @@ class WatchedFiles:
         os.rename(partial, path)
         return str(path)
 
-    def barrier(self, where: WatchedDir, timeout: float = 180) -> None:
-        """Drop a barrier file and wait for its asset event: earlier files' counts are final."""
-        path = self.drop_one(where, f"barrier-{next(self._barriers):03d}")
-        self.deployment.wait_for(
-            f"the asset event of {path}", lambda: self.event_counts(where)[path] > 0 or None, timeout
-        )
+    def barrier(self, *where: WatchedDir, timeout: float = 180) -> None:
+        """Drop a barrier file in each directory and wait for their asset events: earlier files'
+        counts are final. Several directories' barriers are awaited together."""
+        barriers = [(w, self.drop_one(w, f"barrier-{next(self._barriers):03d}")) for w in where]
+
+        def reached() -> bool:
+            return all(self.event_counts(w)[path] > 0 for w, path in barriers)
+
+        paths = ", ".join(path for _, path in barriers)
+        self.deployment.wait_for(f"the asset events of {paths}", reached, timeout)
 
     # -- asset events --------------------------------------------------------------------------
 
@@ -190,13 +194,28 @@ class WatchedFiles:
 
     # -- the triggerer -------------------------------------------------------------------------
 
+    def spare_triggerer(self) -> None:
+        """Start the next triggerer now, beside the running one, unless it is started already.
+
+        A triggerer takes seconds to start (imports, database, its trigger runner): started ahead,
+        while a scenario drops files and waits, the replacement is warm when the running one is
+        stopped or killed, and takes its triggers over as soon as Airflow lets it (see
+        :meth:`AirflowDeployment.start_spare`). Until then it runs no trigger.
+        """
+        self.deployment.start_spare("triggerer")
+
     def restart_triggerer(self) -> None:
-        """Stop the triggerer gracefully (SIGTERM) and start a new one."""
+        """Stop the triggerer gracefully (SIGTERM); the spare (started now if none is) takes over."""
+        self.spare_triggerer()
         self.deployment.stop("triggerer")
-        self.deployment.start("triggerer")
 
     def kill_triggerer_when(self, condition: Callable[[], bool], timeout: float = 120) -> None:
-        """SIGKILL the triggerer's process group as soon as ``condition()`` holds (polled every 2 ms)."""
+        """SIGKILL the triggerer's process group as soon as ``condition()`` holds (polled every 2 ms).
+
+        The spare (started now if none is) takes the killed one's triggers over once its heartbeat
+        is ``triggerer_health_check_threshold`` seconds old, as a restarted triggerer would.
+        """
+        self.spare_triggerer()
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:

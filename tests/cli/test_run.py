@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import subprocess
@@ -33,18 +34,29 @@ def counter(cli: Cli, url: str | None = None) -> tuple[int, int | None] | None:
 def read_json_lines(
     proc: subprocess.Popen[str], until: str, count: int, timeout: float = 60
 ) -> list[dict[str, Any]]:
-    """Read JSON lines from a running ``stateful run --json`` until ``count`` lines of type ``until``."""
+    """Read JSON lines from a running ``stateful run --json`` until ``count`` lines of type ``until``.
+
+    Reads the pipe's file descriptor directly: ``select`` on a buffered reader would wait for new
+    bytes while whole lines already sit in its buffer (lines that arrived together in one chunk).
+    Returns exactly the lines up to the ``count``-th one; the rest stays in the pipe for the caller.
+    """
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     lines: list[dict[str, Any]] = []
+    pending = b""
     deadline = time.monotonic() + timeout
     while sum(1 for line in lines if line["type"] == until) < count:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            raise AssertionError(f"no {count} {until!r} lines in time; got {lines}")
-        text = proc.stdout.readline()
-        if not text:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise AssertionError(f"the command ended early ({proc.wait()}): {lines} {err}")
+        if b"\n" not in pending:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"no {count} {until!r} lines in time; got {lines}")
+            chunk = os.read(fd, 1)  # one byte at a time: nothing past the last wanted line is taken
+            if not chunk:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise AssertionError(f"the command ended early ({proc.wait()}): {lines} {err}")
+            pending += chunk
+            continue
+        text, pending = pending.split(b"\n", 1)
         lines.append(json.loads(text))
     return lines
 

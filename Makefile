@@ -13,7 +13,7 @@ OLDEST_STAMP := $(OLDEST_VENV)/.installed
 # The day after the oldest Airflow's release: the newest dependency versions it was used with.
 OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 
-.PHONY: demo test test-oldest constraints-oldest lint typecheck bench clean
+.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -38,8 +38,9 @@ from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Any
 
 from stateful._flow import Backpressure, subscriber_queue_size
+from stateful._saver import save
 from stateful._spec import StatefulSpec
-from stateful._trigger_driver import emit, open_session, save
+from stateful._trigger_driver import emit, open_session
 from stateful.errors import EventNotStoredError
 
 __all__ = ["ack_mode_available", "install_ack_mode"]

@@ -156,7 +156,7 @@ class WatermarkSession(Generic[W]):
     @property
     def size(self) -> int:
         """How many keys the confirmed state's ``seen`` holds: what rendering it costs."""
-        return 0 if self._shadow is None else len(self._shadow.seen)
+        return 0 if self._shadow is None else self._shadow.size
 
     def load(self, record: StateRecord | None) -> W:
         """Validate the stored record (or start fresh) and return the watermark for user code.

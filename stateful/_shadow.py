@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 from dataclasses import dataclass
@@ -44,9 +45,10 @@ from stateful.types import Watermark
 
 __all__ = ["Delta", "Shadow", "Tracker", "digest"]
 
-#: How many ``seen`` entries are sorted or encoded in one call while rendering: each call holds
-#: the interpreter lock, so a worker thread rendering a large state lets the loop in between.
-RENDER_CHUNK = 2048
+#: How many ``seen`` entries a run holds (up to twice as many before it is split): each is
+#: sorted and encoded in one call, which holds the interpreter lock, so a worker thread
+#: rendering a large state lets the loop in between; a change re-encodes only its run.
+RENDER_CHUNK = 512
 
 _MODULUS = 1 << 256
 
@@ -88,22 +90,33 @@ class Delta:
             for a key that left ``seen``.
         head: the fields other than ``seen``, as JSON values.
         digest: the digest of the state after the change.
+        grown: how many keys ``seen`` gained (negative: lost).
     """
 
     seen: dict[str, SeenText | _Absent]
     head: dict[str, Any]
     digest: str
+    grown: int = 0
 
 
 class Shadow:
-    """A state as plain data: ``seen`` as ``key -> text``, the other fields, and its digest."""
+    """A state as plain data: ``seen`` (``key -> text``), the other fields, and its digest.
+
+    ``seen`` is kept for rendering as sorted runs, each with its text cached (:class:`_Runs`),
+    built by the first render; a confirmation only records the changed keys (O(change)), and the
+    next render re-encodes just the runs they fall in.
+    """
 
     def __init__(self, seen: dict[str, SeenText], head: dict[str, Any]) -> None:
-        self.seen = seen
         self.head = head
         self.head_text = canonical_json(head)
         self.seen_sum = sum(_entry_hash(k, t) for k, t in seen.items()) % _MODULUS
         self.digest = digest(self.head_text, self.seen_sum)
+        #: How many keys ``seen`` holds.
+        self.size = len(seen)
+        self._initial: dict[str, SeenText] | None = seen
+        self._runs: _Runs | None = None
+        self._changes: dict[str, SeenText | _Absent] = {}
 
     @classmethod
     def of(cls, watermark: Watermark[Any]) -> Shadow:
@@ -114,39 +127,95 @@ class Shadow:
         )
 
     def apply(self, delta: Delta) -> None:
-        """Move to the state after ``delta`` (which must follow this state)."""
-        for key, text in delta.seen.items():
-            if text is ABSENT:
-                self.seen.pop(key, None)
-            else:
-                self.seen[key] = text
+        """Move to the state after ``delta`` (which must follow this state): O(change)."""
+        self._changes.update(delta.seen)
+        self.size += delta.grown
         self.head = delta.head
         self.digest = delta.digest
 
     def render(self) -> str:
         """The canonical stored text of this state (as :meth:`Watermark.to_state_json` writes it).
 
-        Sorting and encoding ``seen`` go chunk by chunk (:data:`RENDER_CHUNK` entries), so a
-        worker thread rendering it lets the event loop's thread take the interpreter lock
-        between chunks.
+        O(changes since the last render) to bring the runs up to date, plus joining the cached
+        texts; the first render sorts ``seen`` in runs (O(n log n)). Every step is a call over
+        at most a run, so a worker thread rendering lets the event loop's thread take the
+        interpreter lock in between. Not to be called while :meth:`apply` may run.
         """
+        if self._runs is None:
+            self._runs = _Runs(self._initial or {})
+            self._initial = None
+        changes, self._changes = self._changes, {}
+        self._runs.update(changes)
         doc: dict[str, Any] = {**self.head, "schema_version": SCHEMA_VERSION}
         parts = []
         for name in sorted([*doc, "seen"]):
-            value = self._render_seen() if name == "seen" else canonical_json(doc[name])
+            value = self._runs.render() if name == "seen" else canonical_json(doc[name])
             parts.append(f"{canonical_json(name)}:{value}")
         return "{" + ",".join(parts) + "}"
 
-    def _render_seen(self) -> str:
-        keys = list(self.seen)
-        runs = [sorted(keys[i : i + RENDER_CHUNK]) for i in range(0, len(keys), RENDER_CHUNK)]
-        ordered = runs[0] if len(runs) == 1 else list(heapq.merge(*runs))
-        seen = self.seen
-        chunks = [
-            canonical_json({k: seen[k] for k in ordered[i : i + RENDER_CHUNK]}, sort_keys=False)[1:-1]
-            for i in range(0, len(ordered), RENDER_CHUNK)
-        ]
-        return "{" + ",".join(chunks) + "}"
+
+class _Run:
+    __slots__ = ("keys", "text", "values")
+
+    def __init__(self, keys: list[str], values: dict[str, SeenText]) -> None:
+        self.keys = keys  # sorted
+        self.values = values
+        self.text: str | None = None  # the rendered entries, without braces; None: stale
+
+    def render(self) -> str:
+        if self.text is None:
+            values = self.values
+            self.text = canonical_json({k: values[k] for k in self.keys}, sort_keys=False)[1:-1]
+        return self.text
+
+
+class _Runs:
+    """``seen`` as consecutive sorted runs of about :data:`RENDER_CHUNK` keys.
+
+    ``firsts[i]`` is at most the smallest key of run ``i`` and above every key of run ``i - 1``,
+    so :func:`bisect.bisect_right` finds the run a key belongs in.
+    """
+
+    def __init__(self, seen: dict[str, SeenText]) -> None:
+        keys = list(seen)
+        ordered = [sorted(keys[i : i + RENDER_CHUNK]) for i in range(0, len(keys), RENDER_CHUNK)]
+        merged = ordered[0] if len(ordered) == 1 else list(heapq.merge(*ordered))
+        self.runs = [
+            _Run(chunk, {k: seen[k] for k in chunk})
+            for chunk in (merged[i : i + RENDER_CHUNK] for i in range(0, len(merged), RENDER_CHUNK))
+        ] or [_Run([], {})]
+        self.firsts = [run.keys[0] if run.keys else "" for run in self.runs]
+
+    def update(self, changes: dict[str, SeenText | _Absent]) -> None:
+        for key, text in changes.items():
+            index = max(0, bisect.bisect_right(self.firsts, key) - 1)
+            run = self.runs[index]
+            if isinstance(text, _Absent):
+                if key in run.values:
+                    del run.values[key]
+                    del run.keys[bisect.bisect_left(run.keys, key)]
+                    run.text = None
+                continue
+            if key not in run.values:
+                bisect.insort(run.keys, key)
+                if key < self.firsts[index]:
+                    self.firsts[index] = key
+            run.values[key] = text
+            run.text = None
+            if len(run.keys) > 2 * RENDER_CHUNK:
+                self._split(index)
+
+    def _split(self, index: int) -> None:
+        run = self.runs[index]
+        half = len(run.keys) // 2
+        upper = run.keys[half:]
+        self.runs.insert(index + 1, _Run(upper, {k: run.values.pop(k) for k in upper}))
+        self.firsts.insert(index + 1, upper[0])
+        del run.keys[half:]
+        run.text = None
+
+    def render(self) -> str:
+        return "{" + ",".join(text for text in (run.render() for run in self.runs) if text) + "}"
 
 
 class Tracker:
@@ -165,14 +234,16 @@ class Tracker:
         """The changes since the last call (or the start): O(change) plus O(your fields)."""
         log: SeenLog = watermark._seen_log()
         seen: dict[str, SeenText | _Absent] = {}
-        total = self._seen_sum
+        total, grown = self._seen_sum, 0
         for key, (old, new) in log.drain().items():
             old_text, new_text = _entry_text(old), _entry_text(new)
             if not isinstance(old_text, _Absent):
                 total -= _entry_hash(key, old_text)
+                grown -= 1
             if not isinstance(new_text, _Absent):
                 total += _entry_hash(key, new_text)
+                grown += 1
             seen[key] = new_text
         self._seen_sum = total % _MODULUS
         head = watermark._head()
-        return Delta(seen, head, digest(canonical_json(head), self._seen_sum))
+        return Delta(seen, head, digest(canonical_json(head), self._seen_sum), grown)

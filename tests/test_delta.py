@@ -182,3 +182,32 @@ async def test_a_state_of_100_000_keys_loads_emits_saves_and_restarts(kind: str,
     assert record.version == 2  # the two taken events share one save
     # A restart finds everything seen: nothing is emitted again.
     assert [e async for e in trigger(indexes).run()] == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    start=st.sets(st.integers(0, 60), max_size=30),
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 60), st.none() | st.integers(0, 100)), max_size=12), max_size=6
+    ),
+)
+def test_rendering_in_small_runs_keeps_the_text_of_to_state_json(
+    start: set[int], batches: list[list[tuple[int, int | None]]]
+) -> None:
+    """Runs of two keys: every change splits, re-encodes or empties a run somewhere."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("stateful._shadow.RENDER_CHUNK", 2)
+        stored = Watermark().configure(lookback=timedelta(days=1))
+        for index in sorted(start, reverse=True):
+            stored.advance(timestamp=T0 + timedelta(seconds=index), key=f"k{index:02d}")
+        session = WatermarkSession(Watermark, SCOPE, commit="after_event", lookback=timedelta(seconds=30))
+        record = StateRecord("ns", "name", DEFAULT_KEY, stored.to_state_json(), 1, T0, "test")
+        wm = session.load(record)
+        for version, batch in enumerate(batches, start=2):
+            for index, seconds in batch:  # a key, stamped or not; old stamps get pruned
+                stamp = None if seconds is None else T0 + timedelta(seconds=seconds)
+                wm.advance(timestamp=stamp, key=f"k{index:02d}")
+            save = session.after_resume(session.emitted())
+            if save is not None:
+                assert session.render(save) == wm.to_state_json()
+                session.saved(save, version)

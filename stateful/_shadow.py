@@ -147,11 +147,18 @@ class Shadow:
         changes, self._changes = self._changes, {}
         self._runs.update(changes)
         doc: dict[str, Any] = {**self.head, "schema_version": SCHEMA_VERSION}
-        parts = []
+        # One join of every piece: the text is copied once, however large seen is.
+        pieces = ["{"]
         for name in sorted([*doc, "seen"]):
-            value = self._runs.render() if name == "seen" else canonical_json(doc[name])
-            parts.append(f"{canonical_json(name)}:{value}")
-        return "{" + ",".join(parts) + "}"
+            if len(pieces) > 1:
+                pieces.append(",")
+            pieces.append(canonical_json(name) + ":")
+            if name == "seen":
+                pieces.extend(self._runs.pieces())
+            else:
+                pieces.append(canonical_json(doc[name]))
+        pieces.append("}")
+        return "".join(pieces)
 
 
 class _Run:
@@ -214,8 +221,16 @@ class _Runs:
         del run.keys[half:]
         run.text = None
 
-    def render(self) -> str:
-        return "{" + ",".join(text for text in (run.render() for run in self.runs) if text) + "}"
+    def pieces(self) -> list[str]:
+        """The text of ``seen`` as pieces to join: braces, each run's entries, commas."""
+        texts = [text for text in (run.render() for run in self.runs) if text]
+        pieces = ["{"]
+        for text in texts:
+            if len(pieces) > 1:
+                pieces.append(",")
+            pieces.append(text)
+        pieces.append("}")
+        return pieces
 
 
 class Tracker:

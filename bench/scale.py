@@ -5,9 +5,9 @@ watermark whose ``seen`` already holds N keys (S3-shaped, about 100 bytes each, 
 that keeps them all), then emits new items, one event each: W warm-up events (a run's first
 save sorts ``seen``, once per run), then the E measured ones; the end of the run (its last save,
 freeing the state) is not measured either. The consumer takes each event
-and lets the loop turn once (``await asyncio.sleep(0)``), and a probe coroutine records the time
-between two of its turns. Reported per event, for each store and N, with saves coalesced (the
-default) and one save per event (``save_batch=1``):
+and lets the loop turn once (``await asyncio.sleep(0)``), and a probe coroutine sleeping a
+millisecond at a time records how late it wakes. Reported per event, for each store and N,
+with saves coalesced (the default) and one save per event (``save_batch=1``):
 
 * ``loop µs/event``: the time the event loop was held, per event: the emitting phase's elapsed
   time minus the time the loop sat idle in its selector (waiting for a worker thread, a timer
@@ -15,8 +15,8 @@ default) and one save per event (``save_batch=1``):
   on the loop, and the loop thread's waits for the interpreter lock while a worker thread
   renders or writes; ``ratio`` compares it with the smallest N;
 * ``cpu µs/event``: CPU time of the loop's thread per event (no lock waits);
-* ``max stall ms``: the longest gap between two turns of the probe: the longest the loop could
-  not run anything else (a worker thread rendering a large state holds the interpreter lock
+* ``max stall ms``: the probe's longest lateness: the longest the loop could not run anything
+  else (a worker thread rendering a large state holds the interpreter lock
   between its chunks too; other processes on a busy machine show up here as well);
 * ``wall µs/event``: elapsed time per event, saves in worker threads included.
 
@@ -49,6 +49,7 @@ from stateful.backends import MemoryBackend, SqlBackend
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 LOOKBACK = timedelta(days=3650)  # keeps every key: seen only grows
 HAS_BATCH = "save_batch" in inspect.signature(stateful).parameters
+PROBE_SECONDS = 0.001
 
 
 def s3_key(index: int) -> str:
@@ -111,13 +112,13 @@ async def measure(store: Any, keys: int, events: int, batch: int | None, warmup:
     done = False
 
     async def probe() -> None:
-        last = time.perf_counter()
+        # Sleeps a millisecond at a time (never spins: a spinning probe would keep the loop busy
+        # while it waits for a worker thread); how late it wakes is how long the loop was held.
         while not done:
-            await asyncio.sleep(0)
-            now = time.perf_counter()
+            start = time.perf_counter()
+            await asyncio.sleep(PROBE_SECONDS)
             if measuring:
-                gaps.append(now - last)
-            last = now
+                gaps.append(time.perf_counter() - start - PROBE_SECONDS)
 
     clock = IdleClock(asyncio.get_running_loop())
     prober = asyncio.create_task(probe())
@@ -141,7 +142,7 @@ async def measure(store: Any, keys: int, events: int, batch: int | None, warmup:
     return Result(
         loop_us=(wall - idle) / taken * 1e6,
         cpu_us=cpu / taken * 1e6,
-        max_stall_ms=max(gaps) * 1e3,
+        max_stall_ms=max(gaps, default=0.0) * 1e3,
         wall_us=wall / taken * 1e6,
     )
 

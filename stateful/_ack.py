@@ -24,7 +24,9 @@ derived from it to a persist-confirmation sequence number, and calls the produce
   error ends the group (two triggerers briefly running one watcher cannot both advance it).
 
 Saves therefore lag the events by one confirmation round (about a second); a crash in that lag
-repeats events, never skips them.
+repeats events, never skips them. An unconfirmed event holds only the delta of its snapshot
+(what changed since the previous event), so up to a queue's worth of them costs O(change) each,
+and the save's text is rendered in a worker thread (:func:`stateful._saver.save`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Any
 
 from stateful._flow import Backpressure, subscriber_queue_size
+from stateful._saver import save
 from stateful._spec import StatefulSpec
-from stateful._trigger_driver import emit, open_session, save
+from stateful._trigger_driver import emit, open_session
 from stateful.errors import EventNotStoredError
 
 __all__ = ["ack_mode_available", "install_ack_mode"]

@@ -10,12 +10,14 @@ The life of one ``run()`` (or one ``poke()``)::
 
     load(record) ──► user code mutates the watermark ──► emitted() ──► seq
                                                             │
-                     before_yield(seq) / after_resume(seq) ─┴─► Save | None ──► driver writes
-                                                                                  │
+                     before_yield(seq) / after_resume(seq) ─┴─► Save | None ──► driver renders
+                                                                                  │  and writes
                                                          saved(save, new_version) ◄┘
     finish() on a normal return; abandon() on an error, a cancellation or aclose().
 
-"Pending" (snapshots taken when events were emitted) and "saved" (the last snapshot the store
+A snapshot is a delta (what changed since the previous event), so an event costs O(change),
+not O(state); rendering the whole text happens once per save (:meth:`WatermarkSession.render`).
+"Pending" (deltas taken when events were emitted) and "saved" (the last state the store
 acknowledged) are kept apart on purpose: a save can later be held until Airflow confirms that
 the events it covers were persisted, by confirming sequence numbers at that moment instead of
 at resume time.
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
+from stateful._shadow import Delta, Shadow, Tracker
 from stateful._spec import CommitMode
 from stateful.backends.base import Address, StateRecord
 from stateful.errors import StateValidationError
@@ -70,16 +73,25 @@ class Scope:
 
 @dataclass(frozen=True)
 class Save:
-    """A decision to write ``value`` if the stored version is still ``expected_version``."""
+    """A decision to write the state ``digest`` if the stored version is still ``expected_version``.
+
+    The text to write is rendered by :meth:`WatermarkSession.render` (O(state): off the event
+    loop in the async driver), not held here.
+    """
 
     scope: Scope
-    value: str
+    digest: str
     expected_version: int | None
     seq: int
 
 
 class WatermarkSession(Generic[W]):
     """The decisions for one run of a decorated ``run()`` or one call of ``poke()``.
+
+    Per event the session does O(change) work: :meth:`emitted` drains the watermark's change
+    journal into a delta (:mod:`stateful._shadow`), and :meth:`confirm` applies the confirmed
+    deltas to a *shadow* of the state; only :meth:`render`, which the drivers call once per save,
+    is O(state).
 
     Example:
         >>> from stateful import Watermark
@@ -94,6 +106,8 @@ class WatermarkSession(Generic[W]):
         True
         >>> save = session.after_resume(seq)
         >>> save.expected_version is None               # first write: nothing may be stored yet
+        True
+        >>> session.render(save) == wm.to_state_json()
         True
     """
 
@@ -112,13 +126,17 @@ class WatermarkSession(Generic[W]):
         self._lookback = lookback
         self._max_untimed_keys = max_untimed_keys
         self._watermark: W | None = None
-        # Last value the store acknowledged, and its version; None/None when nothing is stored.
-        self.saved_value: str | None = None
+        self._shadow: Shadow | None = None
+        self._tracker: Tracker | None = None
+        self._rendering = False
+        # Digest of the last state the store acknowledged, and its version; None/None when
+        # nothing is stored.
+        self.saved_digest: str | None = None
         self.saved_version: int | None = None
-        # Snapshots taken when events were emitted, oldest first, awaiting confirmation.
-        self._pending: deque[tuple[int, str]] = deque()
+        # Deltas taken when events were emitted, oldest first, awaiting confirmation.
+        self._pending: deque[tuple[int, Delta]] = deque()
         self._seq = 0
-        # The snapshot before the latest event ("" when nothing was stored), for event keys.
+        # Digest of the state before the latest event ("" when nothing was stored), for event keys.
         self._previous = ""
         #: The idempotency key of the latest emitted event (see :meth:`emitted`).
         self.event_key = ""
@@ -135,8 +153,16 @@ class WatermarkSession(Generic[W]):
         """How many emitted snapshots are not yet confirmed."""
         return len(self._pending)
 
+    @property
+    def size(self) -> int:
+        """How many keys the confirmed state's ``seen`` holds: what rendering it costs."""
+        return 0 if self._shadow is None else self._shadow.size
+
     def load(self, record: StateRecord | None) -> W:
         """Validate the stored record (or start fresh) and return the watermark for user code.
+
+        O(state): parsing, validating and hashing every ``seen`` entry once. The async driver
+        calls it in a worker thread.
 
         Raises:
             StateValidationError: the stored value does not validate against the model. It is
@@ -156,44 +182,48 @@ class WatermarkSession(Generic[W]):
                     model=f"{self.model.__module__}.{self.model.__qualname__}",
                     detail=str(exc),
                 ) from exc
-            self.saved_value = record.value
-            self.saved_version = record.version
-            self._previous = record.value
         watermark.configure(lookback=self._lookback, max_untimed_keys=self._max_untimed_keys)
+        shadow = Shadow.of(watermark)
+        if record is not None:
+            # The digest of the state read, not of its text: a stored text in another spelling
+            # of the same state (an older release, a hand edit) is not rewritten for nothing.
+            self.saved_digest = self._previous = shadow.digest
+            self.saved_version = record.version
+        self._shadow, self._tracker = shadow, Tracker(shadow, watermark)
         self._watermark = watermark
         return watermark
-
-    def snapshot(self) -> str:
-        """Serialise the live watermark as it is now."""
-        return self.watermark.to_state_json()
 
     def emitted(self) -> int:
         """Record that an event was emitted; return its sequence number.
 
-        The watermark is snapshotted now, so changes made after the event (while preparing the
-        next one) are never saved on this event's behalf. :attr:`event_key` becomes the event's
-        idempotency key: the same transition (same stored state, same advance) after a restart
-        gets the same key, so consumers can drop the repeats at-least-once implies.
+        The watermark's changes are taken now (a delta, O(change)), so changes made after the
+        event (while preparing the next one) are never saved on this event's behalf.
+        :attr:`event_key` becomes the event's idempotency key: the same transition (same stored
+        state, same advance) after a restart gets the same key, so consumers can drop the
+        repeats at-least-once implies.
         """
         self._seq += 1
-        value = self.snapshot()
-        self.event_key = transition_key(self.scope, self._previous, value)
-        self._previous = value
-        if self.commit != "never":  # nothing will ever be saved: keep no snapshots
-            self._pending.append((self._seq, value))
+        delta = self._take()
+        self.event_key = transition_key(self.scope, self._previous, delta.digest)
+        self._previous = delta.digest
+        if self.commit != "never":  # nothing will ever be saved: keep no deltas
+            self._pending.append((self._seq, delta))
         return self._seq
 
     def confirm(self, seq: int) -> Save | None:
-        """Confirm every event up to ``seq``; return a save of the newest confirmed snapshot.
+        """Confirm every event up to ``seq``; return a save of the newest confirmed state.
 
-        Returns ``None`` when the confirmed snapshot equals what is already stored.
+        Returns ``None`` when the confirmed state equals what is already stored. Must not be
+        called while a :meth:`render` runs (the drivers keep one save in flight).
         """
-        value: str | None = None
+        if self._rendering:
+            raise RuntimeError("WatermarkSession.confirm() called while a save is being rendered")
+        shadow = self._shadow_state()
+        confirmed = False
         while self._pending and self._pending[0][0] <= seq:
-            _, value = self._pending.popleft()
-        if value is None:
-            return None
-        return self._decide(value, seq)
+            shadow.apply(self._pending.popleft()[1])
+            confirmed = True
+        return self._decide(seq) if confirmed else None
 
     def before_yield(self, seq: int) -> Save | None:
         """The save to make before handing event ``seq`` over (``before_event``: at-most-once)."""
@@ -205,28 +235,62 @@ class WatermarkSession(Generic[W]):
 
     def finish(self) -> Save | None:
         """A normal return: save the watermark as user code left it, if it changed."""
-        self._pending.clear()
+        delta = self._take()
         if self.commit == "never":
+            self._pending.clear()
             return None
-        return self._decide(self.snapshot(), self._seq)
+        self._pending.append((self._seq, delta))
+        return self.confirm(self._seq)
 
     def abandon(self) -> None:
         """An error, a cancellation or a close: drop every pending snapshot, save nothing."""
         self._pending.clear()
 
+    def render(self, save: Save) -> str:
+        """The text to write for ``save``: O(state), byte-identical to ``to_state_json()``.
+
+        Safe in a worker thread as long as no :meth:`confirm` runs meanwhile.
+
+        Raises:
+            RuntimeError: the confirmed state moved on since ``save`` was decided.
+        """
+        shadow = self._shadow_state()
+        if save.digest != shadow.digest:
+            raise RuntimeError(f"save {save.seq} of {self.scope} is stale: the state moved on since")
+        self._rendering = True
+        try:
+            return shadow.render()
+        finally:
+            self._rendering = False
+
     def saved(self, save: Save, version: int) -> None:
         """Record that the store acknowledged ``save`` as ``version``."""
-        self.saved_value = save.value
+        self.saved_digest = save.digest
         self.saved_version = version
 
-    def _decide(self, value: str, seq: int) -> Save | None:
-        if value == self.saved_value:
+    def _take(self) -> Delta:
+        if self._tracker is None:
+            raise RuntimeError("WatermarkSession.load() has not been called")
+        return self._tracker.take(self.watermark)
+
+    def _shadow_state(self) -> Shadow:
+        if self._shadow is None:
+            raise RuntimeError("WatermarkSession.load() has not been called")
+        return self._shadow
+
+    def _decide(self, seq: int) -> Save | None:
+        digest = self._shadow_state().digest
+        if digest == self.saved_digest:
             return None
-        return Save(scope=self.scope, value=value, expected_version=self.saved_version, seq=seq)
+        return Save(scope=self.scope, digest=digest, expected_version=self.saved_version, seq=seq)
 
 
 def transition_key(scope: Scope, before: str, after: str) -> str:
     """The idempotency key of an event that moved ``scope``'s watermark from ``before`` to ``after``.
+
+    ``before`` and ``after`` identify the states: the session passes their digests
+    (:func:`stateful._shadow.digest`; ``""`` for "nothing stored"), a function of the state
+    alone, so a repeat of the same transition after a restart gets the same key.
 
     Example:
         >>> from stateful._document import DEFAULT_KEY

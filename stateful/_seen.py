@@ -11,9 +11,20 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from datetime import datetime
-from typing import TypeVar
+from enum import Enum
+from typing import Final, TypeVar
 
 _T = TypeVar("_T")
+
+
+class _Absent(Enum):
+    TOKEN = 0
+
+
+#: A key's value in a change when it is not in the log (before it was added, after it left).
+ABSENT: Final = _Absent.TOKEN
+#: What a key is recorded with: a timestamp, ``None`` (no timestamp), or :data:`ABSENT`.
+Entry = datetime | None | _Absent
 
 
 class SeenLog:
@@ -31,6 +42,9 @@ class SeenLog:
         # Entries go stale when a key gets a newer timestamp; they are skipped when popped.
         self._expiry = [(ts, key) for key, ts in self.timed.items()]
         heapq.heapify(self._expiry)
+        # Off until journal() turns it on: each changed key's value before its first change
+        # since the last drain(), so a session can save a delta instead of the whole log.
+        self._journal: dict[str, Entry] | None = None
 
     def __contains__(self, key: object) -> bool:
         return key in self.timed or key in self.untimed
@@ -44,6 +58,30 @@ class SeenLog:
         # Eviction order is bookkeeping: the stored JSON (sorted) does not carry it.
         return self.timed == other.timed and self.untimed.keys() == other.untimed.keys()
 
+    def get(self, key: str) -> Entry:
+        """The value ``key`` is recorded with, or :data:`ABSENT`."""
+        if key in self.untimed:
+            return None
+        return self.timed.get(key, ABSENT)
+
+    def journal(self) -> None:
+        """Start recording changes (each key's value before its first change) for :meth:`drain`."""
+        if self._journal is None:
+            self._journal = {}
+
+    def drain(self) -> dict[str, tuple[Entry, Entry]]:
+        """The changes since the last drain, ``key -> (before, after)``; forget them.
+
+        A key changed and changed back is left out. Costs O(keys changed), not O(len(self)).
+        """
+        journal, self._journal = self._journal or {}, {}
+        changes = {key: (old, self.get(key)) for key, old in journal.items()}
+        return {key: change for key, change in changes.items() if change[0] != change[1]}
+
+    def _note(self, key: str) -> None:
+        if self._journal is not None and key not in self._journal:
+            self._journal[key] = self.get(key)
+
     def copy(self) -> SeenLog:
         clone = SeenLog(self.timed)
         clone.untimed = self.untimed.copy()  # keeps the eviction order
@@ -55,12 +93,14 @@ class SeenLog:
     def add(self, key: str, ts: datetime | None) -> None:
         """Record ``key``; a newer timestamp wins, and any timestamp beats none."""
         if ts is None:
-            if key not in self.timed:
-                self.untimed.setdefault(key, None)
+            if key not in self.timed and key not in self.untimed:
+                self._note(key)
+                self.untimed[key] = None
             return
-        self.untimed.pop(key, None)
         old = self.timed.get(key)
         if old is None or ts > old:
+            self._note(key)
+            self.untimed.pop(key, None)
             self.timed[key] = ts
             heapq.heappush(self._expiry, (ts, key))
             if len(self._expiry) > 2 * len(self.timed) + 64:  # mostly stale entries: rebuild
@@ -72,13 +112,16 @@ class SeenLog:
         while self._expiry and self._expiry[0][0] < floor:
             ts, key = heapq.heappop(self._expiry)
             if self.timed.get(key) == ts:
+                self._note(key)
                 del self.timed[key]
 
     def evict(self, cap: int) -> int:
         """Drop the oldest untimed keys beyond ``cap``; return how many were dropped."""
         evicted = max(0, len(self.untimed) - cap)
         for _ in range(evicted):
-            self.untimed.popitem(last=False)
+            key = next(iter(self.untimed))
+            self._note(key)
+            del self.untimed[key]
         return evicted
 
 

@@ -49,6 +49,7 @@ class _Staged:
     store: StateBackend
     session: WatermarkSession[Any]
     save: Save
+    value: str
     qualname: str
 
 
@@ -86,7 +87,7 @@ def commit(task: object) -> int:
     for item in staged.values():
         save, scope = item.save, item.save.scope
         try:
-            version = _write(item.store, save)
+            version = _write(item.store, save, item.value)
         except Exception as exc:
             # Airflow logs callback errors and swallows them; this line is the operator's signal.
             outcome = (
@@ -200,16 +201,16 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     seq = session.emitted()
     now = session.before_yield(seq)
     if now is not None:  # commit="before_event": at-most-once, saved as soon as poke() is done
-        session.saved(now, _write(store, now))
+        session.saved(now, _write(store, now, session.render(now)))
     later = session.after_resume(seq)
-    if later is not None:
-        _stage(task, _Staged(store, session, later, qualname))
+    if later is not None:  # rendered now: a worker has no event loop to keep free
+        _stage(task, _Staged(store, session, later, session.render(later), qualname))
     return result
 
 
-def _write(store: StateBackend, save: Save) -> int:
+def _write(store: StateBackend, save: Save, value: str) -> int:
     scope = save.scope
-    return store.write(*scope.address, save.value, expected_version=save.expected_version)
+    return store.write(*scope.address, value, expected_version=save.expected_version)
 
 
 def _stage(task: Any, item: _Staged) -> None:

@@ -59,6 +59,8 @@ class StatefulSpec:
         form: ``"trigger"`` (``run()``), ``"sensor"`` (``poke()``) or ``"taskflow"``.
         ack: whether a watcher saves only once Airflow confirmed its events were stored.
         idempotency_key: whether events get a ``stateful_idempotency_key`` in their payload.
+        save_batch: the most taken events one save may cover (``None``: the setting or default).
+        save_delay: the longest a taken event waits for its save (``None``: the setting or default).
     """
 
     namespace: str
@@ -71,6 +73,8 @@ class StatefulSpec:
     form: Form = "trigger"
     ack: bool = True
     idempotency_key: bool = True
+    save_batch: int | None = None
+    save_delay: timedelta | None = None
 
     def resolve_name(self, obj: object) -> str:
         """Return the name for ``obj`` (a trigger or sensor instance, or a TaskFlow sensor's task)."""

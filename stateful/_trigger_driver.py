@@ -10,17 +10,19 @@ and puts the idempotency key in its payload; what to save, and when, the I/O-fre
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
-from stateful._core import Save, Scope, WatermarkSession, log_loaded
+from stateful._core import Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._flow import Pacer
+from stateful._saver import Coalescer, save, save_batching
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, AsyncStateBackend
 
-__all__ = ["IDEMPOTENCY_FIELD", "Gate", "async_driver", "emit", "keyed", "open_session", "save"]
+__all__ = ["IDEMPOTENCY_FIELD", "Gate", "async_driver", "emit", "keyed", "open_session"]
 
 _LOG = logging.getLogger("stateful")
 
@@ -60,19 +62,11 @@ async def open_session(
         lookback=spec.lookback,
         max_untimed_keys=spec.max_untimed_keys,
     )
-    session.load(await aload(choice, *scope.address))
+    record = await aload(choice, *scope.address)
+    # Parsing and validating a large state is O(state): a worker thread's job, not the loop's.
+    await asyncio.to_thread(session.load, record)
     log_loaded(session, qualname)
     return store, session
-
-
-async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decision: Save | None) -> None:
-    """Write a save the core decided on (compare-and-set) and record the new version."""
-    if decision is None:
-        return
-    scope = decision.scope
-    version = await store.awrite(*scope.address, decision.value, expected_version=decision.expected_version)
-    session.saved(decision, version)
-    _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
 
 
 def keyed(event: Any, session: WatermarkSession[Any], spec: StatefulSpec) -> Any:
@@ -124,6 +118,7 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
         store, session = await open_session(spec, self, qualname)
         inner = fn(self, session.watermark, *args, **kwargs)
         events = emit(inner, session, spec)
+        coalescer = _coalescer(spec, store, session, qualname)
         try:
             sent: Any = None
             while True:
@@ -131,13 +126,22 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
                     event, seq = await events.asend(sent)
                 except StopAsyncIteration:
                     break
+                if coalescer is not None:
+                    coalescer.check()  # a background save failed: emit nothing more
                 await save(store, session, session.before_yield(seq))
                 # A close, an athrow or a cancellation at this yield leaves the loop here: the
                 # event was handed over but not taken, so nothing more is saved for it.
                 sent = yield event
-                await save(store, session, session.after_resume(seq))
+                if coalescer is not None:
+                    await coalescer.taken(seq)
+                else:
+                    await save(store, session, session.after_resume(seq))
+            if coalescer is not None:
+                await coalescer.flush()
             await save(store, session, session.finish())
         except BaseException:
+            if coalescer is not None:
+                await coalescer.close()  # best effort: what was taken, never more
             session.abandon()
             raise
         finally:
@@ -145,3 +149,15 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
             await inner.aclose()
 
     return wrapper
+
+
+def _coalescer(
+    spec: StatefulSpec, store: AsyncStateBackend, session: WatermarkSession[Any], qualname: str
+) -> Coalescer | None:
+    """The background saver of an ``after_event`` run whose saves are batched, else None."""
+    if spec.commit != "after_event":
+        return None
+    batch, delay = save_batching(spec.save_batch, spec.save_delay)
+    if batch <= 1:
+        return None
+    return Coalescer(store, session, batch, delay, f"{qualname} ({session.scope})")

@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, get_args, overload
 
 from stateful._ack import install_ack_mode
+from stateful._saver import check_save_batch, check_save_delay
 from stateful._sensor_driver import sync_driver
 from stateful._spec import COMMIT_MODES, CommitMode, Form, NameTemplate, StatefulSpec, check_namespace
 from stateful._trigger_driver import async_driver
@@ -79,6 +80,8 @@ def stateful(
     max_untimed_keys: int | None = None,
     ack: bool = True,
     idempotency_key: bool = True,
+    save_batch: int | None = None,
+    save_delay: timedelta | None = None,
 ) -> StatefulDecorator:
     """Give a trigger's ``run()`` or a sensor's ``poke()`` a watermark loaded from and saved to a store.
 
@@ -116,6 +119,13 @@ def stateful(
         idempotency_key: add ``"stateful_idempotency_key"`` to each event's payload (when the
             payload is a dict): the same for a repeat of the same watermark transition, so
             consumers can drop the repeats at-least-once delivery implies.
+        save_batch: a trigger saving when it is resumed (``commit="after_event"`` outside ack
+            mode) lets up to this many taken events share one save, written in the background
+            while it goes on; a crash repeats at most this many. ``1`` saves after every event.
+            ``None``: ``STATEFUL_SAVE_BATCH``, else ``[stateful] save_batch``, else 100.
+        save_delay: the longest a taken event waits for a save covering it (plus one save's
+            duration). ``None``: ``STATEFUL_SAVE_DELAY`` (seconds), else ``[stateful]
+            save_delay``, else one second. See docs/guarantees.md.
 
     Returns:
         A decorator for an ``async def run(self, watermark, ...)`` async generator, a
@@ -156,13 +166,28 @@ def stateful(
         Watermark[Any]().configure(lookback=lookback, max_untimed_keys=max_untimed_keys)
     except (TypeError, ValueError) as exc:
         raise StatefulUsageError(f"{where}: {exc}.") from exc
+    if save_batch is not None:
+        check_save_batch(save_batch, f"save_batch of {where}")
+    if save_delay is not None:
+        check_save_delay(save_delay, f"save_delay of {where}")
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         qualname = f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
         form, signature, parameter, model = _inspect_form(fn, qualname)
         _check_backend(backend, form, qualname)
         spec = StatefulSpec(
-            namespace, name, model, backend, lookback, commit, max_untimed_keys, form, ack, idempotency_key
+            namespace,
+            name,
+            model,
+            backend,
+            lookback,
+            commit,
+            max_untimed_keys,
+            form,
+            ack,
+            idempotency_key,
+            save_batch,
+            save_delay,
         )
         wrapper: Callable[..., Any]
         if form == "trigger":

@@ -322,10 +322,18 @@ class Watermark(BaseModel, Generic[CursorT]):
             >>> Watermark[int](cursor=3).to_state_json()
             '{"cursor":3,"schema_version":1,"seen":{},"timestamp":null}'
         """
+        seen = {k: None if ts is None else format_utc(ts) for k, ts in self._log.entries().items()}
+        return encode_state({**self._head(), "seen": seen})
+
+    def _head(self) -> dict[str, Any]:
+        """The stored fields except ``seen`` (JSON values): O(your fields), whatever ``seen`` holds."""
         doc = self.model_dump(mode="json", round_trip=True)
         doc["timestamp"] = None if self.timestamp is None else format_utc(self.timestamp)
-        doc["seen"] = {k: None if ts is None else format_utc(ts) for k, ts in self._log.entries().items()}
-        return encode_state(doc)
+        return doc
+
+    def _seen_log(self) -> SeenLog:
+        """The bookkeeping behind :attr:`seen`, for the session that saves it in deltas."""
+        return self._log
 
     @classmethod
     def from_state_json(cls, text: str | bytes) -> Self:

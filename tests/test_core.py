@@ -32,7 +32,7 @@ def test_a_snapshot_is_taken_when_the_event_is_emitted_not_when_it_is_confirmed(
     seq = s.emitted()
     wm.advance(cursor=2)  # preparing the next event, not yet emitted
     save = s.after_resume(seq)
-    assert save is not None and Watermark[int].from_state_json(save.value).cursor == 1
+    assert save is not None and Watermark[int].from_state_json(s.render(save)).cursor == 1
     assert (save.expected_version, save.seq) == (None, 1)
 
 
@@ -46,10 +46,10 @@ def test_pending_and_saved_are_distinct_until_the_store_acknowledges() -> None:
     assert s.pending == 2 and s.saved_version == 7
     save = s.confirm(second)  # confirming the later event covers the earlier one
     assert s.pending == 0 and save is not None
-    assert Watermark[int].from_state_json(save.value).cursor == 7 and save.expected_version == 7
+    assert Watermark[int].from_state_json(s.render(save)).cursor == 7 and save.expected_version == 7
     assert s.saved_version == 7  # not saved until the driver says the store took it
     s.saved(save, 8)
-    assert (s.saved_version, s.saved_value) == (8, save.value)
+    assert (s.saved_version, s.saved_digest) == (8, save.digest)
     assert s.confirm(first) is None  # already covered
 
 
@@ -61,7 +61,7 @@ def test_confirming_an_older_event_keeps_newer_ones_pending() -> None:
         wm.advance(cursor=cursor)
         seqs.append(s.emitted())
     save = s.confirm(seqs[0])
-    assert save is not None and Watermark[int].from_state_json(save.value).cursor == 1
+    assert save is not None and Watermark[int].from_state_json(s.render(save)).cursor == 1
     assert s.pending == 2
 
 
@@ -95,7 +95,7 @@ def test_finish_saves_changes_made_after_the_last_event() -> None:
     s.emitted()
     wm.advance(cursor=9)
     save = s.finish()
-    assert save is not None and Watermark[int].from_state_json(save.value).cursor == 9
+    assert save is not None and Watermark[int].from_state_json(s.render(save)).cursor == 9
     assert s.pending == 0
 
 

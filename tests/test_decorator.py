@@ -47,7 +47,7 @@ async def test_restart_resumes_from_the_saved_state(backend: DualBackend) -> Non
 
 
 async def test_each_event_is_saved_when_the_consumer_resumes(backend: DualBackend) -> None:
-    run = make_trigger_class(backend)("src", [1, 2, 3], then="block").run()
+    run = make_trigger_class(backend, save_batch=1)("src", [1, 2, 3], then="block").run()
     assert await take(run, 1) == [1]
     assert stored(backend) is None  # event 1 handed over, not yet taken
     assert await take(run, 1) == [2]  # resuming after 1 saved it
@@ -55,7 +55,7 @@ async def test_each_event_is_saved_when_the_consumer_resumes(backend: DualBacken
     await run.aclose()  # type: ignore[attr-defined]
     assert stored(backend)["cursor"] == 1  # type: ignore[index]
     # Event 2 was handed over but never taken: the next run repeats it (a repeat, not a skip).
-    again = make_trigger_class(backend)("src", [1, 2, 3], then="block").run()
+    again = make_trigger_class(backend, save_batch=1)("src", [1, 2, 3], then="block").run()
     assert await take(again, 2) == [2, 3]
     await again.aclose()  # type: ignore[attr-defined]
 
@@ -72,7 +72,7 @@ async def test_an_exception_saves_nothing_past_the_last_taken_event(backend: Dua
 
 
 async def test_cancellation_saves_nothing_more(backend: DualBackend) -> None:
-    trigger_class = make_trigger_class(backend)
+    trigger_class = make_trigger_class(backend, save_batch=1)
     events: list[Any] = []
 
     trigger = trigger_class("src", [1, 2], then="block")
@@ -185,7 +185,7 @@ async def test_a_changed_model_raises_instead_of_resetting(backend: DualBackend)
 
 
 async def test_two_instances_racing_on_one_state_conflict(backend: DualBackend) -> None:
-    trigger_class = make_trigger_class(backend)
+    trigger_class = make_trigger_class(backend, save_batch=1)
     one = trigger_class("src", [1, 2], then="block").run()
     two = trigger_class("src", [1, 2], then="block").run()
     assert await take(one, 1) == [1]

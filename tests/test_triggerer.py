@@ -94,7 +94,7 @@ async def test_a_blocked_store_does_not_block_the_event_loop(tmp_path: Path) -> 
     # Another process holds the database: the trigger's save must wait in a worker thread.
     blocker = sqlite3.connect(database, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
-    trigger = make_trigger_class(store, ack=False)("src", [1, 2], then="block")
+    trigger = make_trigger_class(store, ack=False, save_batch=1)("src", [1, 2], then="block")
     triggerer = Triggerer()
     triggerer.start(trigger)
 

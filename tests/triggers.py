@@ -55,12 +55,14 @@ class CounterBase(BaseEventTrigger):
 
 
 def make_trigger_class(
-    store: DualBackend, commit: CommitMode = "after_event", *, ack: bool = True
+    store: DualBackend, commit: CommitMode = "after_event", *, ack: bool = True, save_batch: int | None = None
 ) -> type[CounterBase]:
-    """The counter trigger, decorated with ``store``, ``commit`` and ``ack``."""
+    """The counter trigger, decorated with ``store``, ``commit``, ``ack`` and ``save_batch``."""
 
     class CounterTrigger(CounterBase):
-        @stateful(namespace="tests", name="{source}", backend=store, commit=commit, ack=ack)
+        @stateful(
+            namespace="tests", name="{source}", backend=store, commit=commit, ack=ack, save_batch=save_batch
+        )
         async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
             async for event in self.body(watermark):
                 yield event

@@ -240,6 +240,9 @@ async def _main(
             commit=spec.commit,
             max_untimed_keys=spec.max_untimed_keys,
             idempotency_key=spec.idempotency_key,
+            # One save per event taken, each printed: what a run here is for. (In Airflow,
+            # outside ack mode, several taken events share a save: docs/guarantees.md.)
+            save_batch=1,
         )(original)
         events = cast("AsyncGenerator[Any, Any]", run(trigger))  # the wrapper is an async generator
         with Stopper().installed() as stopper:

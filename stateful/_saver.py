@@ -1,0 +1,243 @@
+"""Writing saves from the triggerer's loop: one save, and coalesced saves in the background.
+
+:func:`save` writes one decision of the core: the text is rendered in a worker thread when the
+state is large (rendering is O(state)), and the store's own async write keeps its I/O off the
+loop. :class:`Coalescer` lets several taken events share one save in the plain async driver
+(``commit="after_event"``): a save starts once half a batch of events is waiting or the oldest
+has waited ``delay``, and runs in the background while the trigger goes on; the trigger waits
+only when a whole batch (``batch`` events) is taken and not yet saved. So at any moment at
+most ``batch`` taken events are not yet saved, and none for longer than ``delay`` plus one
+save: what a crash can repeat. A save that fails stops the trigger at its next event with the
+store's error (a lost compare-and-set means another writer: emit nothing more).
+
+Example:
+    >>> save_batching(None, None)  # the defaults, with nothing configured
+    (100, 1.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from stateful._core import Save, WatermarkSession
+from stateful.backends.base import AsyncStateBackend
+from stateful.errors import StatefulUsageError
+
+__all__ = [
+    "DEFAULT_SAVE_BATCH",
+    "DEFAULT_SAVE_DELAY",
+    "INLINE_RENDER_KEYS",
+    "Coalescer",
+    "check_save_batch",
+    "check_save_delay",
+    "save",
+    "save_batching",
+]
+
+_LOG = logging.getLogger("stateful")
+
+#: Up to this many ``seen`` keys a save's text is rendered on the loop (tens of microseconds);
+#: a larger state is rendered in a worker thread.
+INLINE_RENDER_KEYS = 256
+#: At most this many taken events share one save (``1``: a save after every event).
+DEFAULT_SAVE_BATCH = 100
+#: A taken event waits at most this long (plus one save) before a save covers it, in seconds.
+DEFAULT_SAVE_DELAY = 1.0
+
+BATCH_ENV = "STATEFUL_SAVE_BATCH"
+DELAY_ENV = "STATEFUL_SAVE_DELAY"
+
+
+async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decision: Save | None) -> None:
+    """Write a save the core decided on (compare-and-set) and record the new version."""
+    if decision is None:
+        return
+    scope = decision.scope
+    # Rendering the text is O(state); a small one costs less than the hop to a worker thread.
+    if session.size <= INLINE_RENDER_KEYS:
+        value = session.render(decision)
+    else:
+        value = await asyncio.to_thread(session.render, decision)
+    version = await store.awrite(*scope.address, value, expected_version=decision.expected_version)
+    session.saved(decision, version)
+    _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
+
+
+def check_save_batch(value: object, where: str) -> int:
+    """Return ``value`` if it is a whole number >= 1, else raise naming ``where``."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StatefulUsageError(
+            f"{where} must be a whole number >= 1 (how many taken events may share one save; 1 saves "
+            f"after every event), got {value!r}."
+        )
+    return value
+
+
+def check_save_delay(value: object, where: str) -> float:
+    """Return ``value`` in seconds if it is a duration >= 0, else raise naming ``where``."""
+    seconds: float | None = None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = None
+    if seconds is None or not seconds >= 0 or seconds == float("inf"):
+        raise StatefulUsageError(
+            f"{where} must be a duration >= 0 (a timedelta; seconds in the configuration), the "
+            f"longest a taken event waits for its save, got {value!r}."
+        )
+    return seconds
+
+
+def save_batching(batch: int | None, delay: timedelta | None) -> tuple[int, float]:
+    """The batch size and delay (seconds) a run coalesces its saves with.
+
+    Each is the decorator's argument when given, else the environment variable
+    (``STATEFUL_SAVE_BATCH``, ``STATEFUL_SAVE_DELAY`` in seconds), else the Airflow option
+    (``[stateful] save_batch``, ``[stateful] save_delay``), else the default.
+    """
+    if batch is None:
+        batch = int(_setting(BATCH_ENV, "save_batch", check_save_batch, DEFAULT_SAVE_BATCH))
+    seconds = (
+        _setting(DELAY_ENV, "save_delay", check_save_delay, DEFAULT_SAVE_DELAY) if delay is None else None
+    )
+    return batch, delay.total_seconds() if delay is not None else float(seconds or 0.0)
+
+
+def _setting(env: str, option: str, check: Callable[[object, str], float], default: float) -> float:
+    text = os.environ.get(env)
+    if text:
+        return check(text, f"environment variable {env}")
+    from stateful._airflowconf import airflow_conf
+
+    text = airflow_conf().get("stateful", option, fallback=None)
+    if text:
+        return check(text, f"Airflow configuration [stateful] {option}")
+    return default
+
+
+class Coalescer:
+    """Saves taken events in the background, several per save (see the module docstring).
+
+    Args:
+        store: where to save.
+        session: the run's session; only this object calls its :meth:`~WatermarkSession.confirm`.
+        batch: the most taken events not yet saved (``>= 2``).
+        delay: the longest a taken event waits before a save covering it starts, in seconds.
+        what: names the trigger in the log lines.
+    """
+
+    def __init__(
+        self, store: AsyncStateBackend, session: WatermarkSession[Any], batch: int, delay: float, what: str
+    ) -> None:
+        self._store = store
+        self._session = session
+        self._batch = batch
+        self._start_at = max(1, batch // 2)
+        self._delay = delay
+        self._what = what
+        self._taken = 0  # the newest event taken
+        self._durable = 0  # the newest event a completed save covers
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._failure: Exception | None = None
+        self._closed = False
+
+    def check(self) -> None:
+        """Raise the error of a background save that failed: the trigger must emit no more."""
+        if self._failure is not None:
+            raise self._failure
+
+    async def taken(self, seq: int) -> None:
+        """The consumer took event ``seq``: save it soon; wait if a whole batch is unsaved."""
+        self.check()
+        self._taken = seq
+        while self._taken - self._durable >= self._batch and self._task is not None:
+            await asyncio.shield(self._task)  # a save of the older half is under way
+            self.check()
+        unsaved = self._taken - self._durable
+        if self._task is None and unsaved >= self._start_at:
+            self._start()
+        elif self._task is None and self._timer is None and unsaved > 0:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._start)
+
+    async def flush(self) -> None:
+        """Save everything taken (a normal finish); raise the error of a failed save."""
+        self._closed = True
+        self._cancel_timer()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        self.check()
+        if self._taken > self._durable:
+            await self._save_up_to(self._taken)
+
+    async def close(self) -> None:
+        """Best effort on an error, a cancellation or a close: save what was taken, if possible.
+
+        Never after a failed save (another writer may own the state now); a failure here is
+        logged, and the events it would have covered are repeated after a restart.
+        """
+        self._closed = True
+        self._cancel_timer()
+        try:
+            if self._task is not None:
+                await asyncio.shield(self._task)
+            if self._failure is None and self._taken > self._durable:
+                await self._save_up_to(self._taken)
+        except Exception as exc:
+            _LOG.warning(
+                "stateful: %s stopped; saving %s in %s for the events it handed over failed: %s. "
+                "They are emitted again when it restarts.",
+                self._what,
+                self._session.scope,
+                self._session.scope.store,
+                exc,
+            )
+
+    def _start(self) -> None:
+        self._cancel_timer()
+        if self._closed or self._task is not None or self._failure is not None:
+            return
+        if self._taken > self._durable:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._taken > self._durable:
+                await self._save_up_to(self._taken)
+                if self._taken - self._durable < self._start_at:
+                    break
+        except Exception as exc:
+            _LOG.error(
+                "stateful: %s stops: saving %s in %s failed: %s",
+                self._what,
+                self._session.scope,
+                self._session.scope.store,
+                exc,
+            )
+        finally:
+            self._task = None
+        if not self._closed and self._failure is None and self._taken > self._durable and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._start)
+
+    async def _save_up_to(self, seq: int) -> None:
+        try:
+            await save(self._store, self._session, self._session.confirm(seq))
+        except Exception as exc:
+            self._failure = self._failure or exc  # never saved again by this run: fencing
+            raise
+        self._durable = seq
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

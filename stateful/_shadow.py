@@ -1,0 +1,264 @@
+"""A watermark's state as plain data, kept in step by deltas: what makes a save cost O(change).
+
+The session (:mod:`stateful._core`) never serialises the live watermark per event. Instead:
+
+* :class:`Tracker` drains the watermark's change journal when an event is emitted and turns it
+  into a :class:`Delta`: the ``seen`` keys that changed (as the text they are stored with), the
+  other fields (:meth:`Watermark._head`, O(your fields)), and the state's digest after it.
+* the digest (:func:`digest`) is a function of the state alone, maintained in O(change): a
+  hash of the other fields combined with a *multiset hash* of the ``seen`` entries (the sum,
+  modulo 2**256, of one SHA-256 per entry; adding an entry adds its hash, removing subtracts).
+  Equal states have equal digests however they were reached, which is what idempotency keys
+  and "skip the save when nothing changed" need.
+* :class:`Shadow` is the confirmed state (``seen`` as ``key -> text``, the other fields); a
+  confirmation applies deltas to it, and :meth:`Shadow.render` writes its canonical text, the
+  very bytes :meth:`Watermark.to_state_json` writes for the same state. Rendering is O(state):
+  the async driver runs it in a worker thread, in chunks, so the event loop keeps its turn.
+
+Example:
+    >>> from stateful import Watermark
+    >>> wm = Watermark()
+    >>> shadow = Shadow.of(wm)
+    >>> tracker = Tracker(shadow, wm)
+    >>> wm.advance(key="a.csv")
+    >>> delta = tracker.take(wm)
+    >>> delta.seen
+    {'a.csv': None}
+    >>> shadow.apply(delta)
+    >>> shadow.render() == wm.to_state_json()
+    True
+    >>> shadow.digest == Shadow.of(wm).digest  # a function of the state only
+    True
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+from stateful._document import SCHEMA_VERSION, canonical_json, format_utc
+from stateful._seen import ABSENT, Entry, SeenLog, _Absent
+from stateful.types import Watermark
+
+__all__ = ["Delta", "Shadow", "Tracker", "digest"]
+
+#: How many ``seen`` entries a run holds (up to twice as many before it is split): each is
+#: sorted and encoded in one call, which holds the interpreter lock, so a worker thread
+#: rendering a large state lets the loop in between; a change re-encodes only its run.
+RENDER_CHUNK = 512
+
+_MODULUS = 1 << 256
+
+#: The text a ``seen`` entry is stored with: its UTC timestamp, or ``None``.
+SeenText = str | None
+
+
+def _entry_text(value: Entry) -> SeenText | _Absent:
+    if value is ABSENT or value is None:
+        return value
+    return format_utc(value)
+
+
+def _entry_hash(key: str, text: SeenText) -> int:
+    h = hashlib.sha256(key.encode())
+    # NUL separates key and text (keys are JSON strings, the text a fixed-width time).
+    h.update(b"\x00-" if text is None else b"\x00" + text.encode())
+    return int.from_bytes(h.digest(), "big")
+
+
+def digest(head_text: str, seen_sum: int) -> str:
+    """The digest of a state: its other fields' canonical JSON and its ``seen`` multiset hash.
+
+    Example:
+        >>> digest('{"cursor":1}', 0) == digest('{"cursor":1}', 0) != digest('{"cursor":2}', 0)
+        True
+    """
+    h = hashlib.sha256(head_text.encode())
+    h.update(b"\x00" + seen_sum.to_bytes(32, "big"))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What changed between two snapshots: O(change) plus O(your fields).
+
+    Attributes:
+        seen: each changed key's new text (``None``: recorded without a timestamp), or ``ABSENT``
+            for a key that left ``seen``.
+        head: the fields other than ``seen``, as JSON values.
+        digest: the digest of the state after the change.
+        grown: how many keys ``seen`` gained (negative: lost).
+    """
+
+    seen: dict[str, SeenText | _Absent]
+    head: dict[str, Any]
+    digest: str
+    grown: int = 0
+
+
+class Shadow:
+    """A state as plain data: ``seen`` (``key -> text``), the other fields, and its digest.
+
+    ``seen`` is kept for rendering as sorted runs, each with its text cached (:class:`_Runs`),
+    built by the first render; a confirmation only records the changed keys (O(change)), and the
+    next render re-encodes just the runs they fall in.
+    """
+
+    def __init__(self, seen: dict[str, SeenText], head: dict[str, Any]) -> None:
+        self.head = head
+        self.head_text = canonical_json(head)
+        self.seen_sum = sum(_entry_hash(k, t) for k, t in seen.items()) % _MODULUS
+        self.digest = digest(self.head_text, self.seen_sum)
+        #: How many keys ``seen`` holds.
+        self.size = len(seen)
+        self._initial: dict[str, SeenText] | None = seen
+        self._runs: _Runs | None = None
+        self._changes: dict[str, SeenText | _Absent] = {}
+
+    @classmethod
+    def of(cls, watermark: Watermark[Any]) -> Shadow:
+        """The state of ``watermark`` now (O(len(seen)): done once, when it is loaded)."""
+        entries = watermark._seen_log().entries()
+        return cls(
+            {k: None if ts is None else format_utc(ts) for k, ts in entries.items()}, watermark._head()
+        )
+
+    def apply(self, delta: Delta) -> None:
+        """Move to the state after ``delta`` (which must follow this state): O(change)."""
+        self._changes.update(delta.seen)
+        self.size += delta.grown
+        self.head = delta.head
+        self.digest = delta.digest
+
+    def render(self) -> str:
+        """The canonical stored text of this state (as :meth:`Watermark.to_state_json` writes it).
+
+        O(changes since the last render) to bring the runs up to date, plus joining the cached
+        texts; the first render sorts ``seen`` in runs (O(n log n)). Every step is a call over
+        at most a run, so a worker thread rendering lets the event loop's thread take the
+        interpreter lock in between. Not to be called while :meth:`apply` may run.
+        """
+        if self._runs is None:
+            self._runs = _Runs(self._initial or {})
+            self._initial = None
+        changes, self._changes = self._changes, {}
+        self._runs.update(changes)
+        doc: dict[str, Any] = {**self.head, "schema_version": SCHEMA_VERSION}
+        # One join of every piece: the text is copied once, however large seen is.
+        pieces = ["{"]
+        for name in sorted([*doc, "seen"]):
+            if len(pieces) > 1:
+                pieces.append(",")
+            pieces.append(canonical_json(name) + ":")
+            if name == "seen":
+                pieces.extend(self._runs.pieces())
+            else:
+                pieces.append(canonical_json(doc[name]))
+        pieces.append("}")
+        return "".join(pieces)
+
+
+class _Run:
+    __slots__ = ("keys", "text", "values")
+
+    def __init__(self, keys: list[str], values: dict[str, SeenText]) -> None:
+        self.keys = keys  # sorted
+        self.values = values
+        self.text: str | None = None  # the rendered entries, without braces; None: stale
+
+    def render(self) -> str:
+        if self.text is None:
+            values = self.values
+            self.text = canonical_json({k: values[k] for k in self.keys}, sort_keys=False)[1:-1]
+        return self.text
+
+
+class _Runs:
+    """``seen`` as consecutive sorted runs of about :data:`RENDER_CHUNK` keys.
+
+    ``firsts[i]`` is at most the smallest key of run ``i`` and above every key of run ``i - 1``,
+    so :func:`bisect.bisect_right` finds the run a key belongs in.
+    """
+
+    def __init__(self, seen: dict[str, SeenText]) -> None:
+        keys = list(seen)
+        ordered = [sorted(keys[i : i + RENDER_CHUNK]) for i in range(0, len(keys), RENDER_CHUNK)]
+        merged = ordered[0] if len(ordered) == 1 else list(heapq.merge(*ordered))
+        self.runs = [
+            _Run(chunk, {k: seen[k] for k in chunk})
+            for chunk in (merged[i : i + RENDER_CHUNK] for i in range(0, len(merged), RENDER_CHUNK))
+        ] or [_Run([], {})]
+        self.firsts = [run.keys[0] if run.keys else "" for run in self.runs]
+
+    def update(self, changes: dict[str, SeenText | _Absent]) -> None:
+        for key, text in changes.items():
+            index = max(0, bisect.bisect_right(self.firsts, key) - 1)
+            run = self.runs[index]
+            if isinstance(text, _Absent):
+                if key in run.values:
+                    del run.values[key]
+                    del run.keys[bisect.bisect_left(run.keys, key)]
+                    run.text = None
+                continue
+            if key not in run.values:
+                bisect.insort(run.keys, key)
+                if key < self.firsts[index]:
+                    self.firsts[index] = key
+            run.values[key] = text
+            run.text = None
+            if len(run.keys) > 2 * RENDER_CHUNK:
+                self._split(index)
+
+    def _split(self, index: int) -> None:
+        run = self.runs[index]
+        half = len(run.keys) // 2
+        upper = run.keys[half:]
+        self.runs.insert(index + 1, _Run(upper, {k: run.values.pop(k) for k in upper}))
+        self.firsts.insert(index + 1, upper[0])
+        del run.keys[half:]
+        run.text = None
+
+    def pieces(self) -> list[str]:
+        """The text of ``seen`` as pieces to join: braces, each run's entries, commas."""
+        texts = [text for text in (run.render() for run in self.runs) if text]
+        pieces = ["{"]
+        for text in texts:
+            if len(pieces) > 1:
+                pieces.append(",")
+            pieces.append(text)
+        pieces.append("}")
+        return pieces
+
+
+class Tracker:
+    """The live watermark's digest, kept in step with its journal (see :meth:`take`).
+
+    Args:
+        start: the state the watermark was loaded with.
+        watermark: the watermark; its change journal is turned on now.
+    """
+
+    def __init__(self, start: Shadow, watermark: Watermark[Any]) -> None:
+        self._seen_sum = start.seen_sum
+        watermark._seen_log().journal()
+
+    def take(self, watermark: Watermark[Any]) -> Delta:
+        """The changes since the last call (or the start): O(change) plus O(your fields)."""
+        log: SeenLog = watermark._seen_log()
+        seen: dict[str, SeenText | _Absent] = {}
+        total, grown = self._seen_sum, 0
+        for key, (old, new) in log.drain().items():
+            old_text, new_text = _entry_text(old), _entry_text(new)
+            if not isinstance(old_text, _Absent):
+                total -= _entry_hash(key, old_text)
+                grown -= 1
+            if not isinstance(new_text, _Absent):
+                total += _entry_hash(key, new_text)
+                grown += 1
+            seen[key] = new_text
+        self._seen_sum = total % _MODULUS
+        head = watermark._head()
+        return Delta(seen, head, digest(canonical_json(head), self._seen_sum), grown)

@@ -55,9 +55,12 @@ def sql_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pat
 
 
 class WatchTrigger(CounterBase):
-    """An event trigger with ``backend=None``: the store is chosen by the resolution rule."""
+    """An event trigger with ``backend=None``: the store is chosen by the resolution rule.
 
-    @stateful(namespace=NS, name="{source}")
+    One save per event (``save_batch=1``): these tests follow each write to the store.
+    """
+
+    @stateful(namespace=NS, name="{source}", save_batch=1)
     async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
         async for event in self.body(watermark):
             yield event
@@ -325,7 +328,7 @@ async def test_a_trigger_whose_watermark_outgrows_the_limit_fails_with_its_last_
     monkeypatch.setenv("AIRFLOW__STATE_STORE__MAX_VALUE_STORAGE_BYTES", "700")
 
     class KeysTrigger(CounterBase):
-        @stateful(namespace=NS, name="{source}")
+        @stateful(namespace=NS, name="{source}", save_batch=1)  # a save per event, until one fails
         async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
             for item in self.items:
                 key = f"file-{item:04d}-{'x' * 200}.csv"

@@ -48,7 +48,7 @@ def sql_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pat
 
 
 class Trigger(CounterBase):
-    @stateful(namespace=NS, name="{source}")
+    @stateful(namespace=NS, name="{source}", save_batch=1)  # one save per event: tests count versions
     async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
         async for event in self.body(watermark):
             yield event

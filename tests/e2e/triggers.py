@@ -47,7 +47,9 @@ class UnackedFilesTrigger(NewFilesTrigger):
         """Return the classpath and the constructor arguments, for the triggerer."""
         return f"{__name__}.UnackedFilesTrigger", super().serialize()[1]
 
-    @stateful(namespace="files-unacked", name="{glob}", lookback=LOOKBACK, ack=False)
+    # save_batch=1: a save right when the triggerer resumes the run after each event, the window
+    # in which a kill loses the event that scenario g shows (a coalesced save comes later).
+    @stateful(namespace="files-unacked", name="{glob}", lookback=LOOKBACK, ack=False, save_batch=1)
     async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
         """NewFilesTrigger's loop under @stateful(ack=False)."""
         async for event in _UNDECORATED_RUN(self, watermark):

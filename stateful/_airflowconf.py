@@ -7,9 +7,13 @@ component has. Imported lazily by the callers: reading Airflow's configuration i
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["airflow_conf"]
+__all__ = ["airflow_conf", "stateful_setting"]
+
+_T = TypeVar("_T")
 
 
 def airflow_conf() -> Any:
@@ -19,3 +23,25 @@ def airflow_conf() -> Any:
     except ImportError:  # Airflow 3.0
         from airflow.configuration import conf
     return conf
+
+
+def stateful_setting(env: str, option: str, check: Callable[[object, str], _T], default: _T) -> _T:
+    """A setting of this package: the environment variable, else ``[stateful] option``, else ``default``.
+
+    The first one set (not empty) is passed to ``check(text, where)``, which returns the value or
+    raises an error naming ``where`` (the variable or the option). Airflow's configuration is only
+    read when the variable is not set.
+
+    Example:
+        >>> os.environ["STATEFUL_EXAMPLE_SETTING"] = "7"
+        >>> stateful_setting("STATEFUL_EXAMPLE_SETTING", "example", lambda text, where: int(str(text)), 1)
+        7
+        >>> del os.environ["STATEFUL_EXAMPLE_SETTING"]
+    """
+    text = os.environ.get(env)
+    if text:
+        return check(text, f"environment variable {env}")
+    text = airflow_conf().get("stateful", option, fallback=None)
+    if text:
+        return check(text, f"Airflow configuration [stateful] {option}")
+    return default

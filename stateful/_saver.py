@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from stateful._airflowconf import stateful_setting
 from stateful._core import Save, WatermarkSession
 from stateful.backends.base import AsyncStateBackend
 from stateful.errors import StatefulUsageError
@@ -106,23 +105,13 @@ def save_batching(batch: int | None, delay: timedelta | None) -> tuple[int, floa
     (``[stateful] save_batch``, ``[stateful] save_delay``), else the default.
     """
     if batch is None:
-        batch = int(_setting(BATCH_ENV, "save_batch", check_save_batch, DEFAULT_SAVE_BATCH))
+        batch = stateful_setting(BATCH_ENV, "save_batch", check_save_batch, DEFAULT_SAVE_BATCH)
     seconds = (
-        _setting(DELAY_ENV, "save_delay", check_save_delay, DEFAULT_SAVE_DELAY) if delay is None else None
+        stateful_setting(DELAY_ENV, "save_delay", check_save_delay, DEFAULT_SAVE_DELAY)
+        if delay is None
+        else None
     )
     return batch, delay.total_seconds() if delay is not None else float(seconds or 0.0)
-
-
-def _setting(env: str, option: str, check: Callable[[object, str], float], default: float) -> float:
-    text = os.environ.get(env)
-    if text:
-        return check(text, f"environment variable {env}")
-    from stateful._airflowconf import airflow_conf
-
-    text = airflow_conf().get("stateful", option, fallback=None)
-    if text:
-        return check(text, f"Airflow configuration [stateful] {option}")
-    return default
 
 
 class Coalescer:

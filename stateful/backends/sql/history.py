@@ -11,7 +11,6 @@ without CREATE permission on a table a DBA created), the store keeps working wit
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,15 +54,9 @@ def history_setting() -> int:
     Read at a store's first use, like the default store: every process writing one database
     (triggerers, workers, the CLI) should see the same setting, since each write prunes.
     """
-    text = os.environ.get(ENV_VAR)
-    if text:
-        return check_history_versions(text, f"environment variable {ENV_VAR}")
-    from stateful._airflowconf import airflow_conf
+    from stateful._airflowconf import stateful_setting
 
-    text = airflow_conf().get("stateful", "history_versions", fallback=None)
-    if text:
-        return check_history_versions(text, "Airflow configuration [stateful] history_versions")
-    return DEFAULT_HISTORY_VERSIONS
+    return stateful_setting(ENV_VAR, "history_versions", check_history_versions, DEFAULT_HISTORY_VERSIONS)
 
 
 def _pk(table: sa.Table, namespace: Any, name: Any, key: Any) -> tuple[sa.ColumnElement[bool], ...]:

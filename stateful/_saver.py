@@ -106,12 +106,9 @@ def save_batching(batch: int | None, delay: timedelta | None) -> tuple[int, floa
     """
     if batch is None:
         batch = stateful_setting(BATCH_ENV, "save_batch", check_save_batch, DEFAULT_SAVE_BATCH)
-    seconds = (
-        stateful_setting(DELAY_ENV, "save_delay", check_save_delay, DEFAULT_SAVE_DELAY)
-        if delay is None
-        else None
-    )
-    return batch, delay.total_seconds() if delay is not None else float(seconds or 0.0)
+    if delay is not None:
+        return batch, delay.total_seconds()
+    return batch, stateful_setting(DELAY_ENV, "save_delay", check_save_delay, DEFAULT_SAVE_DELAY)
 
 
 class Coalescer:

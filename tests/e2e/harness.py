@@ -11,10 +11,17 @@ child would keep its port): :meth:`AirflowDeployment.stop` sends SIGTERM to the 
 after a grace period, :meth:`AirflowDeployment.kill` sends SIGKILL at once (a crash).
 
 Every port is a free one picked at start, so several deployments can run on one machine.
+
+The components share one configuration, written before any of them starts: with no
+``airflow.cfg`` in ``AIRFLOW_HOME``, every Airflow process that starts writes one with a fernet
+key of its own, and a process that reads the file while another is writing it finds no key at all.
+A triggerer whose key differs from the dag-processor's cannot read the watchers' arguments: its
+trigger runner dies (``json.loads`` of a fernet token, seen once in CI).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -90,6 +97,11 @@ class AirflowDeployment:
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "components").mkdir(exist_ok=True)
+        # Present before any component starts, so that none of them writes one (see the module's
+        # docstring); every option comes from the environment or Airflow's defaults.
+        config = self.home / "airflow.cfg"
+        if not config.exists():
+            config.write_text("# Written by the test harness: the settings are in the environment.\n")
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.environment = self._environment()
 
@@ -332,12 +344,16 @@ class AirflowDeployment:
             if not k.startswith(("AIRFLOW", "STATEFUL_", "_AIRFLOW")) and k != "PYTHONPATH"
         }
         secret = secrets.token_urlsafe(32)
+        # One fernet key for every component: the dag-processor encrypts the watchers' arguments
+        # with it and the triggerer decrypts them.
+        fernet_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__FERNET_KEY": fernet_key,
                 # Airflow runs the watchers of assets that schedule unpaused DAGs only.
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__PARALLELISM": "4",

@@ -127,23 +127,23 @@ def stored_records(
     Raises:
         NotFoundError: ``namespace`` holds nothing; the message lists the namespaces there are.
     """
-    found: list[tuple[str | None, StateRecord]]
-    if choice.store is None:  # the native store of every asset of a deployment
+    found: list[tuple[str | None, StateRecord]] = []
+    problems: list[str] = []
+    asset = getattr(choice.store, "asset", None)  # one asset's native store, through REST
+    if choice.store is None or (asset is not None and choice.api is not None):  # native, via REST
         from stateful.cli._native import list_asset
 
         assert choice.api is not None
-        assets = choice.api.assets()
-        problems: list[str] = []
-        found = []
+        assets = choice.api.assets() if asset is None else [asset]
         with out.progress(len(assets), "reading assets", data_on_stdout=False) as progress:
             for asset in assets:
                 found += [(asset.name, r) for r in list_asset(choice.api, asset, None, problems)]
                 progress.advance()
-        for problem in problems:
-            click.echo(f"Warning: skipped, not a document of airflow-stateful: {problem}", err=True)
     else:
-        held_by: str | None = getattr(getattr(choice.store, "asset", None), "name", None)
-        found = [(held_by, r) for r in choice.sync().list()]
+        found = [(None, r) for r in choice.sync().list()]
+    # One broken watermark must not hide the others: each is named, with what to do.
+    for problem in problems:
+        click.echo(f"Warning: skipped {problem}", err=True)
     if namespace is None:
         return found
     mine = [(a, r) for a, r in found if r.namespace == namespace]

@@ -244,8 +244,10 @@ def list_asset(
     """The documents this package wrote into ``asset``'s state store (of ``namespace``).
 
     A document kept in parts is joined from the parts listed with it (read again through the
-    store if a concurrent save replaced them). Entries under ``stateful/`` that are neither
-    documents nor parts are named in ``problems``.
+    store if a concurrent save replaced them). What cannot be listed is named in ``problems``
+    and skipped, so that one broken watermark does not hide the others: entries under
+    ``stateful/`` that are neither documents nor parts, and documents whose parts cannot be read
+    (the message says how to inspect or reset it).
     """
     entries = {str(e.get("key", "")): e.get("value") for e in api.entries(asset)}
     records = []
@@ -255,7 +257,7 @@ def list_asset(
         try:
             doc = NativeDocument.from_json_value(stored)
         except ValueError as exc:
-            problems.append(f"{asset.label}, key {key!r}: {exc}")
+            problems.append(f"{asset.label}, key {key!r} is not a document of airflow-stateful: {exc}")
             continue
         if namespace is not None and doc.namespace != namespace:
             continue
@@ -267,7 +269,11 @@ def list_asset(
                     )
                 )
             except PartMismatch:
-                record = RestNativeStore(api, asset).read(*doc.address)
+                try:
+                    record = RestNativeStore(api, asset).read(*doc.address)
+                except StoreError as exc:
+                    problems.append(f"{asset.label}: {exc}")
+                    continue
                 if record is not None:
                     records.append(record)
                 continue

@@ -255,3 +255,29 @@ def test_a_token_the_api_server_refuses(api_server: str, cli: Cli) -> None:
     assert result.returncode == 1
     assert f"Airflow's REST API at {api_server} refused GET /api/v2/assets (HTTP 403)" in result.stderr
     assert "--token" in result.stderr and "not-a-token" not in result.stderr
+
+
+async def test_a_watermark_whose_parts_cannot_be_read_does_not_hide_the_others(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli
+) -> None:
+    broken, fine = airflow_state_store.new_asset("broken"), airflow_state_store.new_asset("fine")
+    large = NativeBackend(airflow_state_store.accessors(broken), max_value_bytes=4000)
+    await large.awrite("lost", "parts/", WM, s3_state(range(300)), expected_version=None)
+    key = native_key("lost", "parts/")
+    airflow_state_store.drop(broken, next(k for k in airflow_state_store.keys(broken) if k != key))
+    await NativeBackend(airflow_state_store.accessors(fine)).awrite(
+        "kept", "whole/", WM, wm(7), expected_version=None
+    )
+
+    listed = cli("list", "--airflow-url", api_server, "--json")
+    one_asset = cli("list", "--airflow-url", api_server, "--asset", broken.name, "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    names = {(w["namespace"], w["name"]) for w in listed.json()["watermarks"]}
+    assert ("kept", "whole/") in names and ("lost", "parts/") not in names
+    # The broken one is named, with the store's advice on inspecting or resetting it.
+    assert f"Warning: skipped asset {broken.name!r}: reading lost/parts/" in listed.stderr
+    assert "stateful reset" in listed.stderr
+    assert one_asset.returncode == 0, one_asset.stderr
+    assert one_asset.json()["watermarks"] == []
+    assert f"Warning: skipped asset {broken.name!r}: reading lost/parts/" in one_asset.stderr

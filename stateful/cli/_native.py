@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from stateful.backends.base import Address, StateRecord
 from stateful.backends.native import NativeBackend, NativeDocument, native_key
 from stateful.backends.native.parts import PartMismatch, is_part_key, join_seen, part_key
-from stateful.errors import StoreConfigError, StoreError
+from stateful.errors import StatefulError, StoreConfigError, StoreError
 
 __all__ = ["AirflowApi", "Asset", "RestNativeStore"]
 
@@ -271,7 +271,7 @@ def list_asset(
             except PartMismatch:
                 try:
                     record = RestNativeStore(api, asset).read(*doc.address)
-                except StoreError as exc:
+                except StatefulError as exc:  # parts missing, a regression, ...: say so, go on
                     problems.append(f"{asset.label}: {exc}")
                     continue
                 if record is not None:

@@ -48,6 +48,8 @@ _REPR.maxstring = _REPR.maxother = 60
 
 def _aware_utc(value: object, where: str) -> datetime:
     """Return ``value`` in UTC; refuse anything but a timezone-aware datetime."""
+    if type(value) is datetime and value.tzinfo is timezone.utc:
+        return value  # the common case, already what astimezone() would return
     if not isinstance(value, datetime):
         raise WatermarkValueError(f"{where}: expected a datetime, got {type(value).__name__} {value!r}")
     if value.utcoffset() is None:

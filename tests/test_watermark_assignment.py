@@ -124,3 +124,15 @@ def test_a_config_of_a_subclass_still_applies_to_the_cursor() -> None:
     wm = Lower()
     wm.advance(cursor="B-Part")
     assert wm.cursor == "b-part"
+
+
+def test_a_setattr_of_a_subclass_still_sees_the_assignments() -> None:
+    assigned: list[str] = []
+
+    class Watched(Watermark[int]):
+        def __setattr__(self, name: str, value: Any) -> None:
+            assigned.append(name)
+            super().__setattr__(name, value)
+
+    Watched().advance(timestamp=T0, cursor=1, key="a")
+    assert assigned == ["cursor", "timestamp"]

@@ -67,6 +67,21 @@ def _aware_utc(value: object, where: str) -> datetime:
 _SEEN_ADAPTER: TypeAdapter[dict[str, datetime | None]] = TypeAdapter(dict[str, datetime | None])
 
 
+def _seen_entries(seen: object) -> dict[str, datetime | None]:
+    """Validate a decoded ``seen`` as strict JSON mode would: ISO timestamps or null, nothing else.
+
+    When every value is a string or null (any stored state), the strings are validated as
+    strings (the same parser and errors as strict JSON mode) instead of encoding ``seen`` back
+    to JSON text: at 10^5 keys that re-encoding allocates enough to set off full garbage
+    collections, which hold the interpreter lock (the event loop's too) for their whole run.
+    Anything else takes the JSON path, for its error messages.
+    """
+    if isinstance(seen, dict) and all(v is None or type(v) is str for v in seen.values()):
+        stamps = _SEEN_ADAPTER.validate_strings({k: v for k, v in seen.items() if v is not None}, strict=True)
+        return {k: None if v is None else stamps[k] for k, v in seen.items()}
+    return _SEEN_ADAPTER.validate_json(json.dumps(seen), strict=True)
+
+
 def _unorderable(value: object) -> str | None:
     """Say why ``value`` cannot be a cursor (None if it can): cursors must be totally ordered."""
     # Sets and dicts compare without TypeError in some cases (subset order, equal lists of dicts),
@@ -415,7 +430,7 @@ class Watermark(BaseModel, Generic[CursorT]):
         # mode would refuse the strings, so the (migrated) document is validated as JSON text.
         wm = cls.model_validate_json(json.dumps(doc), strict=True)
         try:
-            entries = _SEEN_ADAPTER.validate_json(json.dumps(seen), strict=True)
+            entries = _seen_entries(seen)
             wm._log = SeenLog(
                 {k: None if v is None else _aware_utc(v, f"seen[{k!r}]") for k, v in entries.items()}
             )

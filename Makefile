@@ -20,7 +20,7 @@ OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale clean
+.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-plot bench-plot-before clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,27 @@ bench: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py
+
+# docs/figures/scale.png: the event loop's time per event against the size of seen, before and
+# after. `make bench-plot` measures this checkout (docs/figures/scale-after.csv, ~10 minutes) and
+# redraws the plot; `make bench-plot-before` re-measures the release before the scaling work
+# (SCALE_BEFORE, in a temporary git worktree) into docs/figures/scale-before.csv. That release
+# serialises the whole state per event, so it runs fewer events at large sizes (--max-work).
+SCALE_BEFORE ?= 756ae15
+PLOT_SIZES ?= 100,1000,10000,100000
+PLOT_SCALE := bench/scale.py --sizes $(PLOT_SIZES) --repeats 1
+
+bench-plot: $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
+	$(BIN)/python $(PLOT_SCALE) --warmup 100 --events 200 --csv docs/figures/scale-after.csv
+	$(BIN)/python bench/plot_scale.py --before docs/figures/scale-before.csv \
+		--after docs/figures/scale-after.csv --out docs/figures/scale.png
+
+bench-plot-before: $(STAMP)
+	tree=$$(mktemp -d) && git worktree add --quiet --detach $$tree/src $(SCALE_BEFORE) && \
+	PYTHONPATH=$$tree/src $(BIN)/python $(PLOT_SCALE) --warmup 0 --events 100 --max-work 1000000 \
+		--csv docs/figures/scale-before.csv; \
+	status=$$?; git worktree remove --force $$tree/src; rm -rf $$tree; exit $$status
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

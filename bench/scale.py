@@ -21,7 +21,8 @@ with saves coalesced (the default) and one save per event (``save_batch=1``):
 * ``wall µs/event``: elapsed time per event, saves in worker threads included.
 
 Loading (parse and validate, O(N), once per run) is before the first event and not counted.
-Run ``make bench-scale`` or ``python bench/scale.py --help``. On a release whose ``@stateful``
+Run ``make bench-scale`` or ``python bench/scale.py --help``; ``--csv FILE`` also writes the
+figures as CSV, which ``bench/plot_scale.py`` plots (``make bench-plot``). On a release whose ``@stateful``
 has no ``save_batch``, only the one-save-per-event rows are measured.
 """
 
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import inspect
+import logging
 import os
 import platform
 import sys
@@ -185,7 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backends", default="memory,sqlite")
     parser.add_argument("--warmup", type=int, default=300, help="events before measuring (not counted)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per case; the best is shown")
+    parser.add_argument("--csv", type=Path, help="also write the figures to this CSV file")
     args = parser.parse_args(argv)
+    logging.getLogger("stateful").setLevel(logging.WARNING)  # one "loaded" line per run
     sizes = [int(s) for s in args.sizes.split(",")]
     modes: list[tuple[str, int | None]] = (
         [("coalesced", None), ("per event", 1)] if HAS_BATCH else [("per event", None)]
@@ -200,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     texts = {keys: stored_state(keys) for keys in sizes}
+    rows: list[dict[str, object]] = []
     for kind in args.backends.split(","):
         for mode, batch in modes:
             base: float | None = None
@@ -212,6 +218,23 @@ def main(argv: list[str] | None = None) -> None:
                     f"{result.cpu_us:,.0f} | {result.max_stall_ms:,.1f} | {result.wall_us:,.0f} |",
                     flush=True,
                 )
+                rows.append(
+                    {
+                        "store": kind,
+                        "saves": mode,
+                        "seen_keys": keys,
+                        "events": events,
+                        "loop_us": round(result.loop_us, 1),
+                        "cpu_us": round(result.cpu_us, 1),
+                        "max_stall_ms": round(result.max_stall_ms, 2),
+                        "wall_us": round(result.wall_us, 1),
+                    }
+                )
+    if args.csv:
+        with args.csv.open("w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 if __name__ == "__main__":

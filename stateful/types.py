@@ -48,6 +48,8 @@ _REPR.maxstring = _REPR.maxother = 60
 
 def _aware_utc(value: object, where: str) -> datetime:
     """Return ``value`` in UTC; refuse anything but a timezone-aware datetime."""
+    if type(value) is datetime and value.tzinfo is timezone.utc:
+        return value  # the common case, already what astimezone() would return
     if not isinstance(value, datetime):
         raise WatermarkValueError(f"{where}: expected a datetime, got {type(value).__name__} {value!r}")
     if value.utcoffset() is None:
@@ -65,6 +67,21 @@ def _aware_utc(value: object, where: str) -> datetime:
 _SEEN_ADAPTER: TypeAdapter[dict[str, datetime | None]] = TypeAdapter(dict[str, datetime | None])
 
 
+def _seen_entries(seen: object) -> dict[str, datetime | None]:
+    """Validate a decoded ``seen`` as strict JSON mode would: ISO timestamps or null, nothing else.
+
+    When every value is a string or null (any stored state), the strings are validated as
+    strings (the same parser and errors as strict JSON mode) instead of encoding ``seen`` back
+    to JSON text: at 10^5 keys that re-encoding allocates enough to set off full garbage
+    collections, which hold the interpreter lock (the event loop's too) for their whole run.
+    Anything else takes the JSON path, for its error messages.
+    """
+    if isinstance(seen, dict) and all(v is None or type(v) is str for v in seen.values()):
+        stamps = _SEEN_ADAPTER.validate_strings({k: v for k, v in seen.items() if v is not None}, strict=True)
+        return {k: None if v is None else stamps[k] for k, v in seen.items()}
+    return _SEEN_ADAPTER.validate_json(json.dumps(seen), strict=True)
+
+
 def _unorderable(value: object) -> str | None:
     """Say why ``value`` cannot be a cursor (None if it can): cursors must be totally ordered."""
     # Sets and dicts compare without TypeError in some cases (subset order, equal lists of dicts),
@@ -78,6 +95,42 @@ def _unorderable(value: object) -> str | None:
     if isinstance(value, (list, tuple)):
         return next((p for p in map(_unorderable, value) if p is not None), None)
     return None
+
+
+def _validators(cls: type[BaseModel], field: str) -> list[Any]:
+    """The functions of the field validators that apply to ``field`` (or to every field)."""
+    return [
+        getattr(d.func, "__func__", d.func)
+        for d in cls.__pydantic_decorators__.field_validators.values()
+        if field in d.info.fields or "*" in d.info.fields
+    ]
+
+
+@cache
+def _plain_assignment(cls: type[Watermark[Any]], field: str) -> bool:
+    """Whether assigning ``field`` a value ``advance`` validated may skip pydantic's validation.
+
+    pydantic's assignment validation costs a few µs per call; ``advance`` has already checked
+    the value the way the field's own validation would (the cursor against the field's
+    annotation, constraints inside it included). That holds when ``cls`` adds nothing to
+    Watermark's validation of the field: the same model config, no model validators, no other
+    field validators on it, no constraints on the field itself (``Field(le=...)``), not frozen,
+    the timestamp's own annotation, no ``__setattr__`` of its own. Otherwise the assignment goes
+    through pydantic, as before.
+    """
+    decorators = cls.__pydantic_decorators__
+    return (
+        not (decorators.model_validators or decorators.root_validators or decorators.validators)
+        and _validators(cls, field) == _validators(Watermark, field)
+        and not cls.model_fields[field].metadata
+        and not cls.model_fields[field].frozen
+        and (
+            field == "cursor"
+            or cls.model_fields[field].annotation == Watermark.model_fields[field].annotation
+        )
+        and cls.model_config == Watermark.model_config
+        and cls.__setattr__ is BaseModel.__setattr__
+    )
 
 
 @cache
@@ -145,17 +198,34 @@ class Watermark(BaseModel, Generic[CursorT]):
     @property
     def seen(self) -> AbstractSet[str]:
         """Keys already emitted inside the boundary window (read-only, sorted iteration)."""
-        return SeenKeys(self._log)
+        return SeenKeys(self._seen_log())
 
     @property
     def lookback(self) -> timedelta:
         """How far behind ``timestamp`` items still count as possibly new (see :meth:`configure`)."""
-        return self._lookback
+        lookback: timedelta = self._private()["_lookback"]
+        return lookback
 
     @property
     def max_untimed_keys(self) -> int:
         """How many keys recorded without a timestamp are kept (see :meth:`configure`)."""
-        return self._max_untimed_keys
+        cap: int = self._private()["_max_untimed_keys"]
+        return cap
+
+    def _private(self) -> dict[str, Any]:
+        # The private attributes. Reading one as self._log goes through pydantic's
+        # BaseModel.__getattr__ (about 2 µs a read, several per advance); the dict behind them
+        # is a slot. Assignments (rare) still go through pydantic.
+        return self.__pydantic_private__  # type: ignore[return-value]
+
+    def _assign(self, field: str, value: Any) -> None:
+        """Set ``field`` to ``value``, which ``advance`` has validated: skips pydantic's second
+        validation of it where that adds nothing (see :func:`_plain_assignment`)."""
+        if _plain_assignment(type(self), field):
+            self.__dict__[field] = value
+            self.__pydantic_fields_set__.add(field)
+        else:
+            setattr(self, field, value)
 
     def configure(self, *, lookback: timedelta | None = None, max_untimed_keys: int | None = None) -> Self:
         """Set the policy (not stored with the state); return ``self``.
@@ -201,15 +271,16 @@ class Watermark(BaseModel, Generic[CursorT]):
             >>> wm.seen_at("a") is None
             True
         """
-        if key in self._log.untimed:
+        log = self._seen_log()
+        if key in log.untimed:
             return None
-        return self._log.timed[key]
+        return log.timed[key]
 
     def _floor(self) -> datetime | None:
         if self.timestamp is None:
             return None
         try:
-            return self.timestamp - self._lookback
+            return self.timestamp - self.lookback
         except OverflowError:  # the window reaches before datetime.min: nothing is below it
             return None
 
@@ -239,7 +310,7 @@ class Watermark(BaseModel, Generic[CursorT]):
                 floor = self._floor()
                 if floor is not None and ts < floor:
                     return False
-        return key not in self._log
+        return key not in self._seen_log()
 
     def advance(
         self, *, timestamp: datetime | None = None, cursor: CursorT | None = None, key: str | None = None
@@ -270,18 +341,20 @@ class Watermark(BaseModel, Generic[CursorT]):
         # field), so it goes first: a refused call leaves the watermark unchanged.
         if new_cursor is not None:
             try:
-                self.cursor = new_cursor
+                self._assign("cursor", new_cursor)
             except ValidationError as exc:
                 raise WatermarkValueError(f"cursor {new_cursor!r} is refused: {exc}") from exc
         if ts is not None and (self.timestamp is None or ts > self.timestamp):
-            self.timestamp = ts
+            self._assign("timestamp", ts)
+        private = self._private()
+        log: SeenLog = private["_log"]
         if key is not None:
-            self._log.add(key, ts)
+            log.add(key, ts)
         floor = self._floor()
         if floor is not None:
-            self._log.prune(floor)
-        evicted = self._log.evict(self._max_untimed_keys)
-        if evicted and not self._warned:
+            log.prune(floor)
+        evicted = log.evict(private["_max_untimed_keys"])
+        if evicted and not private["_warned"]:
             self._warned = True
             _LOG.warning(
                 "%s: more than %d keys recorded without a timestamp; evicted the oldest. An evicted "
@@ -289,7 +362,7 @@ class Watermark(BaseModel, Generic[CursorT]):
                 "stays at-least-once). Raise max_untimed_keys, or advance with timestamps and a "
                 "lookback so keys expire by time. (Logged once per watermark.)",
                 type(self).__name__,
-                self._max_untimed_keys,
+                private["_max_untimed_keys"],
             )
 
     def _newer_cursor(self, cursor: object) -> Any:
@@ -322,7 +395,7 @@ class Watermark(BaseModel, Generic[CursorT]):
             >>> Watermark[int](cursor=3).to_state_json()
             '{"cursor":3,"schema_version":1,"seen":{},"timestamp":null}'
         """
-        seen = {k: None if ts is None else format_utc(ts) for k, ts in self._log.entries().items()}
+        seen = {k: None if ts is None else format_utc(ts) for k, ts in self._seen_log().entries().items()}
         return encode_state({**self._head(), "seen": seen})
 
     def _head(self) -> dict[str, Any]:
@@ -333,7 +406,8 @@ class Watermark(BaseModel, Generic[CursorT]):
 
     def _seen_log(self) -> SeenLog:
         """The bookkeeping behind :attr:`seen`, for the session that saves it in deltas."""
-        return self._log
+        log: SeenLog = self._private()["_log"]
+        return log
 
     @classmethod
     def from_state_json(cls, text: str | bytes) -> Self:
@@ -356,7 +430,7 @@ class Watermark(BaseModel, Generic[CursorT]):
         # mode would refuse the strings, so the (migrated) document is validated as JSON text.
         wm = cls.model_validate_json(json.dumps(doc), strict=True)
         try:
-            entries = _SEEN_ADAPTER.validate_json(json.dumps(seen), strict=True)
+            entries = _seen_entries(seen)
             wm._log = SeenLog(
                 {k: None if v is None else _aware_utc(v, f"seen[{k!r}]") for k, v in entries.items()}
             )
@@ -372,7 +446,7 @@ class Watermark(BaseModel, Generic[CursorT]):
             'timestamp=None, cursor=3, seen=0 keys'
         """
         ts = None if self.timestamp is None else format_utc(self.timestamp)
-        n = len(self._log)
+        n = len(self._seen_log())
         return f"timestamp={ts}, cursor={_REPR.repr(self.cursor)}, seen={n} key{'' if n == 1 else 's'}"
 
     def __repr__(self) -> str:
@@ -395,12 +469,12 @@ class Watermark(BaseModel, Generic[CursorT]):
         other_origin = other.__pydantic_generic_metadata__["origin"] or type(other)
         return (
             origin is other_origin
-            and self._log == other._log
+            and self._seen_log() == other._seen_log()
             and all(getattr(self, f) == getattr(other, f) for f in type(self).model_fields)
         )
 
     def __copy__(self) -> Self:
         # pydantic's shallow copy would share the seen log: advancing the copy would change both.
         clone = super().__copy__()
-        clone._log = self._log.copy()
+        clone._log = self._seen_log().copy()
         return clone

@@ -277,6 +277,14 @@ def test_errors_belong_to_the_package_tree() -> None:
         ('{"schema_version":1,"surprise":1}', "Extra inputs are not permitted"),
         ('{"schema_version":1,"seen":{"a":"2024-05-01T12:00:00"}}', "naive"),
         ('{"schema_version":1,"seen":{"a":1714564800}}', "valid datetime"),
+        (
+            '{"schema_version":1,"seen":{"a":null,"b":"yesterday"}}',
+            r"invalid 'seen'(.|\n)*\nb\n.*valid datetime",
+        ),
+        (
+            '{"schema_version":1,"seen":{"a":"2024-05-01T12:00:00Z","b":true}}',
+            r"invalid 'seen'(.|\n)*valid datetime",
+        ),
         ('{"schema_version":1,"seen":["a"]}', "seen"),
         ('{"schema_version":2}', "newer airflow-stateful.*Upgrade airflow-stateful"),
         ('{"cursor":5}', "no schema_version"),

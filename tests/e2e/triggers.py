@@ -17,7 +17,7 @@ from airflow.triggers.base import TriggerEvent
 from examples.local_files import LOOKBACK, NewFilesTrigger
 from stateful import Watermark, stateful
 
-__all__ = ["ForgetfulFilesTrigger", "UnackedFilesTrigger"]
+__all__ = ["ForgetfulFilesTrigger", "UnackedBurstTrigger", "UnackedFilesTrigger"]
 
 # The function that @stateful wrapped: NewFilesTrigger.run(self, watermark).
 _UNDECORATED_RUN = cast(
@@ -52,5 +52,20 @@ class UnackedFilesTrigger(NewFilesTrigger):
     @stateful(namespace="files-unacked", name="{glob}", lookback=LOOKBACK, ack=False, save_batch=1)
     async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
         """NewFilesTrigger's loop under @stateful(ack=False)."""
+        async for event in _UNDECORATED_RUN(self, watermark):
+            yield event
+
+
+class UnackedBurstTrigger(UnackedFilesTrigger):
+    """NewFilesTrigger with ``ack=False`` and the default coalesced saves: scenario h's non-ack
+    burst, whose events go through the triggerer's own queue instead of a shared stream."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the classpath and the constructor arguments, for the triggerer."""
+        return f"{__name__}.UnackedBurstTrigger", super().serialize()[1]
+
+    @stateful(namespace="files-unacked", name="{glob}", lookback=LOOKBACK, ack=False)
+    async def run(self, watermark: Watermark) -> AsyncIterator[TriggerEvent]:
+        """NewFilesTrigger's loop under @stateful(ack=False), saves batched as configured."""
         async for event in _UNDECORATED_RUN(self, watermark):
             yield event

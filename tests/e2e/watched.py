@@ -48,12 +48,13 @@ class WatchedFiles:
     control: WatchedDir  # watched by the same code without @stateful
     unacked: WatchedDir  # watched by the @stateful code with ack=False
     burst: WatchedDir  # watched by the @stateful NewFilesTrigger, for scenario h's bursts
+    burst_unacked: WatchedDir  # watched by the @stateful code with ack=False, for scenario h
     _barriers: Iterator[int] = field(default_factory=itertools.count, init=False)
     _consumed: dict[str, list[int]] = field(default_factory=dict, init=False)
 
     def resolve_assets(self) -> None:
         """Look the assets up once the DAG processor has registered them."""
-        for watched in (self.landing, self.control, self.unacked, self.burst):
+        for watched in (self.landing, self.control, self.unacked, self.burst, self.burst_unacked):
             asset = self.deployment.wait_for(
                 f"asset {watched.asset_name!r} with its watcher",
                 lambda name=watched.asset_name: self._watched_asset(name),  # type: ignore[misc]
@@ -73,16 +74,20 @@ class WatchedFiles:
         """Write ``count`` new files ``<prefix>-<i>.csv``; return their paths."""
         return [self.drop_one(where, f"{prefix}-{i:03d}") for i in range(count)]
 
-    def drop_at_once(self, where: WatchedDir, prefix: str, count: int) -> list[str]:
-        """Land ``count`` new files ``<prefix>-<i>.csv`` together, as a bulk upload does.
+    def drop_at_once(self, where: WatchedDir, prefix: str, count: int, name_length: int = 0) -> list[str]:
+        """Land ``count`` new files ``<prefix>-<i>[-000...].csv`` together, as a bulk upload does.
 
         Each is written under a name the pattern ignores first; then all are renamed in one quick
-        loop, so that one scan finds them all. Returns their paths.
+        loop, so that one scan finds them all. A ``name_length`` pads each name (``.csv``
+        included) with zeros to that many characters: long names make large watermarks.
+        Returns their paths.
         """
         partials = []
         for i in range(count):
-            partial = where.path / f"{prefix}-{i:05d}.partial"
-            partial.write_text(f"{prefix}-{i:05d}\n")
+            stem = f"{prefix}-{i:05d}"
+            stem = f"{stem}-".ljust(name_length - len(".csv"), "0") if name_length else stem
+            partial = where.path / f"{stem}.partial"
+            partial.write_text(f"{stem}\n")
             partials.append(partial)
         paths = [partial.with_suffix(".csv") for partial in partials]
         if any(path.exists() for path in paths):
@@ -134,6 +139,19 @@ class WatchedFiles:
         """``{path: number of asset events}`` for the given files (0 for a file without any)."""
         counts = self.event_counts(where)
         return {path: counts[path] for path in paths}
+
+    def files_with_events(self, where: WatchedDir, prefix: str) -> int:
+        """How many files named ``<prefix>*`` have at least one asset event: one cheap query,
+        to poll while thousands of events arrive."""
+        start = f"{where.path / prefix}"
+        rows = self.deployment.query(
+            "SELECT COUNT(DISTINCT json_extract(extra, '$.payload.path')) FROM asset_event "
+            "WHERE asset_id = ? AND substr(json_extract(extra, '$.payload.path'), 1, ?) = ?",
+            where.asset_id,
+            len(start),
+            start,
+        )
+        return int(rows[0][0])
 
     # -- the consumer DAG ----------------------------------------------------------------------
 

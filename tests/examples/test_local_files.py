@@ -436,3 +436,44 @@ def test_a_modified_file_in_a_subdirectory_fires_once_more(landing: Path) -> Non
         {"path": str(path), "mtime": "2025-06-02T09:01:00+00:00", "size": len("v2, longer")}
     ]
     assert run(landing, recursive=True) == []
+
+
+def test_a_large_directory_is_looked_through_in_turns_with_the_event_loop(
+    landing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each poll looks at every listed file; in a large directory it lets the loop run between
+    every FILES_PER_TURN files, so that the triggerer's other triggers are not held up."""
+    count = 4 * local_files.FILES_PER_TURN
+    for i in range(count):
+        put(landing, f"f{i:04d}.csv", T0 + timedelta(seconds=i))
+    ticks = 0
+    # For each is_new() call of the first poll (which only observes): how often the loop ran the
+    # other task before it.
+    ticks_at: list[int] = []
+    real_is_new = Watermark.is_new
+
+    def recording_is_new(self: Watermark, key: str, timestamp: datetime | None = None) -> bool:
+        if trigger.polls == 0:
+            ticks_at.append(ticks)
+        return real_is_new(self, key, timestamp)
+
+    monkeypatch.setattr(Watermark, "is_new", recording_is_new)
+    trigger = NewFilesTrigger(str(landing), poll_interval=POLL)
+
+    async def main() -> int:
+        async def other_task() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(other_task())
+        try:
+            result = await drive(trigger.run(), until=lambda: trigger.polls >= 2, idle_timeout=60)
+        finally:
+            ticker.cancel()
+        return len(result.events)
+
+    assert asyncio.run(main()) == count
+    assert len(ticks_at) == count
+    assert ticks_at[-1] - ticks_at[0] >= count // local_files.FILES_PER_TURN - 1

@@ -7,7 +7,8 @@
 * ``e2e_unacked`` is watched by the example's code under ``@stateful(ack=False)``
   (:class:`tests.e2e.triggers.UnackedFilesTrigger`): the control of the crash scenarios.
 * ``e2e_burst`` is watched by the example ``@stateful`` trigger too, in a directory of its own:
-  scenario h drops thousands of files into it at once.
+  scenario h drops thousands of files into it at once; ``e2e_burst_unacked`` likewise, under
+  ``@stateful(ack=False)`` (:class:`tests.e2e.triggers.UnackedBurstTrigger`).
 * ``e2e_control`` is watched by the same polling code without ``@stateful``
   (:class:`tests.e2e.triggers.ForgetfulFilesTrigger`); ``e2e_consume_control`` is scheduled on
   it so that its watcher runs (Airflow runs the watchers of assets scheduled by unpaused DAGs).
@@ -26,12 +27,13 @@ from airflow.sdk import DAG, Asset, AssetWatcher, get_current_context, task
 from airflow.triggers.base import BaseEventTrigger
 
 from examples.local_files import NewFilesTrigger
-from tests.e2e.triggers import ForgetfulFilesTrigger, UnackedFilesTrigger
+from tests.e2e.triggers import ForgetfulFilesTrigger, UnackedBurstTrigger, UnackedFilesTrigger
 
 LANDING = os.environ["STATEFUL_E2E_LANDING"]
 CONTROL = os.environ["STATEFUL_E2E_CONTROL"]
 UNACKED = os.environ["STATEFUL_E2E_UNACKED"]
 BURST = os.environ["STATEFUL_E2E_BURST"]
+BURST_UNACKED = os.environ["STATEFUL_E2E_BURST_UNACKED"]
 PATTERN = "*.csv"
 # Short, so that the tests wait little; the watermark logic does not depend on it.
 POLL_INTERVAL = 0.5
@@ -56,6 +58,9 @@ def watched(name: str, trigger: BaseEventTrigger) -> Asset:
 control = watched("e2e_control", ForgetfulFilesTrigger(CONTROL, PATTERN, poll_interval=POLL_INTERVAL))
 unacked = watched("e2e_unacked", UnackedFilesTrigger(UNACKED, PATTERN, poll_interval=POLL_INTERVAL))
 burst = watched("e2e_burst", NewFilesTrigger(BURST, PATTERN, poll_interval=POLL_INTERVAL))
+burst_unacked = watched(
+    "e2e_burst_unacked", UnackedBurstTrigger(BURST_UNACKED, PATTERN, poll_interval=POLL_INTERVAL)
+)
 
 
 @task
@@ -75,4 +80,7 @@ with DAG("e2e_consume_unacked", schedule=[unacked], start_date=START, catchup=Fa
     EmptyOperator(task_id="noop")
 
 with DAG("e2e_consume_burst", schedule=[burst], start_date=START, catchup=False):
+    EmptyOperator(task_id="noop")
+
+with DAG("e2e_consume_burst_unacked", schedule=[burst_unacked], start_date=START, catchup=False):
     EmptyOperator(task_id="noop")

@@ -315,6 +315,11 @@ class SqlBackend(AddressedStore):
     async def _call(self, function: Callable[..., _T], /, *args: Any) -> _T:
         return await asyncio.to_thread(function, *args)
 
+    async def _awrite_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        return await self._call(self._write_layout, address, layout, expected, updated_by)
+
     # -- internals -------------------------------------------------------------------------------
 
     def _run(self, operation: str, where: str, body: Callable[[Engine], _T]) -> _T:

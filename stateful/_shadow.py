@@ -11,9 +11,11 @@ The session (:mod:`stateful._core`) never serialises the live watermark per even
   Equal states have equal digests however they were reached, which is what idempotency keys
   and "skip the save when nothing changed" need.
 * :class:`Shadow` is the confirmed state (``seen`` as ``key -> text``, the other fields); a
-  confirmation applies deltas to it, and :meth:`Shadow.render` writes its canonical text, the
-  very bytes :meth:`Watermark.to_state_json` writes for the same state. Rendering is O(state):
-  the async driver runs it in a worker thread, in chunks, so the event loop keeps its turn.
+  confirmation applies deltas to it, and :meth:`Shadow.layout` cuts its canonical text (the
+  very bytes :meth:`Watermark.to_state_json` writes for the same state) into the text around
+  ``seen``'s entries and sorted runs of entries, each with a content id, re-encoding only the
+  runs that changed (:class:`~stateful._layout.Layout`); :meth:`Shadow.render` joins it. A store
+  that keeps parts writes only the new runs; the async driver runs both in a worker thread.
 
 Example:
     >>> from stateful import Watermark

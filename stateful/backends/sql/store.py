@@ -64,7 +64,9 @@ class SqlBackend(AddressedStore):
     Every write also records the version it creates in ``<table_name>_history`` (created when
     missing, also next to a table made by an earlier release) and keeps the newest
     ``history_versions`` of each document; :meth:`history` lists them. Deleting a document
-    deletes its history too.
+    deletes its history too. A large state handed over in parts (:meth:`write_layout`) is
+    stored as a manifest plus the parts not stored yet, in ``<table_name>_parts``
+    (:mod:`stateful.backends.sql.parts`); every read returns the whole text.
 
     Args:
         url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/stateful.db`` or

@@ -330,7 +330,7 @@ def test_a_save_interrupted_between_its_statements_leaves_the_previous_version_w
     writer.save(*range(2_000))
     writer.save(2_000)
     before = (writer.store.read(*ADDRESS), db.part_ids(), db.history_values())
-    save = writer.add(2_001, 0)  # changes the first and the last part
+    save = writer.add(2_001)  # replaces the last part: every statement of a save runs
 
     with failing(statement.format(t=db.table)), pytest.raises(StoreError, match="injected failure"):
         writer.write(save)

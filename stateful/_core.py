@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
+from stateful._layout import Layout
 from stateful._shadow import Delta, Shadow, Tracker
 from stateful._spec import CommitMode
 from stateful.backends.base import Address, StateRecord
@@ -254,12 +255,23 @@ class WatermarkSession(Generic[W]):
         Raises:
             RuntimeError: the confirmed state moved on since ``save`` was decided.
         """
+        return self.layout(save).text()
+
+    def layout(self, save: Save) -> Layout:
+        """The text to write for ``save``, in parts (:class:`~stateful._layout.Layout`).
+
+        O(changes since the previous save) plus O(runs of ``seen``); its :meth:`Layout.text`
+        is :meth:`render`. Safe in a worker thread as long as no :meth:`confirm` runs meanwhile.
+
+        Raises:
+            RuntimeError: the confirmed state moved on since ``save`` was decided.
+        """
         shadow = self._shadow_state()
         if save.digest != shadow.digest:
             raise RuntimeError(f"save {save.seq} of {self.scope} is stale: the state moved on since")
         self._rendering = True
         try:
-            return shadow.render()
+            return shadow.layout()
         finally:
             self._rendering = False
 

@@ -1,14 +1,15 @@
 """Writing saves from the triggerer's loop: one save, and coalesced saves in the background.
 
-:func:`save` writes one decision of the core: the text is rendered in a worker thread when the
-state is large (rendering is O(state)), and the store's own async write keeps its I/O off the
-loop. :class:`Coalescer` lets several taken events share one save in the plain async driver
-(``commit="after_event"``): a save starts once half a batch of events is waiting or the oldest
-has waited ``delay``, and runs in the background while the trigger goes on; the trigger waits
-only when a whole batch (``batch`` events) is taken and not yet saved. So at any moment at
-most ``batch`` taken events are not yet saved, and none for longer than ``delay`` plus one
-save: what a crash can repeat. A save that fails stops the trigger at its next event with the
-store's error (a lost compare-and-set means another writer: emit nothing more).
+:func:`save` writes one decision of the core: the state is laid out in parts (or rendered
+whole, for a store that takes no parts) in a worker thread when it is large, and the store's own
+async write keeps its I/O off the loop. :class:`Coalescer` lets several taken events share one
+save in the plain async driver (``commit="after_event"``): a save starts once half a batch of
+events is waiting or the oldest has waited ``delay``, and runs in the background while the
+trigger goes on; the trigger waits only when a whole batch (``batch`` events) is taken and not
+yet saved. So at any moment at most ``batch`` taken events are not yet saved, and none for
+longer than ``delay`` plus one save: what a crash can repeat. A save that fails stops the
+trigger at its next event with the store's error (a lost compare-and-set means another writer:
+emit nothing more).
 
 Example:
     >>> save_batching(None, None)  # the defaults, with nothing configured
@@ -24,7 +25,7 @@ from typing import Any
 
 from stateful._airflowconf import stateful_setting
 from stateful._core import Save, WatermarkSession
-from stateful.backends.base import AsyncStateBackend
+from stateful.backends.base import AsyncStateBackend, SupportsLayout
 from stateful.errors import StatefulUsageError
 
 __all__ = [
@@ -53,16 +54,25 @@ DELAY_ENV = "STATEFUL_SAVE_DELAY"
 
 
 async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decision: Save | None) -> None:
-    """Write a save the core decided on (compare-and-set) and record the new version."""
+    """Write a save the core decided on (compare-and-set) and record the new version.
+
+    A store that takes a layout (:class:`~stateful.backends.base.SupportsLayout`) is handed the
+    state in parts, so it can write only the parts that changed; any other store is handed the
+    whole text.
+    """
     if decision is None:
         return
     scope = decision.scope
-    # Rendering the text is O(state); a small one costs less than the hop to a worker thread.
-    if session.size <= INLINE_RENDER_KEYS:
-        value = session.render(decision)
+    expected = decision.expected_version
+    # Bringing the runs of seen up to date is O(change), but a run's first one sorts seen: a
+    # small state costs less than the hop to a worker thread.
+    inline = session.size <= INLINE_RENDER_KEYS
+    if isinstance(store, SupportsLayout):
+        layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
+        version = await store.awrite_layout(*scope.address, layout, expected_version=expected)
     else:
-        value = await asyncio.to_thread(session.render, decision)
-    version = await store.awrite(*scope.address, value, expected_version=decision.expected_version)
+        value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
+        version = await store.awrite(*scope.address, value, expected_version=expected)
     session.saved(decision, version)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
 

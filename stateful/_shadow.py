@@ -11,9 +11,11 @@ The session (:mod:`stateful._core`) never serialises the live watermark per even
   Equal states have equal digests however they were reached, which is what idempotency keys
   and "skip the save when nothing changed" need.
 * :class:`Shadow` is the confirmed state (``seen`` as ``key -> text``, the other fields); a
-  confirmation applies deltas to it, and :meth:`Shadow.render` writes its canonical text, the
-  very bytes :meth:`Watermark.to_state_json` writes for the same state. Rendering is O(state):
-  the async driver runs it in a worker thread, in chunks, so the event loop keeps its turn.
+  confirmation applies deltas to it, and :meth:`Shadow.layout` cuts its canonical text (the
+  very bytes :meth:`Watermark.to_state_json` writes for the same state) into the text around
+  ``seen``'s entries and sorted runs of entries, each with a content id, re-encoding only the
+  runs that changed (:class:`~stateful._layout.Layout`); :meth:`Shadow.render` joins it. A store
+  that keeps parts writes only the new runs; the async driver runs both in a worker thread.
 
 Example:
     >>> from stateful import Watermark
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stateful._document import SCHEMA_VERSION, canonical_json, format_utc
+from stateful._layout import Layout, part_id
 from stateful._seen import ABSENT, Entry, SeenLog, _Absent
 from stateful.types import Watermark
 
@@ -136,10 +139,19 @@ class Shadow:
     def render(self) -> str:
         """The canonical stored text of this state (as :meth:`Watermark.to_state_json` writes it).
 
-        O(changes since the last render) to bring the runs up to date, plus joining the cached
-        texts; the first render sorts ``seen`` in runs (O(n log n)). Every step is a call over
-        at most a run, so a worker thread rendering lets the event loop's thread take the
-        interpreter lock in between. Not to be called while :meth:`apply` may run.
+        The join of :meth:`layout`: the text is copied once, however large ``seen`` is.
+        Not to be called while :meth:`apply` may run.
+        """
+        return self.layout().text()
+
+    def layout(self) -> Layout:
+        """The canonical stored text of this state, in parts (see :class:`~stateful._layout.Layout`).
+
+        O(changes since the last call) to bring the runs up to date (re-encoding and hashing the
+        runs the changes fall in), plus O(runs) to list them; the first call sorts ``seen`` in
+        runs (O(n log n)). Every step is a call over at most a run, so a worker thread running
+        it lets the event loop's thread take the interpreter lock in between. Not to be called
+        while :meth:`apply` may run.
         """
         if self._runs is None:
             self._runs = _Runs(self._initial or {})
@@ -147,33 +159,33 @@ class Shadow:
         changes, self._changes = self._changes, {}
         self._runs.update(changes)
         doc: dict[str, Any] = {**self.head, "schema_version": SCHEMA_VERSION}
-        # One join of every piece: the text is copied once, however large seen is.
-        pieces = ["{"]
-        for name in sorted([*doc, "seen"]):
-            if len(pieces) > 1:
-                pieces.append(",")
-            pieces.append(canonical_json(name) + ":")
-            if name == "seen":
-                pieces.extend(self._runs.pieces())
-            else:
-                pieces.append(canonical_json(doc[name]))
-        pieces.append("}")
-        return "".join(pieces)
+        names = sorted([*doc, "seen"])
+        at = names.index("seen")
+
+        def fields(chosen: list[str]) -> list[str]:
+            return [canonical_json(name) + ":" + canonical_json(doc[name]) for name in chosen]
+
+        before = "{" + "".join(f + "," for f in fields(names[:at])) + '"seen":{'
+        after = "}" + "".join("," + f for f in fields(names[at + 1 :])) + "}"
+        return Layout(before, self._runs.parts(), after)
 
 
 class _Run:
-    __slots__ = ("keys", "text", "values")
+    __slots__ = ("id", "keys", "text", "values")
 
     def __init__(self, keys: list[str], values: dict[str, SeenText]) -> None:
         self.keys = keys  # sorted
         self.values = values
         self.text: str | None = None  # the rendered entries, without braces; None: stale
+        self.id = ""  # the content id of ``text`` (see stateful._layout.part_id)
 
-    def render(self) -> str:
+    def render(self) -> tuple[str, str]:
+        """The run's ``(content id, text)``, re-encoded and re-hashed only when it changed."""
         if self.text is None:
             values = self.values
             self.text = canonical_json({k: values[k] for k in self.keys}, sort_keys=False)[1:-1]
-        return self.text
+            self.id = part_id(self.text)
+        return self.id, self.text
 
 
 class _Runs:
@@ -221,16 +233,9 @@ class _Runs:
         del run.keys[half:]
         run.text = None
 
-    def pieces(self) -> list[str]:
-        """The text of ``seen`` as pieces to join: braces, each run's entries, commas."""
-        texts = [text for text in (run.render() for run in self.runs) if text]
-        pieces = ["{"]
-        for text in texts:
-            if len(pieces) > 1:
-                pieces.append(",")
-            pieces.append(text)
-        pieces.append("}")
-        return pieces
+    def parts(self) -> tuple[tuple[str, str], ...]:
+        """Each non-empty run's ``(content id, text)``, in order."""
+        return tuple(part for part in (run.render() for run in self.runs) if part[1])
 
 
 class Tracker:

@@ -24,6 +24,7 @@ import pytest
 from packaging.version import Version
 
 from stateful.backends import AsyncStateBackend, MemoryBackend, NativeBackend, SqlBackend, StateBackend
+from stateful.backends.base import SupportsLayout
 from tests._airflow import AirflowStateStore, CompositeComms, copy_metadata_db, metadata_db, migrate
 from tests._figures import figures, pytest_terminal_summary
 from tests._postgres import INSTALL_HINT, PostgresServer, find_bindir, postgres_required
@@ -49,8 +50,8 @@ def postgres() -> Iterator[PostgresServer]:
         server.stop()
 
 
-class DualBackend(StateBackend, AsyncStateBackend, Protocol):
-    """A store implementing both Protocols, as every built-in store does."""
+class DualBackend(StateBackend, AsyncStateBackend, SupportsLayout, Protocol):
+    """A store implementing both Protocols and taking layouts, as every built-in store does."""
 
 
 AIRFLOW_VERSION = Version(airflow.__version__)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,10 +18,12 @@ from pydantic import Field
 from stateful import Watermark, stateful
 from stateful._core import Scope, WatermarkSession
 from stateful._document import DEFAULT_KEY, encode_state, format_utc
+from stateful._layout import Layout, part_id
 from stateful._shadow import Shadow
 from stateful._trigger_driver import IDEMPOTENCY_FIELD
 from stateful.backends import MemoryBackend, SqlBackend, StateRecord
 from stateful.backends.base import Address, AsyncStateBackend
+from tests.conftest import POSTGRES_PARAM, unique_table
 from tests.test_watermark_properties import keys, lookbacks, timestamps
 
 SCOPE = Scope(Address("ns", "name", DEFAULT_KEY), "TestStore")
@@ -54,6 +57,14 @@ def apply(wm: Tagged, step: tuple[Any, ...]) -> None:
         wm.extra = {**wm.extra, step[1]: len(wm.tags)}
 
 
+def assert_layout_is_the_text(layout: Layout, text: str) -> None:
+    """The layout joins to ``text`` byte for byte, and each part is named by its content."""
+    assert layout.text() == text and layout.size == len(text)
+    assert text.startswith(layout.before) and text.endswith(layout.after)
+    assert all(pid == part_id(part) and part for pid, part in layout.parts)
+    assert json.loads(layout.before + layout.after)["seen"] == {}  # seen's braces open and close them
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     lookback=lookbacks,
@@ -75,6 +86,7 @@ def test_a_rendered_save_is_the_text_to_state_json_writes(
         if seq % confirm_every == 0:
             save = session.confirm(seq)
             if save is not None:
+                assert_layout_is_the_text(session.layout(save), texts[seq])
                 assert session.render(save) == texts[seq]
                 session.saved(save, seq)
     final = session.finish()
@@ -167,9 +179,18 @@ def big_state() -> str:
     return encode_state({"cursor": None, "timestamp": stamps[s3_key(BIG - 1)], "seen": stamps})
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_a_state_of_100_000_keys_loads_emits_saves_and_restarts(kind: str, tmp_path: Path) -> None:
-    store: Any = MemoryBackend() if kind == "memory" else SqlBackend(f"sqlite:///{tmp_path / 'big.db'}")
+@pytest.mark.parametrize("kind", ["memory", "sqlite", POSTGRES_PARAM])
+async def test_a_state_of_100_000_keys_loads_emits_saves_and_restarts(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store: Any = MemoryBackend()
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    if kind == "sqlite":
+        store = SqlBackend(url)
+    elif kind == "postgres":
+        url = request.getfixturevalue("postgres").url
+        store = SqlBackend(url, table_name=unique_table())
+    # Written whole, as a release before parts wrote it: the first save upgrades it.
     store.write("tests", "files", DEFAULT_KEY, big_state(), expected_version=None)
     trigger = files_trigger(store)
     # Old keys (first, middle, last) are seen; the two after them are new.
@@ -180,8 +201,17 @@ async def test_a_state_of_100_000_keys_loads_emits_saves_and_restarts(kind: str,
     loaded = Watermark.from_state_json(record.value)
     assert len(loaded.seen) == BIG + 2 and record.value == loaded.to_state_json()
     assert record.version == 2  # the two taken events share one save
+    if isinstance(store, SqlBackend):  # saved as a manifest and its parts, read back whole
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            value = conn.execute(sa.text(f"SELECT value FROM {store.table_name}")).scalar_one()
+            parts = conn.execute(sa.text(f"SELECT count(*) FROM {store.table_name}_parts")).scalar_one()
+        engine.dispose()
+        assert value.startswith('{"%stateful/parts":1') and len(value) < 50_000 and parts >= 100
     # A restart finds everything seen: nothing is emitted again.
     assert [e async for e in trigger(indexes).run()] == []
+    if isinstance(store, SqlBackend):
+        store.dispose()
 
 
 @settings(max_examples=100, deadline=None)
@@ -209,5 +239,6 @@ def test_rendering_in_small_runs_keeps_the_text_of_to_state_json(
                 wm.advance(timestamp=stamp, key=f"k{index:02d}")
             save = session.after_resume(session.emitted())
             if save is not None:
+                assert_layout_is_the_text(session.layout(save), wm.to_state_json())
                 assert session.render(save) == wm.to_state_json()
                 session.saved(save, version)

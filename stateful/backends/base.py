@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import asyncio
 import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from stateful._layout import Layout
 from stateful.errors import StateConflictError
 
 __all__ = [
@@ -37,11 +39,16 @@ __all__ = [
     "StateBackend",
     "StateRecord",
     "SupportsHistory",
+    "SupportsLayout",
     "default_writer",
     "version_conflict",
 ]
 
 _T = TypeVar("_T")
+
+#: Up to this many characters a layout is joined on the calling thread (microseconds); a larger
+#: one is joined in a worker thread by the async write of a store that keeps no parts.
+INLINE_JOIN_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,43 @@ class SupportsHistory(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsLayout(Protocol):
+    """A store that can be handed a state in parts (:class:`~stateful._layout.Layout`).
+
+    The built-in stores are (:class:`AddressedStore`): the SQL store writes only the parts it
+    does not hold yet, the memory store keeps the parts without joining them. What a store
+    reads back is always the whole text, as if :meth:`StateBackend.write` had been given
+    ``layout.text()``. A store without it is written the joined text.
+    """
+
+    def write_layout(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        layout: Layout,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """:meth:`StateBackend.write` of ``layout.text()``, written as the store sees fit."""
+        ...
+
+    async def awrite_layout(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        layout: Layout,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Async :meth:`write_layout`."""
+        ...
+
+
 class Address(NamedTuple):
     """Where a document lives in a store.
 
@@ -234,6 +278,26 @@ class AddressedStore(abc.ABC):
         """
         return self._write(Address(namespace, name, key), value, expected_version, updated_by)
 
+    def write_layout(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        layout: Layout,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Compare-and-set the text ``layout`` stands for; return the new version.
+
+        Reads return ``layout.text()``. See :class:`SupportsLayout`.
+
+        Raises:
+            StateConflictError: the stored version is not ``expected_version``.
+            StoreError: the store failed.
+        """
+        return self._write_layout(Address(namespace, name, key), layout, expected_version, updated_by)
+
     def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
         """Delete the document; return whether one existed. See :class:`StateBackend`.
 
@@ -266,6 +330,19 @@ class AddressedStore(abc.ABC):
         """Async :meth:`write`."""
         return await self._awrite(Address(namespace, name, key), value, expected_version, updated_by)
 
+    async def awrite_layout(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        layout: Layout,
+        *,
+        expected_version: int | None,
+        updated_by: str | None = None,
+    ) -> int:
+        """Async :meth:`write_layout`."""
+        return await self._awrite_layout(Address(namespace, name, key), layout, expected_version, updated_by)
+
     async def adelete(
         self, namespace: str, name: str, key: str, *, expected_version: int | None = None
     ) -> bool:
@@ -284,6 +361,12 @@ class AddressedStore(abc.ABC):
     @abc.abstractmethod
     def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int: ...
 
+    def _write_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        # A store that keeps no parts writes the joined text (in _call's thread, if it has one).
+        return self._write(address, layout.text(), expected, updated_by)
+
     @abc.abstractmethod
     def _delete(self, address: Address, expected: int | None) -> bool: ...
 
@@ -297,6 +380,13 @@ class AddressedStore(abc.ABC):
         self, address: Address, value: str, expected: int | None, updated_by: str | None
     ) -> int:
         return await self._call(self._write, address, value, expected, updated_by)
+
+    async def _awrite_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        # Joining is O(state): a large text is joined in a worker thread, off the event loop.
+        text = layout.text() if layout.size <= INLINE_JOIN_CHARS else await asyncio.to_thread(layout.text)
+        return await self._awrite(address, text, expected, updated_by)
 
     async def _adelete(self, address: Address, expected: int | None) -> bool:
         return await self._call(self._delete, address, expected)

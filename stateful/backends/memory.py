@@ -11,10 +11,20 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import threading
 from datetime import datetime, timezone
 
-from stateful.backends.base import Address, AddressedStore, StateRecord, default_writer, version_conflict
+from stateful._layout import Layout
+from stateful.backends.base import (
+    INLINE_JOIN_CHARS,
+    Address,
+    AddressedStore,
+    StateRecord,
+    default_writer,
+    version_conflict,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -25,7 +35,9 @@ class MemoryBackend(AddressedStore):
     Nothing survives the process, and two processes never see each other's state: use it in
     tests (including tests of your own triggers and sensors), never in a deployment. It is
     thread-safe, and its async methods never block (they only hold a lock around dict
-    operations), so it is safe on the triggerer's event loop.
+    operations), so it is safe on the triggerer's event loop. A state handed over in parts
+    (:meth:`write_layout`) is kept in its parts, which are immutable, and joined when it is
+    first read: a save costs the same whatever the size of the state.
 
     Example:
         >>> store = MemoryBackend()
@@ -40,6 +52,8 @@ class MemoryBackend(AddressedStore):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[Address, StateRecord] = {}
+        # The parts of the states last written in parts (their records' values are empty).
+        self._layouts: dict[Address, Layout] = {}
 
     @property
     def description(self) -> str:
@@ -50,10 +64,29 @@ class MemoryBackend(AddressedStore):
         return "MemoryBackend()"
 
     def _read(self, address: Address) -> StateRecord | None:
-        with self._lock:
-            return self._records.get(address)
+        return self._whole(address)
 
     def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
+        return self._put(address, value, None, expected, updated_by)
+
+    def _write_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        return self._put(address, "", layout, expected, updated_by)
+
+    async def _awrite_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        return self._write_layout(address, layout, expected, updated_by)  # a dict operation
+
+    def _put(
+        self,
+        address: Address,
+        value: str,
+        layout: Layout | None,
+        expected: int | None,
+        updated_by: str | None,
+    ) -> int:
         writer = default_writer() if updated_by is None else updated_by
         with self._lock:
             current = self._records.get(address)
@@ -62,18 +95,44 @@ class MemoryBackend(AddressedStore):
             self._records[address] = StateRecord(
                 *address, value, version, updated_at=datetime.now(timezone.utc), updated_by=writer
             )
+            if layout is None:
+                self._layouts.pop(address, None)
+            else:
+                self._layouts[address] = layout
             return version
+
+    async def _aread(self, address: Address) -> StateRecord | None:
+        with self._lock:
+            layout = self._layouts.get(address)
+        if layout is not None and layout.size > INLINE_JOIN_CHARS:
+            return await asyncio.to_thread(self._whole, address)  # joining is O(state)
+        return self._whole(address)
+
+    def _whole(self, address: Address) -> StateRecord | None:
+        # A state kept in parts is joined at its first read, outside the lock, and kept joined.
+        with self._lock:
+            record, layout = self._records.get(address), self._layouts.get(address)
+        if record is None or layout is None:
+            return record
+        whole = dataclasses.replace(record, value=layout.text())
+        with self._lock:
+            if self._layouts.get(address) is layout:  # not written meanwhile
+                del self._layouts[address]
+                self._records[address] = whole
+        return whole
 
     def _delete(self, address: Address, expected: int | None) -> bool:
         with self._lock:
             current = self._records.get(address)
             if expected is not None:
                 self._check(address, expected, current)
+            self._layouts.pop(address, None)
             return self._records.pop(address, None) is not None
 
     def _list(self, namespace: str | None) -> list[StateRecord]:
         with self._lock:
-            return [r for r in self._records.values() if namespace is None or r.namespace == namespace]
+            addresses = [a for a in self._records if namespace is None or a.namespace == namespace]
+        return [record for record in map(self._whole, addresses) if record is not None]
 
     def _check(self, address: Address, expected: int | None, current: StateRecord | None) -> None:
         actual = None if current is None else current.version

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stateful._layout import Layout, part_id
 from stateful.backends import AsyncStateBackend, NativeBackend, StateBackend, StateRecord
 from stateful.backends.base import default_writer
 from stateful.errors import StateConflictError, StatefulError
@@ -63,6 +64,11 @@ class Store:
             namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
         )
 
+    async def write_layout(self, layout: Layout, expected_version: int | None) -> int:
+        if self.use_async:
+            return await self.backend.awrite_layout(NS, NAME, KEY, layout, expected_version=expected_version)
+        return self.backend.write_layout(NS, NAME, KEY, layout, expected_version=expected_version)
+
     async def delete(
         self, expected_version: int | None = None, namespace: str = NS, name: str = NAME, key: str = KEY
     ) -> bool:
@@ -83,6 +89,42 @@ def store(request: pytest.FixtureRequest, backend: DualBackend) -> Store:
 
 def _address(record: StateRecord) -> tuple[str, str, str]:
     return (record.namespace, record.name, record.key)
+
+
+def _layout(keys: int, width: int) -> Layout:
+    """A document whose ``seen`` holds ``keys`` keys of ``width`` characters, in runs of 100."""
+    entries = [json.dumps(f"{i:0{width}d}") + ":null" for i in range(keys)]
+    runs = [",".join(entries[i : i + 100]) for i in range(0, keys, 100)]
+    return Layout('{"cursor":1,"seen":{', tuple((part_id(run), run) for run in runs), "}}")
+
+
+async def test_a_layout_reads_back_as_its_whole_text(store: Store) -> None:
+    small, other = _layout(3, 4), _layout(5, 4)
+    assert await store.write_layout(small, expected_version=None) == 1
+    record = await store.read()
+    assert record is not None and (record.value, record.version) == (small.text(), 1)
+    assert json.loads(record.value)["seen"] == {"0000": None, "0001": None, "0002": None}
+    with pytest.raises(StateConflictError):
+        await store.write_layout(other, expected_version=None)
+    assert await store.write('{"n": 1}', expected_version=1) == 2
+    assert await store.write_layout(other, expected_version=2) == 3
+    record = await store.read()
+    assert record is not None and (record.value, record.version) == (other.text(), 3)
+
+
+@pytest.mark.parametrize("backend", LISTING_STORES, indirect=True)
+async def test_a_large_layout_reads_back_whole_and_a_change_keeps_the_rest(store: Store) -> None:
+    first = _layout(2_000, 60)  # about 130 KB, in 20 parts
+    changed = Layout(first.before, (*first.parts[:-1], (part_id('"x":null'), '"x":null')), first.after)
+    assert await store.write_layout(first, expected_version=None) == 1
+    assert await store.write_layout(changed, expected_version=1) == 2
+    records = await store.list(NS)
+    assert [(r.value, r.version) for r in records] == [(changed.text(), 2)]
+    assert len(json.loads(records[0].value)["seen"]) == 1_901
+    with pytest.raises(StateConflictError):
+        await store.write_layout(first, expected_version=1)
+    record = await store.read()
+    assert record is not None and record.value == changed.text()
 
 
 def test_implements_both_protocols(backend: DualBackend) -> None:

@@ -286,3 +286,31 @@ def test_delete_removes_the_watermark_and_its_history(cli: Cli) -> None:
     assert cli.store().history(NS, NAME, WM) == []
     assert stored(cli, NS, "kept") is not None
     assert again.returncode == 4
+
+
+def test_show_history_and_rewind_work_on_a_state_saved_in_parts(cli: Cli) -> None:
+    from stateful._core import Scope, WatermarkSession
+    from stateful.backends.base import Address
+
+    store = cli.store()
+    session = WatermarkSession(Watermark, Scope(Address(NS, NAME, WM), "test"), commit="after_event")
+    mark = session.load(None)
+    texts = []
+    for batch in (range(1_000), range(1_000, 1_010)):  # 1,000 keys: about 85 KB, in two parts
+        for index in batch:
+            mark.advance(key=f"landing/2025/06/02/{index:06d}-{'x' * 24}.csv@1", timestamp=T)
+        save = session.after_resume(session.emitted())
+        assert save is not None
+        layout = session.layout(save)
+        session.saved(save, store.write_layout(NS, NAME, WM, layout, expected_version=save.expected_version))
+        texts.append(layout.text())
+    record = store.read(NS, NAME, WM)
+    assert record is not None and record.value == texts[1]
+
+    shown = cli("show", NS, NAME, "--value")
+    back = cli("rewind", NS, NAME, "--to", "1", "--yes")
+
+    assert shown.returncode == 0 and json.loads(shown.stdout) == json.loads(texts[1])
+    assert back.returncode == 0, back.stderr
+    assert stored(cli) == (3, json.loads(texts[0]))
+    assert [r.value for r in cli.store().history(NS, NAME, WM)] == [texts[0], texts[1], texts[0]]

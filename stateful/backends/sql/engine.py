@@ -29,6 +29,7 @@ __all__ = [
     "LazyEngine",
     "check_dialect",
     "parse_url",
+    "read_transaction",
     "sqlite_path",
     "write_transaction",
 ]
@@ -159,6 +160,20 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: on SQLite it takes the write lock up front."""
     with engine.connect() as conn:
         conn.execution_options(**{_WRITE_OPTION: True})  # SQLite: BEGIN IMMEDIATE
+        with conn.begin():
+            yield conn
+
+
+@contextlib.contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads one snapshot (a manifest and its parts agree).
+
+    SQLite's transactions read one snapshot already; PostgreSQL's default (``READ COMMITTED``)
+    takes one per statement, so the transaction asks for ``REPEATABLE READ``.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             yield conn
 

@@ -1,4 +1,4 @@
-"""The SQL store's tables: the state table and its history table, with a UTC timestamp type."""
+"""The SQL store's tables: the state table, its history and parts tables, a UTC timestamp type."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["UtcDateTime", "history_table", "state_table"]
+__all__ = ["UtcDateTime", "history_table", "parts_table", "state_table"]
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -57,4 +57,22 @@ def history_table(table_name: str) -> sa.Table:
         sa.Column("value", sa.Text, nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.Column("updated_by", sa.Text, nullable=True),
+    )
+
+
+def parts_table(table_name: str) -> sa.Table:
+    """The parts table of state table ``table_name``: the parts of large documents, by content id.
+
+    ``dropped`` is ``NULL`` while the document's current manifest names the part, else the
+    version whose write stopped naming it (see :mod:`stateful.backends.sql.parts`).
+    """
+    return sa.Table(
+        f"{table_name}_parts",
+        sa.MetaData(),
+        sa.Column("namespace", sa.String(255), primary_key=True),
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("key", sa.String(255), primary_key=True),
+        sa.Column("part_id", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+        sa.Column("dropped", sa.Integer, nullable=True),
     )

@@ -20,17 +20,29 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from stateful._layout import Layout
 from stateful.backends.base import Address, AddressedStore, StateRecord, default_writer, version_conflict
 from stateful.backends.sql import history as _history
-from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, sqlite_path, write_transaction
+from stateful.backends.sql.engine import (
+    LazyEngine,
+    check_dialect,
+    parse_url,
+    read_transaction,
+    sqlite_path,
+    write_transaction,
+)
+from stateful.backends.sql.parts import Parts
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.schema import state_table
 from stateful.errors import StatefulError, StoreError
 
-__all__ = ["SqlBackend"]
+__all__ = ["SqlBackend", "WriteJob"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+#: A write as a function of a connection inside a write transaction; returns the new version.
+WriteJob = Callable[[Connection], int]
 
 DEFAULT_TABLE = "stateful_process_state"
 
@@ -52,7 +64,9 @@ class SqlBackend(AddressedStore):
     Every write also records the version it creates in ``<table_name>_history`` (created when
     missing, also next to a table made by an earlier release) and keeps the newest
     ``history_versions`` of each document; :meth:`history` lists them. Deleting a document
-    deletes its history too.
+    deletes its history too. A large state handed over in parts (:meth:`write_layout`) is
+    stored as a manifest plus the parts not stored yet, in ``<table_name>_parts``
+    (:mod:`stateful.backends.sql.parts`); every read returns the whole text.
 
     Args:
         url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/stateful.db`` or
@@ -100,6 +114,9 @@ class SqlBackend(AddressedStore):
         self._no_history: str | None = None
         # Whether a delete also deletes the history (whenever the history table exists).
         self._purge = False
+        self._parts = Parts(table_name, self._description)
+        # Why large states are written whole, once known (None: parts are kept).
+        self._no_parts: str | None = None
         self._engine = LazyEngine(
             self._url,
             driver=check_dialect(self._url, masked),
@@ -141,43 +158,79 @@ class SqlBackend(AddressedStore):
 
     def _read(self, address: Address) -> StateRecord | None:
         def run(engine: Engine) -> StateRecord | None:
-            with engine.connect() as conn:
+            with read_transaction(engine) as conn:
                 row = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
-            return None if row is None else _record(row)
+                return None if row is None else self._expand(conn, [_record(row)])[0]
 
         return self._run("read", _where(address), run)
 
     def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
-        columns = {
-            "value": value,
-            "updated_at": datetime.now(timezone.utc),
-            "updated_by": default_writer() if updated_by is None else updated_by,
-        }
+        return self._commit(address, expected, self.write_job(address, value, expected, updated_by))
 
-        def run(engine: Engine) -> int:
+    def _write_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        return self._commit(address, expected, self.write_job(address, layout, expected, updated_by))
+
+    def write_job(
+        self, address: Address, content: str | Layout, expected: int | None, updated_by: str | None
+    ) -> WriteJob:
+        """The compare-and-set write of ``content``, as a job to run in a write transaction.
+
+        The job writes the state row (a large layout as a manifest, see
+        :mod:`~stateful.backends.sql.parts`), its history row and the parts not stored yet, and
+        deletes the parts no kept version names; it returns the new version. It raises
+        :class:`~stateful.errors.StateConflictError` when the stored version is not
+        ``expected``, and lets :class:`~sqlalchemy.exc.IntegrityError` through when a racing
+        first write inserted the row (the transaction is then unusable: see :meth:`_commit`).
+        It needs the store opened (any call of the store opens it).
+        """
+        now = datetime.now(timezone.utc)
+        writer = default_writer() if updated_by is None else updated_by
+
+        def job(conn: Connection) -> int:
+            parted = isinstance(content, Layout) and self._no_parts is None
+            if isinstance(content, Layout):
+                value = self._parts.value(content) if parted else content.text()
+            else:
+                value = content
+            columns = {"value": value, "updated_at": now, "updated_by": writer}
             if expected is None:
-                try:
-                    with write_transaction(engine) as conn:
-                        conn.execute(sa.insert(self._table).values(**address._asdict(), version=1, **columns))
-                        self._record_history(conn, address, 1, columns)
-                    return 1
-                except IntegrityError:
-                    # The transaction is over (PostgreSQL aborts it): look the winner up anew.
-                    with engine.connect() as conn:
-                        actual = self._version(conn, address)
-                    if actual is None:
-                        raise  # not a duplicate key after all: reported as a StoreError
+                conn.execute(sa.insert(self._table).values(**address._asdict(), version=1, **columns))
             else:
                 update = (
                     sa.update(self._table)
                     .where(*self._pk(address), self._table.c.version == expected)
                     .values(version=self._table.c.version + 1, **columns)
                 )
-                with write_transaction(engine) as conn:
-                    if conn.execute(update).rowcount == 1:
-                        self._record_history(conn, address, expected + 1, columns)
-                        return expected + 1
+                if conn.execute(update).rowcount != 1:
                     actual = self._version(conn, address)
+                    raise version_conflict(self._description, address, expected, actual)
+            version = 1 if expected is None else expected + 1
+            self._record_history(conn, address, version, columns)
+            if self._no_parts is None:
+                self._parts.store(conn, address, version, content if isinstance(content, Layout) else None)
+                keep = self._keep if self._no_history is None and self._keep else 0
+                self._parts.collect(conn, address, version, keep)
+            return version
+
+        return job
+
+    def _commit(self, address: Address, expected: int | None, job: WriteJob) -> int:
+        """Run a write ``job`` in a transaction of its own; a lost first-write race is a conflict."""
+
+        def run(engine: Engine) -> int:
+            try:
+                with write_transaction(engine) as conn:
+                    return job(conn)
+            except IntegrityError:
+                if expected is not None:
+                    raise
+                # The transaction is over (PostgreSQL aborts it): look the winner up anew.
+                with engine.connect() as conn:
+                    actual = self._version(conn, address)
+                if actual is None:
+                    raise  # not a duplicate key after all: reported as a StoreError
             raise version_conflict(self._description, address, expected, actual)
 
         return self._run("write", _where(address), run)
@@ -191,6 +244,8 @@ class SqlBackend(AddressedStore):
                 if conn.execute(stmt).rowcount > 0:
                     if self._purge:
                         self._history.purge(conn, address)
+                    if self._no_parts is None:
+                        self._parts.purge(conn, address)
                     return True
                 if expected is None:
                     return False
@@ -206,8 +261,8 @@ class SqlBackend(AddressedStore):
             stmt = sa.select(self._table)
             if namespace is not None:
                 stmt = stmt.where(self._table.c.namespace == namespace)
-            with engine.connect() as conn:
-                return [_record(row) for row in conn.execute(stmt)]
+            with read_transaction(engine) as conn:
+                return self._expand(conn, [_record(row) for row in conn.execute(stmt)])
 
         where = "all states" if namespace is None else f"states of namespace {namespace!r}"
         return self._run("list", where, run)
@@ -243,14 +298,15 @@ class SqlBackend(AddressedStore):
         def run(engine: Engine) -> Sequence[StateRecord]:
             if self._no_history is not None:
                 raise StoreError(f"{self._description} keeps no history: {self._no_history}.")
-            with engine.connect() as conn:
+            with read_transaction(engine) as conn:
                 current = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
                 if current is None:
                     return []
                 rows = conn.execute(
                     _history.select_history(self._history.table, address, limit, current.version)
                 )
-                return _history.versions(_record(current), [_record(row) for row in rows], limit)
+                kept = _history.versions(_record(current), [_record(row) for row in rows], limit)
+                return self._expand(conn, kept)
 
         return self._run("read the history of", _where(address), run)
 
@@ -260,6 +316,11 @@ class SqlBackend(AddressedStore):
 
     async def _call(self, function: Callable[..., _T], /, *args: Any) -> _T:
         return await asyncio.to_thread(function, *args)
+
+    async def _awrite_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        return await self._call(self._write_layout, address, layout, expected, updated_by)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -285,6 +346,20 @@ class SqlBackend(AddressedStore):
 
     def _create_tables(self, engine: Engine) -> None:
         self._create(engine, self._table)
+        try:
+            self._create(engine, self._parts.table)
+        except sa.exc.SQLAlchemyError as exc:
+            # As for the history table: a user who may not create tables keeps whole texts.
+            self._no_parts = f"table {self._parts.name!r} is missing and cannot be created"
+            _log.warning(
+                "stateful: %s writes every state whole: %s (%s). Create it to write only the parts of "
+                "large states that changed.",
+                self._description,
+                self._no_parts,
+                self._redactor.summary(exc),
+            )
+        else:
+            self._no_parts = None
         if self._keep is None:
             self._keep = _history.history_setting()
         if self._keep == 0:
@@ -321,6 +396,10 @@ class SqlBackend(AddressedStore):
     ) -> None:
         if self._no_history is None and self._keep:
             self._history.record(conn, address, version, columns, self._keep)
+
+    def _expand(self, conn: Connection, records: list[StateRecord]) -> list[StateRecord]:
+        # A manifest in a table without its parts table is left as it is (and fails to load).
+        return records if self._no_parts is not None else self._parts.expand(conn, records)
 
     def _pk(self, address: Address) -> tuple[sa.ColumnElement[bool], ...]:
         c = self._table.c

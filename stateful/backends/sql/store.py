@@ -10,8 +10,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from stateful.backends.base import Address, AddressedStore, StateRecord, default_writer, version_conflict
 from stateful.backends.sql import history as _history
 from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, sqlite_path, write_transaction
+from stateful.backends.sql.group import GroupCommitter, Job
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.schema import state_table
 from stateful.errors import StatefulError, StoreError
@@ -54,6 +56,15 @@ class SqlBackend(AddressedStore):
     ``history_versions`` of each document; :meth:`history` lists them. Deleting a document
     deletes its history too.
 
+    **Group commit.** The async writes (``awrite``, ``adelete``: the saves of triggers) of all
+    the triggers sharing this instance in one process are written together: every write queued
+    while the previous batch commits joins one transaction (up to 256), each in its own
+    SAVEPOINT, with one COMMIT (one ``fsync``) for all. Each write is still its own
+    compare-and-set: a conflict fails only that write, and a write's result is returned only once
+    its batch committed (a failed COMMIT fails every write of the batch, none applied). The sync
+    methods, and every read, run alone as before. ``group_commit=False`` gives each async write
+    its own transaction in a worker thread.
+
     Args:
         url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/stateful.db`` or
             ``postgresql+psycopg://user:password@host/db``.
@@ -63,6 +74,7 @@ class SqlBackend(AddressedStore):
         history_versions: how many versions of each document to keep (0: no history). ``None``
             reads ``STATEFUL_HISTORY_VERSIONS``, else ``[stateful] history_versions``, else 100,
             at first use.
+        group_commit: write the async writes of this instance in shared transactions (default).
 
     Raises:
         StoreError: the URL cannot be parsed, or names a dialect SQLAlchemy does not know.
@@ -80,6 +92,7 @@ class SqlBackend(AddressedStore):
         table_name: str = DEFAULT_TABLE,
         engine_options: Mapping[str, Any] | None = None,
         history_versions: int | None = None,
+        group_commit: bool = True,
     ) -> None:
         self._url = parse_url(url)
         self._redactor = Redactor(self._url)
@@ -107,6 +120,7 @@ class SqlBackend(AddressedStore):
             engine_options=engine_options or {},
             on_open=self._create_tables,
         )
+        self._committer = GroupCommitter(self._batch_transaction) if group_commit else None
 
     @property
     def description(self) -> str:
@@ -148,23 +162,28 @@ class SqlBackend(AddressedStore):
         return self._run("read", _where(address), run)
 
     def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
+        job = self._write_job(address, value, expected, updated_by)
+        return self._run("write", _where(address), lambda engine: _in_transaction(engine, job))
+
+    def _write_job(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None
+    ) -> Job[int]:
+        """The compare-and-set of one write, as statements on a write transaction's connection."""
         columns = {
             "value": value,
             "updated_at": datetime.now(timezone.utc),
             "updated_by": default_writer() if updated_by is None else updated_by,
         }
 
-        def run(engine: Engine) -> int:
+        def job(conn: Connection) -> int:
             if expected is None:
                 try:
-                    with write_transaction(engine) as conn:
+                    with conn.begin_nested():  # PostgreSQL aborts the transaction on a duplicate key
                         conn.execute(sa.insert(self._table).values(**address._asdict(), version=1, **columns))
                         self._record_history(conn, address, 1, columns)
                     return 1
                 except IntegrityError:
-                    # The transaction is over (PostgreSQL aborts it): look the winner up anew.
-                    with engine.connect() as conn:
-                        actual = self._version(conn, address)
+                    actual = self._version(conn, address)  # the winner's
                     if actual is None:
                         raise  # not a duplicate key after all: reported as a StoreError
             else:
@@ -173,31 +192,34 @@ class SqlBackend(AddressedStore):
                     .where(*self._pk(address), self._table.c.version == expected)
                     .values(version=self._table.c.version + 1, **columns)
                 )
-                with write_transaction(engine) as conn:
-                    if conn.execute(update).rowcount == 1:
-                        self._record_history(conn, address, expected + 1, columns)
-                        return expected + 1
-                    actual = self._version(conn, address)
-            raise version_conflict(self._description, address, expected, actual)
-
-        return self._run("write", _where(address), run)
-
-    def _delete(self, address: Address, expected: int | None) -> bool:
-        def run(engine: Engine) -> bool:
-            stmt = sa.delete(self._table).where(*self._pk(address))
-            if expected is not None:
-                stmt = stmt.where(self._table.c.version == expected)
-            with write_transaction(engine) as conn:
-                if conn.execute(stmt).rowcount > 0:
-                    if self._purge:
-                        self._history.purge(conn, address)
-                    return True
-                if expected is None:
-                    return False
+                if conn.execute(update).rowcount == 1:
+                    self._record_history(conn, address, expected + 1, columns)
+                    return expected + 1
                 actual = self._version(conn, address)
             raise version_conflict(self._description, address, expected, actual)
 
-        return self._run("delete", _where(address), run)
+        return job
+
+    def _delete(self, address: Address, expected: int | None) -> bool:
+        job = self._delete_job(address, expected)
+        return self._run("delete", _where(address), lambda engine: _in_transaction(engine, job))
+
+    def _delete_job(self, address: Address, expected: int | None) -> Job[bool]:
+        """The (compare-and-set) delete of one document, as statements on a write transaction."""
+
+        def job(conn: Connection) -> bool:
+            stmt = sa.delete(self._table).where(*self._pk(address))
+            if expected is not None:
+                stmt = stmt.where(self._table.c.version == expected)
+            if conn.execute(stmt).rowcount > 0:
+                if self._purge:
+                    self._history.purge(conn, address)
+                return True
+            if expected is None:
+                return False
+            raise version_conflict(self._description, address, expected, self._version(conn, address))
+
+        return job
 
     def _list(self, namespace: str | None) -> list[StateRecord]:
         # Sorted by AddressedStore.list rather than by ORDER BY: the database's collation may not
@@ -254,12 +276,42 @@ class SqlBackend(AddressedStore):
 
         return self._run("read the history of", _where(address), run)
 
-    # -- the async Protocol: the same code in a worker thread ------------------------------------
+    # -- the async Protocol: reads in a worker thread, writes by group commit -------------------
     # If the awaiting task is cancelled, the thread still finishes its statement; a write may
-    # then be committed although the caller saw CancelledError.
+    # then be committed although the caller saw CancelledError (see group.py for group commit:
+    # a write still queued is withdrawn, one already taken into a batch is committed with it).
 
     async def _call(self, function: Callable[..., _T], /, *args: Any) -> _T:
         return await asyncio.to_thread(function, *args)
+
+    async def _awrite(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None
+    ) -> int:
+        return await self._submit(
+            "write", _where(address), self._write_job(address, value, expected, updated_by)
+        )
+
+    async def _adelete(self, address: Address, expected: int | None) -> bool:
+        return await self._submit("delete", _where(address), self._delete_job(address, expected))
+
+    async def _submit(self, operation: str, where: str, job: Job[_T]) -> _T:
+        """Run a write job in a shared transaction (or alone in a worker thread without group commit)."""
+        if self._committer is None:
+            return await asyncio.to_thread(
+                self._run, operation, where, lambda engine: _in_transaction(engine, job)
+            )
+        try:
+            return await self._committer.submit(job)
+        except StatefulError:
+            raise
+        except Exception as exc:
+            error, cause = self._store_error(operation, where, exc)
+        raise error from cause  # outside the handler: see _run
+
+    @property
+    def group_commit(self) -> bool:
+        """Whether async writes share transactions (group commit; see :class:`SqlBackend`)."""
+        return self._committer is not None
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -271,17 +323,27 @@ class SqlBackend(AddressedStore):
         except StatefulError:
             raise
         except Exception as exc:
-            summary = self._redactor.summary(exc)
-            error = StoreError(
-                f"{self._description} failed to {operation} {where}: {summary}"
-                f"{'' if summary.endswith(('.', '?', '!')) else '.'} "
-                f"Check that the database is reachable from this host, that the URL and credentials "
-                f"are right, and that the user may create, read and write table {self._table_name!r}."
-            )
-            cause = self._redactor.safe_cause(exc)
+            error, cause = self._store_error(operation, where, exc)
         # Raised outside the except block so the original exception is not attached as
         # __context__ when it had to be replaced by a redacted stand-in.
         raise error from cause
+
+    def _store_error(self, operation: str, where: str, exc: Exception) -> tuple[StoreError, BaseException]:
+        """The masked StoreError for ``exc``, and the cause to chain (a redacted stand-in if needed)."""
+        summary = self._redactor.summary(exc)
+        error = StoreError(
+            f"{self._description} failed to {operation} {where}: {summary}"
+            f"{'' if summary.endswith(('.', '?', '!')) else '.'} "
+            f"Check that the database is reachable from this host, that the URL and credentials "
+            f"are right, and that the user may create, read and write table {self._table_name!r}."
+        )
+        return error, self._redactor.safe_cause(exc)
+
+    @contextlib.contextmanager
+    def _batch_transaction(self) -> Iterator[Connection]:
+        """One write transaction for a batch of the group committer (in its worker thread)."""
+        with self._engine.use() as engine, write_transaction(engine) as conn:
+            yield conn
 
     def _create_tables(self, engine: Engine) -> None:
         self._create(engine, self._table)
@@ -330,6 +392,12 @@ class SqlBackend(AddressedStore):
         stmt = sa.select(self._table.c.version).where(*self._pk(address))
         version: int | None = conn.execute(stmt).scalar_one_or_none()
         return version
+
+
+def _in_transaction(engine: Engine, job: Job[_T]) -> _T:
+    """Run one write job alone, in its own write transaction (the sync path)."""
+    with write_transaction(engine) as conn:
+        return job(conn)
 
 
 def _where(address: Address) -> str:

@@ -1,0 +1,148 @@
+"""Group commit: the async writes of one SQL store share transactions, one COMMIT for many.
+
+A durable COMMIT (an ``fsync`` of SQLite's WAL, a round trip and a WAL flush on PostgreSQL)
+costs far more than the statements of a save. When many triggers share one store in one
+process, :class:`GroupCommitter` writes their saves together: a caller submits a *job* (a
+function of a :class:`~sqlalchemy.engine.Connection` that runs its statements and returns its
+result) and awaits it; one worker thread takes every job queued at that moment (up to
+``max_batch``), opens one write transaction (on SQLite ``BEGIN IMMEDIATE``), runs each job in
+its own SAVEPOINT, and commits once. There is no artificial wait: while one batch commits, new
+jobs queue for the next, so batches grow with the load and stay at one job when it is light.
+
+Each job stays independent of the others:
+
+* a job that raises (a lost compare-and-set, a duplicate key) has its SAVEPOINT rolled back and
+  its error delivered to its own caller only; the other jobs of the batch go on;
+* a job's result is delivered only once the COMMIT succeeded; if the COMMIT (or opening the
+  transaction) fails, every job of the batch fails with that error, and none of them is applied;
+* a caller cancelled while its job still waits in the queue withdraws it: it is never run. Once
+  the worker has taken it into a batch it runs to the end, and it is committed with the batch
+  although its caller saw :class:`asyncio.CancelledError` (as with a write in a worker thread,
+  whose statement finishes anyway). The other jobs of the batch are not affected either way.
+
+Example:
+    >>> import asyncio, sqlalchemy as sa
+    >>> engine = sa.create_engine("sqlite://")
+    >>> committer = GroupCommitter(engine.begin)
+    >>> async def main():
+    ...     jobs = [lambda conn, i=i: conn.execute(sa.text(f"SELECT {i}")).scalar_one() for i in range(3)]
+    ...     return await asyncio.gather(*(committer.submit(job) for job in jobs))
+    >>> asyncio.run(main())
+    [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.engine import Connection
+
+__all__ = ["DEFAULT_MAX_BATCH", "GroupCommitter", "Job"]
+
+_T = TypeVar("_T")
+
+#: At most this many jobs share one transaction: a bound on how long one batch holds the write
+#: lock (and its row locks), and on how many saves one failed COMMIT takes down with it.
+DEFAULT_MAX_BATCH = 256
+
+#: A job: runs its statements on the batch's connection, inside its own SAVEPOINT.
+Job = Callable[[Connection], _T]
+
+
+@dataclass
+class _Queued(Generic[_T]):
+    job: Job[_T]
+    future: concurrent.futures.Future[_T]
+
+
+class GroupCommitter:
+    """Runs the write jobs of async callers in shared transactions (see the module docstring).
+
+    Args:
+        transaction: opens one write transaction and yields its connection; it commits when the
+            block ends normally and rolls back when it raises (e.g.
+            ``lambda: write_transaction(engine)``). Called in the worker thread, once per batch.
+        max_batch: the most jobs in one transaction (>= 1).
+    """
+
+    def __init__(
+        self,
+        transaction: Callable[[], contextlib.AbstractContextManager[Connection]],
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+        self._transaction = transaction
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: deque[_Queued[Any]] = deque()
+        self._worker: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._batches = 0
+
+    @property
+    def batches(self) -> int:
+        """How many transactions this committer has opened so far (committed or not)."""
+        return self._batches
+
+    async def submit(self, job: Job[_T]) -> _T:
+        """Queue ``job`` for the next batch and return its result once the batch committed.
+
+        Raises:
+            Exception: what ``job`` raised, or what opening or committing its batch raised.
+        """
+        queued: _Queued[_T] = _Queued(job, concurrent.futures.Future())
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's worker is not here
+                self._pid, self._worker, self._queue = os.getpid(), None, deque()
+            self._queue.append(queued)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._drain, name="stateful-group-commit", daemon=True)
+                self._worker.start()
+        # Cancelling the await cancels the queued future; a job already taken cannot be cancelled.
+        return await asyncio.wrap_future(queued.future)
+
+    def _drain(self) -> None:
+        """The worker: run batches while jobs are queued, then end (the next submit starts anew)."""
+        while True:
+            with self._lock:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+                if not batch:
+                    self._worker = None
+                    return
+            # A job whose caller was cancelled while it waited is dropped here, never run.
+            batch = [queued for queued in batch if queued.future.set_running_or_notify_cancel()]
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_Queued[Any]]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        self._batches += 1
+        try:
+            with self._transaction() as conn:
+                for queued in batch:
+                    try:
+                        with conn.begin_nested():
+                            outcomes.append((queued.job(conn), None))
+                    except Exception as exc:  # this job's own failure: its savepoint is rolled back
+                        outcomes.append((None, exc))
+        except BaseException as exc:  # opening or committing the batch failed: every job fails
+            for queued in batch:
+                queued.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for queued, (result, error) in zip(batch, outcomes, strict=True):
+            if error is None:
+                queued.future.set_result(result)
+            else:
+                queued.future.set_exception(error)

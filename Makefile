@@ -20,7 +20,7 @@ OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale clean
+.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-triggers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py
+
+# 1,000 decorated triggers in one event loop on one SQLite store, with and without group commit.
+bench-triggers: $(STAMP)
+	$(BIN)/python bench/many_triggers.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -169,13 +169,15 @@ class SqlBackend(AddressedStore):
         self, address: Address, value: str, expected: int | None, updated_by: str | None
     ) -> Job[int]:
         """The compare-and-set of one write, as statements on a write transaction's connection."""
-        columns = {
-            "value": value,
-            "updated_at": datetime.now(timezone.utc),
-            "updated_by": default_writer() if updated_by is None else updated_by,
-        }
 
         def job(conn: Connection) -> int:
+            # Here, in the worker thread: gethostname() releases the interpreter lock, and taking
+            # it back on the event loop's thread waits for the busy worker threads.
+            columns = {
+                "value": value,
+                "updated_at": datetime.now(timezone.utc),
+                "updated_by": default_writer() if updated_by is None else updated_by,
+            }
             if expected is None:
                 try:
                     with conn.begin_nested():  # PostgreSQL aborts the transaction on a duplicate key

@@ -45,13 +45,16 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
-__all__ = ["DEFAULT_MAX_BATCH", "GroupCommitter", "Job"]
+__all__ = ["DEFAULT_MAX_BATCH", "IDLE_SECONDS", "GroupCommitter", "Job"]
 
 _T = TypeVar("_T")
 
 #: At most this many jobs share one transaction: a bound on how long one batch holds the write
 #: lock (and its row locks), and on how many saves one failed COMMIT takes down with it.
 DEFAULT_MAX_BATCH = 256
+
+#: The worker thread ends after this many seconds without a job (the next one starts it again).
+IDLE_SECONDS = 30.0
 
 #: A job: runs its statements on the batch's connection, inside its own SAVEPOINT.
 Job = Callable[[Connection], _T]
@@ -83,16 +86,13 @@ class GroupCommitter:
             raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
         self._transaction = transaction
         self._max_batch = max_batch
-        self._lock = threading.Lock()
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self._lock = threading.Condition(threading.Lock())
         self._queue: deque[_Queued[Any]] = deque()
         self._worker: threading.Thread | None = None
         self._pid = os.getpid()
-        self._batches = 0
-
-    @property
-    def batches(self) -> int:
-        """How many transactions this committer has opened so far (committed or not)."""
-        return self._batches
 
     async def submit(self, job: Job[_T]) -> _T:
         """Queue ``job`` for the next batch and return its result once the batch committed.
@@ -101,20 +101,25 @@ class GroupCommitter:
             Exception: what ``job`` raised, or what opening or committing its batch raised.
         """
         queued: _Queued[_T] = _Queued(job, concurrent.futures.Future())
+        if self._pid != os.getpid():
+            self._start_over()  # a forked child: the parent's worker (and its lock's state) are not ours
         with self._lock:
-            if self._pid != os.getpid():  # a forked child: the parent's worker is not here
-                self._pid, self._worker, self._queue = os.getpid(), None, deque()
             self._queue.append(queued)
             if self._worker is None:
+                # Started once and kept while there is work: a start waits for the new thread.
                 self._worker = threading.Thread(target=self._drain, name="stateful-group-commit", daemon=True)
                 self._worker.start()
+            else:
+                self._lock.notify()
         # Cancelling the await cancels the queued future; a job already taken cannot be cancelled.
         return await asyncio.wrap_future(queued.future)
 
     def _drain(self) -> None:
-        """The worker: run batches while jobs are queued, then end (the next submit starts anew)."""
+        """The worker: run batches while jobs come; end after IDLE_SECONDS without one."""
         while True:
             with self._lock:
+                if not self._queue:
+                    self._lock.wait(IDLE_SECONDS)
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
                 if not batch:
                     self._worker = None
@@ -126,7 +131,6 @@ class GroupCommitter:
 
     def _run(self, batch: list[_Queued[Any]]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
-        self._batches += 1
         try:
             with self._transaction() as conn:
                 for queued in batch:

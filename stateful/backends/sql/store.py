@@ -103,6 +103,18 @@ class SqlBackend(AddressedStore):
             raise StoreError(f"{self._description}: table_name must not be empty")
         self._table_name = table_name
         self._table = state_table(table_name)
+        t = self._table
+        # Built once, as History's statements are: no construction or cache-key work per write.
+        self._update = (
+            sa.update(t)
+            .where(
+                t.c.namespace == sa.bindparam("w_namespace"),
+                t.c.name == sa.bindparam("w_name"),
+                t.c.key == sa.bindparam("w_key"),
+                t.c.version == sa.bindparam("w_expected"),
+            )
+            .values(version=t.c.version + 1)
+        )
         self._history = _history.History(table_name)
         self._keep = (
             None
@@ -189,12 +201,8 @@ class SqlBackend(AddressedStore):
                     if actual is None:
                         raise  # not a duplicate key after all: reported as a StoreError
             else:
-                update = (
-                    sa.update(self._table)
-                    .where(*self._pk(address), self._table.c.version == expected)
-                    .values(version=self._table.c.version + 1, **columns)
-                )
-                if conn.execute(update).rowcount == 1:
+                where = {"w_namespace": address.namespace, "w_name": address.name, "w_key": address.key}
+                if conn.execute(self._update, {**where, "w_expected": expected, **columns}).rowcount == 1:
                     self._record_history(conn, address, expected + 1, columns)
                     return expected + 1
                 actual = self._version(conn, address)

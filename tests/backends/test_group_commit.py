@@ -302,3 +302,36 @@ async def test_async_delete_is_group_committed_and_compare_and_set(
         await refused
     assert store.read(NS, "d", "k") is None
     assert store.read(NS, "e", "k") is not None
+
+
+async def test_a_write_failing_half_way_is_rolled_back_alone(
+    db: Database, transactions: Transactions
+) -> None:
+    """Its state row was updated when its history row was refused: its savepoint undoes the update."""
+    store = db.store
+    history = store.history_table_name
+    if db.kind == "sqlite":
+        db.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON {history} WHEN NEW.value = 'refused' "
+            "BEGIN SELECT RAISE(ABORT, 'history row refused'); END"
+        )
+    else:
+        db.execute(
+            f"CREATE FUNCTION {history}_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN IF NEW.value = 'refused' THEN RAISE EXCEPTION 'history row refused'; END IF; "
+            f"RETURN NEW; END $$",
+            f"CREATE TRIGGER refuse BEFORE INSERT ON {history} "
+            f"FOR EACH ROW EXECUTE FUNCTION {history}_refuse()",
+        )
+    store.write(NS, "a", "k", "a1", expected_version=None)
+    store.write(NS, "b", "k", "b1", expected_version=None)
+    async with _next_batch(db, transactions):
+        refused = asyncio.create_task(store.awrite(NS, "a", "k", "refused", expected_version=1))
+        kept = asyncio.create_task(store.awrite(NS, "b", "k", "b2", expected_version=1))
+        await asyncio.sleep(0)
+    with pytest.raises(StoreError, match=r"history row refused"):
+        await refused
+    assert await kept == 2
+    record = store.read(NS, "a", "k")
+    assert record is not None and (record.value, record.version) == ("a1", 1)
+    assert [r.value for r in store.history(NS, "b", "k")] == ["b2", "b1"]

@@ -39,13 +39,13 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
-__all__ = ["DEFAULT_MAX_BATCH", "IDLE_SECONDS", "GroupCommitter", "Job"]
+__all__ = ["DEFAULT_MAX_BATCH", "IDLE_SECONDS", "GroupCommitter", "Job", "savepoint"]
 
 _T = TypeVar("_T")
 
@@ -148,21 +148,27 @@ class GroupCommitter:
                 queued.future.set_exception(error)
 
 
-# Plain SQL (SQLite, PostgreSQL, MySQL, ...): Connection.begin_nested() compiles its SAVEPOINT and
-# RELEASE anew each time, which cost more than the job's own statements.
-_SAVEPOINT = "SAVEPOINT stateful_job"
-_RELEASE = "RELEASE SAVEPOINT stateful_job"
-_ROLLBACK = "ROLLBACK TO SAVEPOINT stateful_job"
+@contextlib.contextmanager
+def savepoint(conn: Connection, name: str) -> Iterator[None]:
+    """A SAVEPOINT around the block: rolled back to if the block raises, released otherwise.
+
+    Plain SQL (SQLite, PostgreSQL, MySQL, ...): ``Connection.begin_nested()`` compiles its
+    SAVEPOINT and RELEASE anew each time, which costs more than a save's own statements.
+    """
+    conn.exec_driver_sql(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")  # if this fails, so does the batch
+        conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        raise
+    conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
 
 
 def _in_savepoint(conn: Connection, job: Job[_T]) -> tuple[_T | None, Exception | None]:
     """Run ``job`` in a SAVEPOINT: its result, or its error with its statements rolled back."""
-    conn.exec_driver_sql(_SAVEPOINT)
     try:
-        result = job(conn)
+        with savepoint(conn, "stateful_job"):
+            return job(conn), None
     except Exception as exc:
-        conn.exec_driver_sql(_ROLLBACK)  # if this fails too, the batch fails: see _run
-        conn.exec_driver_sql(_RELEASE)
         return None, exc
-    conn.exec_driver_sql(_RELEASE)
-    return result, None

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from stateful.backends.base import Address, AddressedStore, StateRecord, default_writer, version_conflict
 from stateful.backends.sql import history as _history
 from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, sqlite_path, write_transaction
-from stateful.backends.sql.group import GroupCommitter, Job
+from stateful.backends.sql.group import GroupCommitter, Job, savepoint
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.schema import state_table
 from stateful.errors import StatefulError, StoreError
@@ -115,6 +115,7 @@ class SqlBackend(AddressedStore):
             )
             .values(version=t.c.version + 1)
         )
+        self._insert = sa.insert(t)
         self._history = _history.History(table_name)
         self._keep = (
             None
@@ -192,8 +193,8 @@ class SqlBackend(AddressedStore):
             }
             if expected is None:
                 try:
-                    with conn.begin_nested():  # PostgreSQL aborts the transaction on a duplicate key
-                        conn.execute(sa.insert(self._table).values(**address._asdict(), version=1, **columns))
+                    with savepoint(conn, "stateful_insert"):  # PostgreSQL aborts the transaction otherwise
+                        conn.execute(self._insert, {**address._asdict(), "version": 1, **columns})
                         self._record_history(conn, address, 1, columns)
                     return 1
                 except IntegrityError:

@@ -74,6 +74,11 @@ class GroupCommitter:
             block ends normally and rolls back when it raises (e.g.
             ``lambda: write_transaction(engine)``). Called in the worker thread, once per batch.
         max_batch: the most jobs in one transaction (>= 1).
+        workers: the most batches committed at once, each by a worker thread on a connection
+            of its own (>= 1). A worker is started only when a job finds every worker busy, so
+            under a light load one worker does it all. Use 1 where writers take turns anyway
+            (SQLite); a database server commits concurrent transactions in parallel, and several
+            workers keep it busy while one of them waits for the interpreter lock.
     """
 
     def __init__(
@@ -81,17 +86,20 @@ class GroupCommitter:
         transaction: Callable[[], contextlib.AbstractContextManager[Connection]],
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
+        workers: int = 1,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+        if max_batch < 1 or workers < 1:
+            raise ValueError(f"max_batch and workers must be >= 1, got {max_batch!r} and {workers!r}")
         self._transaction = transaction
         self._max_batch = max_batch
+        self._max_workers = workers
         self._start_over()
 
     def _start_over(self) -> None:
         self._lock = threading.Condition(threading.Lock())
         self._queue: deque[_Queued[Any]] = deque()
-        self._worker: threading.Thread | None = None
+        self._workers = 0  # worker threads alive
+        self._idle = 0  # of which waiting for a job
         self._pid = os.getpid()
 
     async def submit(self, job: Job[_T]) -> _T:
@@ -105,24 +113,26 @@ class GroupCommitter:
             self._start_over()  # a forked child: the parent's worker (and its lock's state) are not ours
         with self._lock:
             self._queue.append(queued)
-            if self._worker is None:
-                # Started once and kept while there is work: a start waits for the new thread.
-                self._worker = threading.Thread(target=self._drain, name="stateful-group-commit", daemon=True)
-                self._worker.start()
-            else:
+            if self._idle:
                 self._lock.notify()
+            elif self._workers < self._max_workers:
+                # Kept while there is work (a start waits for the new thread to run).
+                self._workers += 1
+                threading.Thread(target=self._drain, name="stateful-group-commit", daemon=True).start()
         # Cancelling the await cancels the queued future; a job already taken cannot be cancelled.
         return await asyncio.wrap_future(queued.future)
 
     def _drain(self) -> None:
-        """The worker: run batches while jobs come; end after IDLE_SECONDS without one."""
+        """A worker: run batches while jobs come; end after IDLE_SECONDS without one."""
         while True:
             with self._lock:
                 if not self._queue:
+                    self._idle += 1
                     self._lock.wait(IDLE_SECONDS)
+                    self._idle -= 1
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
                 if not batch:
-                    self._worker = None
+                    self._workers -= 1
                     return
             # A job whose caller was cancelled while it waited is dropped here, never run.
             batch = [queued for queued in batch if queued.future.set_running_or_notify_cancel()]

@@ -35,6 +35,8 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_TABLE = "stateful_process_state"
+# Group commit on a database server: at most this many batches are committed at once.
+_SERVER_WORKERS = 4
 
 
 class SqlBackend(AddressedStore):
@@ -59,7 +61,8 @@ class SqlBackend(AddressedStore):
     **Group commit.** The async writes (``awrite``, ``adelete``: the saves of triggers) of all
     the triggers sharing this instance in one process are written together: every write queued
     while the previous batch commits joins one transaction (up to 256), each in its own
-    SAVEPOINT, with one COMMIT (one ``fsync``) for all. Each write is still its own
+    SAVEPOINT, with one COMMIT (one ``fsync``) for all (on a database server up to
+    ``commit_workers`` such batches at once). Each write is still its own
     compare-and-set: a conflict fails only that write, and a write's result is returned only once
     its batch committed (a failed COMMIT fails every write of the batch, none applied). The sync
     methods, and every read, run alone as before. ``group_commit=False`` gives each async write
@@ -75,6 +78,9 @@ class SqlBackend(AddressedStore):
             reads ``STATEFUL_HISTORY_VERSIONS``, else ``[stateful] history_versions``, else 100,
             at first use.
         group_commit: write the async writes of this instance in shared transactions (default).
+        commit_workers: with group commit, how many batches may be committed at once, each by a
+            worker thread on its own connection. ``None``: 1 on SQLite (one writer at a time),
+            4 on other databases.
 
     Raises:
         StoreError: the URL cannot be parsed, or names a dialect SQLAlchemy does not know.
@@ -93,6 +99,7 @@ class SqlBackend(AddressedStore):
         engine_options: Mapping[str, Any] | None = None,
         history_versions: int | None = None,
         group_commit: bool = True,
+        commit_workers: int | None = None,
     ) -> None:
         self._url = parse_url(url)
         self._redactor = Redactor(self._url)
@@ -133,7 +140,9 @@ class SqlBackend(AddressedStore):
             engine_options=engine_options or {},
             on_open=self._create_tables,
         )
-        self._committer = GroupCommitter(self._batch_transaction) if group_commit else None
+        # SQLite has one writer at a time: more workers would only queue for its lock.
+        workers = commit_workers or (1 if self._url.get_backend_name() == "sqlite" else _SERVER_WORKERS)
+        self._committer = GroupCommitter(self._batch_transaction, workers=workers) if group_commit else None
 
     @property
     def description(self) -> str:

@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import os
 import threading
@@ -63,7 +62,8 @@ Job = Callable[[Connection], _T]
 @dataclass
 class _Queued(Generic[_T]):
     job: Job[_T]
-    future: concurrent.futures.Future[_T]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[_T]  # of ``loop``: set there only
 
 
 class GroupCommitter:
@@ -108,7 +108,8 @@ class GroupCommitter:
         Raises:
             Exception: what ``job`` raised, or what opening or committing its batch raised.
         """
-        queued: _Queued[_T] = _Queued(job, concurrent.futures.Future())
+        loop = asyncio.get_running_loop()
+        queued: _Queued[_T] = _Queued(job, loop, loop.create_future())
         if self._pid != os.getpid():
             self._start_over()  # a forked child: the parent's worker (and its lock's state) are not ours
         with self._lock:
@@ -119,8 +120,9 @@ class GroupCommitter:
                 # Kept while there is work (a start waits for the new thread to run).
                 self._workers += 1
                 threading.Thread(target=self._drain, name="stateful-group-commit", daemon=True).start()
-        # Cancelling the await cancels the queued future; a job already taken cannot be cancelled.
-        return await asyncio.wrap_future(queued.future)
+        # Cancelling the await cancels the future: a job still queued is then dropped, one taken
+        # runs to the end with its batch (its result is dropped).
+        return await queued.future
 
     def _drain(self) -> None:
         """A worker: run batches while jobs come; end after IDLE_SECONDS without one."""
@@ -135,7 +137,7 @@ class GroupCommitter:
                     self._workers -= 1
                     return
             # A job whose caller was cancelled while it waited is dropped here, never run.
-            batch = [queued for queued in batch if queued.future.set_running_or_notify_cancel()]
+            batch = [queued for queued in batch if not queued.future.cancelled()]
             if batch:
                 self._run(batch)
 
@@ -146,16 +148,36 @@ class GroupCommitter:
                 for queued in batch:
                     outcomes.append(_in_savepoint(conn, queued.job))
         except BaseException as exc:  # opening or committing the batch failed: every job fails
-            for queued in batch:
-                queued.future.set_exception(exc)
+            _deliver(batch, [(None, exc)] * len(batch))
             if not isinstance(exc, Exception):
                 raise
             return
-        for queued, (result, error) in zip(batch, outcomes, strict=True):
-            if error is None:
-                queued.future.set_result(result)
-            else:
-                queued.future.set_exception(error)
+        _deliver(batch, outcomes)
+
+
+def _deliver(batch: list[_Queued[Any]], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    """Hand the outcomes to their callers: one wake-up per event loop, not one per job.
+
+    Each wake-up writes to the loop's self-pipe, which releases the interpreter lock; taking it
+    back while the loop is busy can take a switch interval (5 ms), per job if done per job.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for queued, (result, error) in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(queued.loop, []).append((queued.future, result, error))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no caller is left to tell
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """On the callers' loop: set each future not cancelled meanwhile."""
+    for future, result, error in settled:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 @contextlib.contextmanager

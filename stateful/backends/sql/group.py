@@ -44,7 +44,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
-__all__ = ["DEFAULT_MAX_BATCH", "IDLE_SECONDS", "GroupCommitter", "Job", "savepoint"]
+__all__ = ["DEFAULT_MAX_BATCH", "IDLE_SECONDS", "SETTLE_CHUNK", "GroupCommitter", "Job", "savepoint"]
 
 _T = TypeVar("_T")
 
@@ -54,6 +54,9 @@ DEFAULT_MAX_BATCH = 256
 
 #: The worker thread ends after this many seconds without a job (the next one starts it again).
 IDLE_SECONDS = 30.0
+
+#: The callers of a batch resume at most this many per turn of their event loop.
+SETTLE_CHUNK = 16
 
 #: A job: runs its statements on the batch's connection, inside its own SAVEPOINT.
 Job = Callable[[Connection], _T]
@@ -166,18 +169,29 @@ def _deliver(batch: list[_Queued[Any]], outcomes: list[tuple[Any, BaseException 
         by_loop.setdefault(queued.loop, []).append((queued.future, result, error))
     for loop, settled in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop is closed: no caller is left to tell
-            loop.call_soon_threadsafe(_settle, settled)
+            loop.call_soon_threadsafe(_settle, loop, settled, 0)
 
 
-def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    """On the callers' loop: set each future not cancelled meanwhile."""
-    for future, result, error in settled:
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+    start: int,
+) -> None:
+    """On the callers' loop: set each future not cancelled meanwhile, SETTLE_CHUNK per turn.
+
+    The callers resume in the turn after their future is set: a whole batch at once would hold
+    the loop for all of them (hundreds of triggers going on with their work) in one turn.
+    """
+    end = start + SETTLE_CHUNK
+    for future, result, error in settled[start:end]:
         if future.done():
             continue
         if error is None:
             future.set_result(result)
         else:
             future.set_exception(error)
+    if end < len(settled):
+        loop.call_soon(_settle, loop, settled, end)
 
 
 @contextlib.contextmanager

@@ -343,3 +343,9 @@ async def test_a_write_failing_half_way_is_rolled_back_alone(
     record = store.read(NS, "a", "k")
     assert record is not None and (record.value, record.version) == ("a1", 1)
     assert [r.value for r in store.history(NS, "b", "k")] == ["b2", "b1"]
+
+
+@pytest.mark.parametrize("workers", [0, -1, True])
+def test_commit_workers_must_be_at_least_one(workers: int) -> None:
+    with pytest.raises(StoreError, match=r"commit_workers must be a whole number >= 1.*got"):
+        SqlBackend("sqlite://", commit_workers=workers)

@@ -140,6 +140,11 @@ class SqlBackend(AddressedStore):
             engine_options=engine_options or {},
             on_open=self._create_tables,
         )
+        if commit_workers is not None and (isinstance(commit_workers, bool) or commit_workers < 1):
+            raise StoreError(
+                f"{self._description}: commit_workers must be a whole number >= 1 (how many batches of "
+                f"writes may be committed at once), got {commit_workers!r}; or None for the default."
+            )
         # SQLite has one writer at a time: more workers would only queue for its lock.
         workers = commit_workers or (1 if self._url.get_backend_name() == "sqlite" else _SERVER_WORKERS)
         self._committer = GroupCommitter(self._batch_transaction, workers=workers) if group_commit else None

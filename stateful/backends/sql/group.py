@@ -4,10 +4,13 @@ A durable COMMIT (an ``fsync`` of SQLite's WAL, a round trip and a WAL flush on 
 costs far more than the statements of a save. When many triggers share one store in one
 process, :class:`GroupCommitter` writes their saves together: a caller submits a *job* (a
 function of a :class:`~sqlalchemy.engine.Connection` that runs its statements and returns its
-result) and awaits it; one worker thread takes every job queued at that moment (up to
+result) and awaits it; a worker thread takes every job queued at that moment (up to
 ``max_batch``), opens one write transaction (on SQLite ``BEGIN IMMEDIATE``), runs each job in
 its own SAVEPOINT, and commits once. There is no artificial wait: while one batch commits, new
 jobs queue for the next, so batches grow with the load and stay at one job when it is light.
+With ``workers`` > 1 (a database server) a job that finds every worker busy starts another,
+up to that many batches at once. The callers of a batch are woken once per event loop and
+resume at most :data:`SETTLE_CHUNK` per turn of it.
 
 Each job stays independent of the others:
 

@@ -20,7 +20,7 @@ OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-plot bench-plot-before clean
+.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-plot bench-plot-before bench-triggers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,10 @@ bench-plot-before: $(STAMP)
 	PYTHONPATH=$$tree/src $(BIN)/python $(PLOT_SCALE) --warmup 0 --events 100 --max-work 1000000 \
 		--csv docs/figures/scale-before.csv; \
 	status=$$?; git worktree remove --force $$tree/src; rm -rf $$tree; exit $$status
+
+# 1,000 decorated triggers in one event loop on one SQLite store, with and without group commit.
+bench-triggers: $(STAMP)
+	$(BIN)/python bench/many_triggers.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

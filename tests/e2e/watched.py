@@ -114,7 +114,7 @@ class WatchedFiles:
         os.rename(partial, path)
         return str(path)
 
-    def barrier(self, *where: WatchedDir, timeout: float = 180) -> None:
+    def barrier(self, *where: WatchedDir, timeout: float = 360) -> None:
         """Drop a barrier file in each directory and wait for their asset events: earlier files'
         counts are final. Several directories' barriers are awaited together."""
         barriers = [(w, self.drop_one(w, f"barrier-{next(self._barriers):03d}")) for w in where]
@@ -156,7 +156,7 @@ class WatchedFiles:
     # -- the consumer DAG ----------------------------------------------------------------------
 
     def wait_consumed(
-        self, event_ids: set[int], timeout: float = 240, nudge_every: float = 5
+        self, event_ids: set[int], timeout: float = 480, nudge_every: float = 5
     ) -> dict[int, str]:
         """Wait until successful runs of the consumer DAG consumed every event in ``event_ids``.
 
@@ -227,7 +227,7 @@ class WatchedFiles:
         self.spare_triggerer()
         self.deployment.stop("triggerer")
 
-    def kill_triggerer_when(self, condition: Callable[[], bool], timeout: float = 120) -> None:
+    def kill_triggerer_when(self, condition: Callable[[], bool], timeout: float = 360) -> None:
         """SIGKILL the triggerer's process group as soon as ``condition()`` holds (polled every 2 ms).
 
         The spare (started now if none is) takes the killed one's triggers over once its heartbeat

@@ -10,8 +10,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from stateful.backends.sql.engine import (
     sqlite_path,
     write_transaction,
 )
+from stateful.backends.sql.group import GroupCommitter, Job, savepoint
 from stateful.backends.sql.parts import Parts
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.schema import state_table
@@ -42,9 +44,11 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: A write as a function of a connection inside a write transaction; returns the new version.
-WriteJob = Callable[[Connection], int]
+WriteJob = Job[int]
 
 DEFAULT_TABLE = "stateful_process_state"
+# Group commit on a database server: at most this many batches are committed at once.
+_SERVER_WORKERS = 4
 
 
 class SqlBackend(AddressedStore):
@@ -68,6 +72,16 @@ class SqlBackend(AddressedStore):
     stored as a manifest plus the parts not stored yet, in ``<table_name>_parts``
     (:mod:`stateful.backends.sql.parts`); every read returns the whole text.
 
+    **Group commit.** The async writes (``awrite``, ``adelete``: the saves of triggers) of all
+    the triggers sharing this instance in one process are written together: every write queued
+    while the previous batch commits joins one transaction (up to 256), each in its own
+    SAVEPOINT, with one COMMIT (one ``fsync``) for all (on a database server up to
+    ``commit_workers`` such batches at once). Each write is still its own
+    compare-and-set: a conflict fails only that write, and a write's result is returned only once
+    its batch committed (a failed COMMIT fails every write of the batch, none applied). The sync
+    methods, and every read, run alone as before. ``group_commit=False`` gives each async write
+    its own transaction in a worker thread.
+
     Args:
         url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/stateful.db`` or
             ``postgresql+psycopg://user:password@host/db``.
@@ -77,6 +91,10 @@ class SqlBackend(AddressedStore):
         history_versions: how many versions of each document to keep (0: no history). ``None``
             reads ``STATEFUL_HISTORY_VERSIONS``, else ``[stateful] history_versions``, else 100,
             at first use.
+        group_commit: write the async writes of this instance in shared transactions (default).
+        commit_workers: with group commit, how many batches may be committed at once, each by a
+            worker thread on its own connection. ``None``: 1 on SQLite (one writer at a time),
+            4 on other databases.
 
     Raises:
         StoreError: the URL cannot be parsed, or names a dialect SQLAlchemy does not know.
@@ -94,6 +112,8 @@ class SqlBackend(AddressedStore):
         table_name: str = DEFAULT_TABLE,
         engine_options: Mapping[str, Any] | None = None,
         history_versions: int | None = None,
+        group_commit: bool = True,
+        commit_workers: int | None = None,
     ) -> None:
         self._url = parse_url(url)
         self._redactor = Redactor(self._url)
@@ -104,6 +124,19 @@ class SqlBackend(AddressedStore):
             raise StoreError(f"{self._description}: table_name must not be empty")
         self._table_name = table_name
         self._table = state_table(table_name)
+        t = self._table
+        # Built once, as History's statements are: no construction or cache-key work per write.
+        self._update = (
+            sa.update(t)
+            .where(
+                t.c.namespace == sa.bindparam("w_namespace"),
+                t.c.name == sa.bindparam("w_name"),
+                t.c.key == sa.bindparam("w_key"),
+                t.c.version == sa.bindparam("w_expected"),
+            )
+            .values(version=t.c.version + 1)
+        )
+        self._insert = sa.insert(t)
         self._history = _history.History(table_name)
         self._keep = (
             None
@@ -124,6 +157,14 @@ class SqlBackend(AddressedStore):
             engine_options=engine_options or {},
             on_open=self._create_tables,
         )
+        if commit_workers is not None and (isinstance(commit_workers, bool) or commit_workers < 1):
+            raise StoreError(
+                f"{self._description}: commit_workers must be a whole number >= 1 (how many batches of "
+                f"writes may be committed at once), got {commit_workers!r}; or None for the default."
+            )
+        # SQLite has one writer at a time: more workers would only queue for its lock.
+        workers = commit_workers or (1 if self._url.get_backend_name() == "sqlite" else _SERVER_WORKERS)
+        self._committer = GroupCommitter(self._batch_transaction, workers=workers) if group_commit else None
 
     @property
     def description(self) -> str:
@@ -165,12 +206,14 @@ class SqlBackend(AddressedStore):
         return self._run("read", _where(address), run)
 
     def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
-        return self._commit(address, expected, self.write_job(address, value, expected, updated_by))
+        job = self.write_job(address, value, expected, updated_by)
+        return self._run("write", _where(address), lambda engine: _in_transaction(engine, job))
 
     def _write_layout(
         self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
     ) -> int:
-        return self._commit(address, expected, self.write_job(address, layout, expected, updated_by))
+        job = self.write_job(address, layout, expected, updated_by)
+        return self._run("write", _where(address), lambda engine: _in_transaction(engine, job))
 
     def write_job(
         self, address: Address, content: str | Layout, expected: int | None, updated_by: str | None
@@ -181,29 +224,37 @@ class SqlBackend(AddressedStore):
         :mod:`~stateful.backends.sql.parts`), its history row and the parts not stored yet, and
         deletes the parts no kept version names; it returns the new version. It raises
         :class:`~stateful.errors.StateConflictError` when the stored version is not
-        ``expected``, and lets :class:`~sqlalchemy.exc.IntegrityError` through when a racing
-        first write inserted the row (the transaction is then unusable: see :meth:`_commit`).
-        It needs the store opened (any call of the store opens it).
+        ``expected`` (also when a racing first write inserted the row: the insert runs in a
+        SAVEPOINT, so the transaction stays usable). It needs the store opened (any call of the
+        store opens it). The sync methods run it in a transaction of its own; the async ones
+        hand it to the group committer.
         """
-        now = datetime.now(timezone.utc)
-        writer = default_writer() if updated_by is None else updated_by
 
         def job(conn: Connection) -> int:
+            # Here, in the worker thread: gethostname() releases the interpreter lock, and taking
+            # it back on the event loop's thread waits for the busy worker threads.
             parted = isinstance(content, Layout) and self._no_parts is None
             if isinstance(content, Layout):
                 value = self._parts.value(content) if parted else content.text()
             else:
                 value = content
-            columns = {"value": value, "updated_at": now, "updated_by": writer}
+            columns = {
+                "value": value,
+                "updated_at": datetime.now(timezone.utc),
+                "updated_by": default_writer() if updated_by is None else updated_by,
+            }
             if expected is None:
-                conn.execute(sa.insert(self._table).values(**address._asdict(), version=1, **columns))
+                try:
+                    with savepoint(conn, "stateful_insert"):  # PostgreSQL aborts the transaction otherwise
+                        conn.execute(self._insert, {**address._asdict(), "version": 1, **columns})
+                except IntegrityError:
+                    actual = self._version(conn, address)  # the winner's
+                    if actual is None:
+                        raise  # not a duplicate key after all: reported as a StoreError
+                    raise version_conflict(self._description, address, expected, actual) from None
             else:
-                update = (
-                    sa.update(self._table)
-                    .where(*self._pk(address), self._table.c.version == expected)
-                    .values(version=self._table.c.version + 1, **columns)
-                )
-                if conn.execute(update).rowcount != 1:
+                where = {"w_namespace": address.namespace, "w_name": address.name, "w_key": address.key}
+                if conn.execute(self._update, {**where, "w_expected": expected, **columns}).rowcount != 1:
                     actual = self._version(conn, address)
                     raise version_conflict(self._description, address, expected, actual)
             version = 1 if expected is None else expected + 1
@@ -216,43 +267,28 @@ class SqlBackend(AddressedStore):
 
         return job
 
-    def _commit(self, address: Address, expected: int | None, job: WriteJob) -> int:
-        """Run a write ``job`` in a transaction of its own; a lost first-write race is a conflict."""
-
-        def run(engine: Engine) -> int:
-            try:
-                with write_transaction(engine) as conn:
-                    return job(conn)
-            except IntegrityError:
-                if expected is not None:
-                    raise
-                # The transaction is over (PostgreSQL aborts it): look the winner up anew.
-                with engine.connect() as conn:
-                    actual = self._version(conn, address)
-                if actual is None:
-                    raise  # not a duplicate key after all: reported as a StoreError
-            raise version_conflict(self._description, address, expected, actual)
-
-        return self._run("write", _where(address), run)
-
     def _delete(self, address: Address, expected: int | None) -> bool:
-        def run(engine: Engine) -> bool:
+        job = self._delete_job(address, expected)
+        return self._run("delete", _where(address), lambda engine: _in_transaction(engine, job))
+
+    def _delete_job(self, address: Address, expected: int | None) -> Job[bool]:
+        """The (compare-and-set) delete of one document, as statements on a write transaction."""
+
+        def job(conn: Connection) -> bool:
             stmt = sa.delete(self._table).where(*self._pk(address))
             if expected is not None:
                 stmt = stmt.where(self._table.c.version == expected)
-            with write_transaction(engine) as conn:
-                if conn.execute(stmt).rowcount > 0:
-                    if self._purge:
-                        self._history.purge(conn, address)
-                    if self._no_parts is None:
-                        self._parts.purge(conn, address)
-                    return True
-                if expected is None:
-                    return False
-                actual = self._version(conn, address)
-            raise version_conflict(self._description, address, expected, actual)
+            if conn.execute(stmt).rowcount > 0:
+                if self._purge:
+                    self._history.purge(conn, address)
+                if self._no_parts is None:
+                    self._parts.purge(conn, address)
+                return True
+            if expected is None:
+                return False
+            raise version_conflict(self._description, address, expected, self._version(conn, address))
 
-        return self._run("delete", _where(address), run)
+        return job
 
     def _list(self, namespace: str | None) -> list[StateRecord]:
         # Sorted by AddressedStore.list rather than by ORDER BY: the database's collation may not
@@ -310,9 +346,10 @@ class SqlBackend(AddressedStore):
 
         return self._run("read the history of", _where(address), run)
 
-    # -- the async Protocol: the same code in a worker thread ------------------------------------
+    # -- the async Protocol: reads in a worker thread, writes by group commit -------------------
     # If the awaiting task is cancelled, the thread still finishes its statement; a write may
-    # then be committed although the caller saw CancelledError.
+    # then be committed although the caller saw CancelledError (see group.py for group commit:
+    # a write still queued is withdrawn, one already taken into a batch is committed with it).
 
     async def _call(self, function: Callable[..., _T], /, *args: Any) -> _T:
         return await asyncio.to_thread(function, *args)
@@ -320,7 +357,38 @@ class SqlBackend(AddressedStore):
     async def _awrite_layout(
         self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
     ) -> int:
-        return await self._call(self._write_layout, address, layout, expected, updated_by)
+        return await self._submit(
+            "write", _where(address), self.write_job(address, layout, expected, updated_by)
+        )
+
+    async def _awrite(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None
+    ) -> int:
+        return await self._submit(
+            "write", _where(address), self.write_job(address, value, expected, updated_by)
+        )
+
+    async def _adelete(self, address: Address, expected: int | None) -> bool:
+        return await self._submit("delete", _where(address), self._delete_job(address, expected))
+
+    async def _submit(self, operation: str, where: str, job: Job[_T]) -> _T:
+        """Run a write job in a shared transaction (or alone in a worker thread without group commit)."""
+        if self._committer is None:
+            return await asyncio.to_thread(
+                self._run, operation, where, lambda engine: _in_transaction(engine, job)
+            )
+        try:
+            return await self._committer.submit(job)
+        except StatefulError:
+            raise
+        except Exception as exc:
+            error, cause = self._store_error(operation, where, exc)
+        raise error from cause  # outside the handler: see _run
+
+    @property
+    def group_commit(self) -> bool:
+        """Whether async writes share transactions (group commit; see :class:`SqlBackend`)."""
+        return self._committer is not None
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -332,17 +400,27 @@ class SqlBackend(AddressedStore):
         except StatefulError:
             raise
         except Exception as exc:
-            summary = self._redactor.summary(exc)
-            error = StoreError(
-                f"{self._description} failed to {operation} {where}: {summary}"
-                f"{'' if summary.endswith(('.', '?', '!')) else '.'} "
-                f"Check that the database is reachable from this host, that the URL and credentials "
-                f"are right, and that the user may create, read and write table {self._table_name!r}."
-            )
-            cause = self._redactor.safe_cause(exc)
+            error, cause = self._store_error(operation, where, exc)
         # Raised outside the except block so the original exception is not attached as
         # __context__ when it had to be replaced by a redacted stand-in.
         raise error from cause
+
+    def _store_error(self, operation: str, where: str, exc: Exception) -> tuple[StoreError, BaseException]:
+        """The masked StoreError for ``exc``, and the cause to chain (a redacted stand-in if needed)."""
+        summary = self._redactor.summary(exc)
+        error = StoreError(
+            f"{self._description} failed to {operation} {where}: {summary}"
+            f"{'' if summary.endswith(('.', '?', '!')) else '.'} "
+            f"Check that the database is reachable from this host, that the URL and credentials "
+            f"are right, and that the user may create, read and write table {self._table_name!r}."
+        )
+        return error, self._redactor.safe_cause(exc)
+
+    @contextlib.contextmanager
+    def _batch_transaction(self) -> Iterator[Connection]:
+        """One write transaction for a batch of the group committer (in its worker thread)."""
+        with self._engine.use() as engine, write_transaction(engine) as conn:
+            yield conn
 
     def _create_tables(self, engine: Engine) -> None:
         self._create(engine, self._table)
@@ -409,6 +487,12 @@ class SqlBackend(AddressedStore):
         stmt = sa.select(self._table.c.version).where(*self._pk(address))
         version: int | None = conn.execute(stmt).scalar_one_or_none()
         return version
+
+
+def _in_transaction(engine: Engine, job: Job[_T]) -> _T:
+    """Run one write job alone, in its own write transaction (the sync path)."""
+    with write_transaction(engine) as conn:
+        return job(conn)
 
 
 def _where(address: Address) -> str:

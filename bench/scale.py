@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import csv
 import inspect
+import itertools
 import logging
 import os
 import platform
@@ -150,9 +151,18 @@ async def measure(store: Any, keys: int, events: int, batch: int | None, warmup:
     )
 
 
+#: The throwaway PostgreSQL server's URL, once started (``--backends`` naming ``postgres``).
+_POSTGRES: list[str] = []
+_RUNS = itertools.count()
+
+
 def open_store(kind: str, directory: Path, tag: str) -> Any:
     if kind == "memory":
         return MemoryBackend()
+    if kind == "postgres":  # a table per run, as the SQLite file per run
+        return SqlBackend(_POSTGRES[0], table_name=f"scale_{tag.replace('-', '_')}")
+    if kind != "sqlite":
+        raise SystemExit(f"--backends: unknown store {kind!r}; expected memory, sqlite or postgres")
     return SqlBackend(f"sqlite:///{directory / f'{tag}.db'}")
 
 
@@ -162,7 +172,7 @@ def run_case(
     best: Result | None = None
     for attempt in range(repeats):
         with tempfile.TemporaryDirectory() as directory:
-            store = open_store(kind, Path(directory), f"{keys}-{attempt}")
+            store = open_store(kind, Path(directory), f"{keys}-{attempt}-{next(_RUNS)}")
             store.write("bench", "scale", "watermark", text, expected_version=None)
             result = asyncio.run(measure(store, keys, events, batch, warmup))
             if kind != "memory":
@@ -185,13 +195,23 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="cap events x keys per run (0: no cap; for a release that serialises the whole state per event)",
     )
-    parser.add_argument("--backends", default="memory,sqlite")
+    parser.add_argument(
+        "--backends",
+        default="memory,sqlite",
+        help="stores, comma-separated: memory, sqlite, postgres (a throwaway server, as the tests start)",
+    )
     parser.add_argument("--warmup", type=int, default=300, help="events before measuring (not counted)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per case; the best is shown")
     parser.add_argument("--csv", type=Path, help="also write the figures to this CSV file")
     args = parser.parse_args(argv)
     logging.getLogger("stateful").setLevel(logging.WARNING)  # one "loaded" line per run
     sizes = [int(s) for s in args.sizes.split(",")]
+    server = None
+    if "postgres" in args.backends.split(","):
+        from many_triggers import start_postgres
+
+        url, server = start_postgres()
+        _POSTGRES.append(url)
     modes: list[tuple[str, int | None]] = (
         [("coalesced", None), ("per event", 1)] if HAS_BATCH else [("per event", None)]
     )
@@ -204,6 +224,22 @@ def main(argv: list[str] | None = None) -> None:
         "| store | saves | seen keys | loop µs/event | ratio | cpu µs/event | max stall ms | wall µs/event |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
+    try:
+        rows = measure_all(args, sizes, modes)
+    finally:
+        if server is not None:
+            server.stop()
+    if args.csv:
+        with args.csv.open("w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def measure_all(
+    args: argparse.Namespace, sizes: list[int], modes: list[tuple[str, int | None]]
+) -> list[dict[str, object]]:
+    """Every case, printed as a table row as it is measured; the rows, for ``--csv``."""
     texts = {keys: stored_state(keys) for keys in sizes}
     rows: list[dict[str, object]] = []
     for kind in args.backends.split(","):
@@ -230,11 +266,7 @@ def main(argv: list[str] | None = None) -> None:
                         "wall_us": round(result.wall_us, 1),
                     }
                 )
-    if args.csv:
-        with args.csv.open("w", newline="") as out:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    return rows
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ class WatchedFiles:
     burst_unacked: WatchedDir  # watched by the @stateful code with ack=False, for scenario h
     _barriers: Iterator[int] = field(default_factory=itertools.count, init=False)
     _consumed: dict[str, list[int]] = field(default_factory=dict, init=False)
+    # The job ids of the triggerers stopped or killed so far (their rows outlive a SIGKILL).
+    _gone: set[int] = field(default_factory=set, init=False)
 
     def resolve_assets(self) -> None:
         """Look the assets up once the DAG processor has registered them."""
@@ -219,12 +221,33 @@ class WatchedFiles:
         while a scenario drops files and waits, the replacement is warm when the running one is
         stopped or killed, and takes its triggers over as soon as Airflow lets it (see
         :meth:`AirflowDeployment.start_spare`). Until then it runs no trigger.
+
+        It is started only once the running triggerer holds every watcher's trigger: started
+        while the triggers pass from a stopped or killed triggerer to the running one, the spare
+        could take some of them itself, and the scenario would watch (and kill) the wrong process.
         """
+        self.deployment.wait_for("the running triggerer to hold every watcher's trigger", self._held)
         self.deployment.start_spare("triggerer")
+
+    def _held(self) -> bool:
+        holders = self._holders()
+        return None not in holders and not holders & self._gone
+
+    def _holders(self) -> set[int | None]:
+        """The job ids of the triggerers holding the watchers' triggers (``None``: not assigned)."""
+        rows = self.deployment.query(
+            "SELECT t.triggerer_id FROM trigger t JOIN asset_watcher w ON w.trigger_id = t.id"
+        )
+        return {row[0] for row in rows}
+
+    def _leaving(self) -> None:
+        """Remember the running triggerer's job as gone: it is being stopped or killed."""
+        self._gone |= {holder for holder in self._holders() if holder is not None}
 
     def restart_triggerer(self) -> None:
         """Stop the triggerer gracefully (SIGTERM); the spare (started now if none is) takes over."""
         self.spare_triggerer()
+        self._leaving()
         self.deployment.stop("triggerer")
 
     def kill_triggerer_when(self, condition: Callable[[], bool], timeout: float = 360) -> None:
@@ -234,6 +257,7 @@ class WatchedFiles:
         is ``triggerer_health_check_threshold`` seconds old, as a restarted triggerer would.
         """
         self.spare_triggerer()
+        self._leaving()  # the running triggerer holds every trigger (see spare_triggerer)
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:

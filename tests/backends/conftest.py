@@ -33,3 +33,12 @@ def sql_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlF
     yield make
     for store in made:
         store.dispose()
+
+
+@pytest.fixture(params=["sqlite", POSTGRES_PARAM])
+def url_and_table(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """A SQL store's URL and table: a SQLite file, or a table of its own on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}", "stateful_process_state"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.url, unique_table()

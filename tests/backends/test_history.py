@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Protocol
 
 import psycopg
@@ -24,7 +23,7 @@ from stateful.backends.sql.schema import state_table
 from stateful.errors import StateConflictError, StoreError
 from tests._postgres import PostgresServer
 from tests.backends.conftest import SqlFactory
-from tests.conftest import POSTGRES_PARAM, unique_table
+from tests.conftest import unique_table
 
 NS, NAME, KEY = "files", "landing", "watermark"
 
@@ -52,14 +51,6 @@ def _write_many(store: SqlBackend, count: int, *, start: int | None = None) -> N
     version = start
     for i in range(count):
         version = store.write(NS, NAME, KEY, f"v{i + 1}", expected_version=version)
-
-
-@pytest.fixture(params=["sqlite", POSTGRES_PARAM])
-def url_and_table(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}", "stateful_process_state"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.url, unique_table()
 
 
 class MakeStore(Protocol):

@@ -10,7 +10,6 @@ import contextlib
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -24,8 +23,6 @@ from stateful.backends import SqlBackend
 from stateful.backends.base import Address
 from stateful.backends.sql.parts import INLINE_MAX_CHARS, MARKER, decode_manifest
 from stateful.errors import StateConflictError, StoreError
-from tests._postgres import PostgresServer
-from tests.conftest import POSTGRES_PARAM, unique_table
 
 ADDRESS = Address("files", "landing", DEFAULT_KEY)
 SCOPE = Scope(ADDRESS, "SqlBackend")
@@ -81,14 +78,6 @@ class Writer:
 
 class MakeStore(Protocol):
     def __call__(self, history_versions: int = 100) -> SqlBackend: ...
-
-
-@pytest.fixture(params=["sqlite", POSTGRES_PARAM])
-def url_and_table(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}", "stateful_process_state"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.url, unique_table()
 
 
 @pytest.fixture

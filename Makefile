@@ -20,7 +20,7 @@ OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-plot bench-plot-before bench-triggers clean
+.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-plot bench-plot-before bench-triggers docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,5 +88,21 @@ bench-plot-before: $(STAMP)
 bench-triggers: $(STAMP)
 	$(BIN)/python bench/many_triggers.py
 
+# The documentation site (mkdocs.yml, docs/): `make docs` builds it into site/ with --strict (a broken
+# link, anchor or cross-reference fails the build); `make docs-serve` serves it on localhost:8000,
+# rebuilt on every change, for writers. Both install the `docs` extra (MkDocs Material, mkdocstrings).
+DOCS_STAMP := $(VENV)/.installed-docs
+export NO_MKDOCS_2_WARNING := 1
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP)
+	$(BIN)/mkdocs serve --strict
+
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf site $(VENV) $(OLDEST_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

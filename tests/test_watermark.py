@@ -8,7 +8,6 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -548,9 +547,3 @@ def test_untimed_keys_are_evicted_oldest_first_with_one_warning(caplog: pytest.L
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(stateful.types, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8 and result.failed == 0
-
-
-def test_docs_page_examples_run() -> None:
-    page = Path(__file__).resolve().parent.parent / "docs" / "watermark.md"
-    result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 15 and result.failed == 0

@@ -54,7 +54,7 @@ class StatefulSpec:
         model: the watermark model class taken from the annotation.
         backend: the store given, or ``None`` for the default store.
         lookback: the boundary window of the watermark.
-        commit: ``"after_event"`` or ``"before_event"``.
+        commit: ``"after_event"``, ``"before_event"`` or ``"never"``.
         max_untimed_keys: the cap on keys recorded without a timestamp (``None``: the default).
         form: ``"trigger"`` (``run()``), ``"sensor"`` (``poke()``) or ``"taskflow"``.
         ack: whether a watcher saves only once Airflow confirmed its events were stored.

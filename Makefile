@@ -88,10 +88,12 @@ bench-plot-before: $(STAMP)
 bench-triggers: $(STAMP)
 	$(BIN)/python bench/many_triggers.py
 
-# The documentation site (mkdocs.yml, docs/): `make docs` builds it into site/ with --strict (a broken
-# link, anchor or cross-reference fails the build); `make docs-serve` serves it on localhost:8000,
-# rebuilt on every change, for writers. Both install the `docs` extra (MkDocs Material, mkdocstrings).
+# The documentation site (mkdocs.yml, docs/): `make docs` builds it into site/ with --strict (a
+# broken link, anchor or cross-reference fails the build); `make docs-serve` serves it on
+# localhost:8000, rebuilt on every change, for writers (warnings are printed, not fatal). Both
+# install the `docs` extra (MkDocs Material, mkdocstrings) into .venv.
 DOCS_STAMP := $(VENV)/.installed-docs
+# Material for MkDocs prints a banner about its successor on every build; not a warning of ours.
 export NO_MKDOCS_2_WARNING := 1
 
 $(DOCS_STAMP): $(STAMP)
@@ -102,7 +104,7 @@ docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict
 
 docs-serve: $(DOCS_STAMP)
-	$(BIN)/mkdocs serve --strict
+	$(BIN)/mkdocs serve
 
 clean:
 	rm -rf site $(VENV) $(OLDEST_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

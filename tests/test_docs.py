@@ -14,6 +14,7 @@ or folder of this checkout; links to the site must name a page of docs/.
 from __future__ import annotations
 
 import doctest
+import importlib
 import logging
 import re
 import sys
@@ -133,6 +134,14 @@ def test_every_page_is_in_the_site_navigation() -> None:
     nav = set(re.findall(r"^ *- (?:[^:\n]+: )?(\S+\.md)$", text[text.index("\nnav:") :], re.MULTILINE))
     on_disk = {_page_id(page).removeprefix("docs/") for page in PAGES if page.parent != ROOT}
     assert nav == on_disk
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "docs" / "reference").glob("*.md")), ids=_page_id)
+def test_the_api_reference_lists_every_public_symbol(page: Path) -> None:
+    module_name, *members = re.findall(r"^::: (\S+)$", page.read_text(), re.MULTILINE)
+    module = importlib.import_module(module_name)
+    if members:  # listed one by one, in the order a reader needs them: all of them
+        assert sorted(m.removeprefix(f"{module_name}.") for m in members) == sorted(module.__all__)
 
 
 def test_site_url_is_the_documentation_url_of_the_package() -> None:

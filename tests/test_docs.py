@@ -109,6 +109,17 @@ def test_docstrings_are_rewritten_as_markdown_for_the_site() -> None:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_nested_blocks_are_indented_for_the_site(page: Path) -> None:
+    # GitHub nests a list or a code block indented by 2 or 3 spaces under a list item; the site's
+    # Markdown (Python-Markdown) needs 4, or it ends the list there.
+    fenced = False
+    for number, line in enumerate(page.read_text().splitlines(), start=1):
+        if not fenced:
+            assert not re.match(r"^ {1,3}(```|[-*] )", line), f"{_page_id(page)}:{number}: indent by 4"
+        fenced ^= line.lstrip().startswith("```")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
 def test_relative_links_resolve(page: Path) -> None:
     for match in LINK.finditer(page.read_text()):
         target = (page.parent / match["target"]).resolve()

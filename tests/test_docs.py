@@ -112,11 +112,16 @@ def test_docstrings_are_rewritten_as_markdown_for_the_site() -> None:
 def test_nested_blocks_are_indented_for_the_site(page: Path) -> None:
     # GitHub nests a list or a code block indented by 2 or 3 spaces under a list item; the site's
     # Markdown (Python-Markdown) needs 4, or it ends the list there.
-    fenced = False
+    # Likewise a list right under a paragraph, without a blank line, is that paragraph's text.
+    fenced, previous = False, ""
     for number, line in enumerate(page.read_text().splitlines(), start=1):
         if not fenced:
-            assert not re.match(r"^ {1,3}(```|[-*] )", line), f"{_page_id(page)}:{number}: indent by 4"
+            where = f"{_page_id(page)}:{number}"
+            assert not re.match(r"^ {1,3}(```|[-*] )", line), f"{where}: indent by 4"
+            if re.match(r"^([-*]|\d+\.) ", line) and re.match(r"^[^\s#|*\d-]", previous):
+                raise AssertionError(f"{where}: a blank line before the list")
         fenced ^= line.lstrip().startswith("```")
+        previous = line
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)

@@ -99,7 +99,8 @@ SQL_STORE = pytest.param(
     marks=pytest.mark.xdist_group("e2e-sql-store"),
 )
 
-# Scenario (e): every scenario runs once per store (scenario h's ack=False burst on the SQL store only).
+# Scenario (e): every scenario runs once per store (scenario h's ack=False burst and scenario i, the
+# deferred task, on the SQL store only).
 STORES = [
     # The default rule ([stateful] backend = auto) on Airflow 3.3: an AssetWatcher's trigger has an
     # asset state store, so the native store is chosen; nothing to configure.

@@ -99,7 +99,8 @@ SQL_STORE = pytest.param(
     marks=pytest.mark.xdist_group("e2e-sql-store"),
 )
 
-# Scenario (e): every scenario runs once per store (scenario h's ack=False burst on the SQL store only).
+# Scenario (e): every scenario runs once per store (scenario h's ack=False burst and scenario i, the
+# deferred task, on the SQL store only).
 STORES = [
     # The default rule ([stateful] backend = auto) on Airflow 3.3: an AssetWatcher's trigger has an
     # asset state store, so the native store is chosen; nothing to configure.
@@ -142,9 +143,9 @@ def world(
     test process, not once per deployment).
     """
     root = tmp_path_factory.mktemp(f"airflow-{store.name}")
-    names = ("landing", "control", "unacked", "burst", "burst-unacked")
-    landing, control, unacked, burst, burst_unacked = (root / name for name in names)
-    for directory in (landing, control, unacked, burst, burst_unacked):
+    names = ("landing", "control", "unacked", "burst", "burst-unacked", "deferred")
+    landing, control, unacked, burst, burst_unacked, deferred = (root / name for name in names)
+    for directory in (landing, control, unacked, burst, burst_unacked, deferred):
         directory.mkdir()
     home = root / "home"
     deployment = AirflowDeployment(
@@ -157,6 +158,7 @@ def world(
             "STATEFUL_E2E_UNACKED": str(unacked),
             "STATEFUL_E2E_BURST": str(burst),
             "STATEFUL_E2E_BURST_UNACKED": str(burst_unacked),
+            "STATEFUL_E2E_DEFERRED": str(deferred),
             # Airflow's watchdog wakes every 0.1 s and logs when it woke later than this: 20 ms
             # late is the longest stall of the triggerer's loop the suite lets pass unreported.
             "AIRFLOW__TRIGGERER__BLOCKED_MAIN_THREAD_WARNING_THRESHOLD": str(LOOP_WATCHDOG_THRESHOLD),
@@ -170,6 +172,7 @@ def world(
         unacked=WatchedDir(unacked, "e2e_unacked"),
         burst=WatchedDir(burst, "e2e_burst"),
         burst_unacked=WatchedDir(burst_unacked, "e2e_burst_unacked"),
+        deferred=deferred,
     )
     copy_metadata_db(migrated_airflow_db, home)
     try:

@@ -219,6 +219,16 @@ class AirflowDeployment:
         """Everything the component's current (or last) process has written."""
         return self._log_path(name).read_text(errors="replace")
 
+    def trigger_logs(self, dag_id: str) -> str:
+        """Everything the triggers of ``dag_id``'s deferred tasks logged, one file per deferral.
+
+        Airflow writes a deferred task's trigger lines next to the task's log, not to the
+        triggerer's (which keeps the lines of triggers without a task: the watchers').
+        """
+        folder = self.home / "logs" / f"dag_id={dag_id}"
+        files = sorted(folder.glob("run_id=*/task_id=*/*.trigger.*.log"))
+        return "\n".join(path.read_text(errors="replace") for path in files)
+
     # -- waiting -----------------------------------------------------------------------------
 
     def wait_for(
@@ -261,13 +271,23 @@ class AirflowDeployment:
 
     def get(self, path: str, **params: Any) -> Any:
         """GET a REST path; return the decoded JSON. Raises on an error status, showing the body."""
+        return self._request("GET", path, params)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause or unpause a DAG (``PATCH /api/v2/dags/{dag_id}``)."""
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"update_mask": "is_paused"}, {"is_paused": paused})
+
+    def _request(
+        self, method: str, path: str, params: Mapping[str, Any], body: Mapping[str, Any] | None = None
+    ) -> Any:
         if self._client is None:
             # No Authorization header at all: with [core] simple_auth_manager_all_admins every
             # caller is an admin, but a header carrying a wrong token would be rejected.
             self._client = httpx.Client(base_url=self.base_url, timeout=30)
-        response = self._client.get(path, params={k: v for k, v in params.items() if v is not None})
+        query = {k: v for k, v in params.items() if v is not None}
+        response = self._client.request(method, path, params=query, json=body)
         if response.status_code >= 400:
-            raise DeploymentError(f"GET {path} {params}: HTTP {response.status_code}: {response.text}")
+            raise DeploymentError(f"{method} {path} {params}: HTTP {response.status_code}: {response.text}")
         return response.json()
 
     def _all(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
@@ -378,6 +398,10 @@ class AirflowDeployment:
                     self.triggerer_health_check_threshold
                 ),
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                # A task's requests to the api-server time out after 5 s by default, and a task
+                # whose start-up request times out fails: seen on a 2-core machine loaded by the
+                # suite's other deployment and tests (Airflow's advice: raise it under load).
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
                 "PYTHONPATH": os.pathsep.join(str(p) for p in self.pythonpath),
             }
         )

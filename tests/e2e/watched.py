@@ -49,6 +49,7 @@ class WatchedFiles:
     unacked: WatchedDir  # watched by the @stateful code with ack=False
     burst: WatchedDir  # watched by the @stateful NewFilesTrigger, for scenario h's bursts
     burst_unacked: WatchedDir  # watched by the @stateful code with ack=False, for scenario h
+    deferred: Path  # scanned by the deferred task of scenario i (no asset)
     _barriers: Iterator[int] = field(default_factory=itertools.count, init=False)
     _consumed: dict[str, list[int]] = field(default_factory=dict, init=False)
     # The job ids of the triggerers stopped or killed so far (their rows outlive a SIGKILL).
@@ -76,7 +77,7 @@ class WatchedFiles:
         """Write ``count`` new files ``<prefix>-<i>.csv``; return their paths."""
         return [self.drop_one(where, f"{prefix}-{i:03d}") for i in range(count)]
 
-    def drop_at_once(self, where: WatchedDir, prefix: str, count: int, name_length: int = 0) -> list[str]:
+    def drop_at_once(self, directory: Path, prefix: str, count: int, name_length: int = 0) -> list[str]:
         """Land ``count`` new files ``<prefix>-<i>[-000...].csv`` together, as a bulk upload does.
 
         Each is written under a name the pattern ignores first; then all are renamed in one quick
@@ -88,13 +89,13 @@ class WatchedFiles:
         for i in range(count):
             stem = f"{prefix}-{i:05d}"
             stem = f"{stem}-".ljust(name_length - len(".csv"), "0") if name_length else stem
-            partial = where.path / f"{stem}.partial"
+            partial = directory / f"{stem}.partial"
             partial.write_text(f"{stem}\n")
             partials.append(partial)
         paths = [partial.with_suffix(".csv") for partial in partials]
         if any(path.exists() for path in paths):
             raise RuntimeError(
-                f"{prefix}-* files exist in {where.path}: each scenario must use names of its own"
+                f"{prefix}-* files exist in {directory}: each scenario must use names of its own"
             )
         for partial, path in zip(partials, paths, strict=True):
             os.rename(partial, path)

@@ -14,7 +14,8 @@ worker with boto3, one poke at a time. Both keep a ``@stateful`` watermark:
   therefore shows up with a ``LastModified`` older than objects already emitted. It fires if it
   is listed at most ``lookback`` after its ``LastModified``; later than that it is missed.
 
-Install the extra: ``pip install 'airflow-stateful[s3]'`` (aiobotocore, with a matching boto3).
+Install its dependencies (the wheel does not ship the examples, nor an extra for them):
+``pip install 'aiobotocore[boto3]>=2.13'`` (aiobotocore, with the boto3 matching its botocore).
 
 Example:
     A DAG scheduled on the objects that land under ``s3://landing/orders/``::
@@ -78,7 +79,7 @@ __all__ = [
 # last L, and the watermark is written after every event (use batch_size for busy prefixes).
 LOOKBACK = timedelta(hours=1)
 
-_INSTALL = "pip install 'airflow-stateful[s3]'"
+_INSTALL = "pip install 'aiobotocore[boto3]>=2.13'"
 # Connection extras this example understands (the Amazon provider's names). Anything else, a
 # role to assume for instance, is refused: ignoring it would quietly list with other credentials.
 _EXTRAS = frozenset({"region_name", "endpoint_url", "aws_session_token", "verify"})

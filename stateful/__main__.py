@@ -1,4 +1,4 @@
-"""``python -m stateful``: the ``stateful`` command line (see ``docs/cli.md``)."""
+"""``python -m stateful``: the ``stateful`` command line (see https://airflow-stateful.github.io/airflow-stateful/cli/)."""
 
 from stateful.cli import main
 

@@ -103,7 +103,7 @@ def stateful(
             trigger or task; ``None`` chooses at first load: ``[stateful] backend``, else the
             asset state store where there is one (Airflow >= 3.3), else the SQL store
             (``STATEFUL_DATABASE_URL``, ``[stateful] database_url``, or SQLite at
-            ``$AIRFLOW_HOME/stateful.db``). See docs/stores.md.
+            ``$AIRFLOW_HOME/stateful.db``). See https://airflow-stateful.github.io/airflow-stateful/stores/.
         lookback: how far behind the newest timestamp an item may still arrive and be new
             (see :meth:`Watermark.is_new`).
         commit: ``"after_event"`` (default, at-least-once) saves when the triggerer takes an
@@ -115,7 +115,7 @@ def stateful(
         ack: on Airflow >= 3.3, a ``BaseEventTrigger`` run by an ``AssetWatcher`` saves each
             snapshot only once Airflow confirmed that the events it covers were stored
             (shared-stream ack mode; zero lost events under a triggerer crash). ``False`` keeps
-            saving when the triggerer resumes the generator. See docs/guarantees.md.
+            saving when the triggerer resumes the generator. See https://airflow-stateful.github.io/airflow-stateful/guarantees/.
         idempotency_key: add ``"stateful_idempotency_key"`` to each event's payload (when the
             payload is a dict): the same for a repeat of the same watermark transition, so
             consumers can drop the repeats at-least-once delivery implies.
@@ -125,7 +125,7 @@ def stateful(
             ``None``: ``STATEFUL_SAVE_BATCH``, else ``[stateful] save_batch``, else 100.
         save_delay: the longest a taken event waits for a save covering it (plus one save's
             duration). ``None``: ``STATEFUL_SAVE_DELAY`` (seconds), else ``[stateful]
-            save_delay``, else one second. See docs/guarantees.md.
+            save_delay``, else one second. See https://airflow-stateful.github.io/airflow-stateful/guarantees/.
 
     Returns:
         A decorator for an ``async def run(self, watermark, ...)`` async generator, a

@@ -2,7 +2,7 @@
 
 Airflow calls it once the task succeeded; call it yourself when you drive a sensor outside
 Airflow's task runner (a unit test calling ``sensor.execute(context)``). How a sensor's watermark
-is loaded, staged and saved: :mod:`stateful._sensor_driver` and docs/sensors.md.
+is loaded, staged and saved: :mod:`stateful._sensor_driver` and https://airflow-stateful.github.io/airflow-stateful/sensors/.
 """
 
 from stateful._sensor_driver import commit

@@ -3,7 +3,7 @@
 A watermark holds the highest ``timestamp`` and ``cursor`` advanced past, plus the keys already
 emitted inside a boundary window, so items that share the boundary timestamp are neither lost
 nor emitted twice. ``@stateful(...)`` loads it, injects it into ``run()`` and saves it after
-events are emitted; ``docs/watermark.md`` describes the semantics in full.
+events are emitted. The semantics in full: https://airflow-stateful.github.io/airflow-stateful/watermark/
 """
 
 from __future__ import annotations

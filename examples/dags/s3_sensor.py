@@ -6,7 +6,7 @@ task succeeded, so a failed try reports the same objects again.
 
 Configure with environment variables (or edit the constants): ``S3_WATCH_BUCKET``,
 ``S3_WATCH_PREFIX``, ``S3_WATCH_CONN_ID`` (an AWS connection; ``aws_default`` by default). The
-workers need ``pip install 'airflow-stateful[s3]'``.
+workers need ``pip install 'aiobotocore[boto3]>=2.13'``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ lists the objects, and ``s3_process_new_objects`` runs for it.
 Configure with environment variables (or edit the constants): ``S3_WATCH_BUCKET``,
 ``S3_WATCH_PREFIX``, ``S3_WATCH_CONN_ID`` (an AWS connection; ``aws_default`` by default). The
 ``examples`` package must be importable by the dag-processor, the triggerer and the workers, and
-the triggerer needs ``pip install 'airflow-stateful[s3]'``.
+the triggerer needs ``pip install 'aiobotocore[boto3]>=2.13'``.
 """
 
 from __future__ import annotations

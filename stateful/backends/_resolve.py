@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
+from stateful._links import docs_url
 from stateful.backends.base import AsyncStateBackend, StateBackend, StateRecord
 from stateful.backends.choice import BACKEND_CHOICES, GIVEN, OPTION, BackendSetting, Given, plan
 from stateful.backends.native import NativeBackend
@@ -230,7 +231,7 @@ def _check(choice: Choice[Any], found: StateRecord | None, namespace: str, name:
         f"{found.updated_at:%Y-%m-%d %H:%M:%S} UTC{by}). Nothing was started: an empty "
         f"watermark would emit everything again. Move it: `stateful export --namespace "
         f"{namespace}` from the old store, then `stateful import FILE` into the new one "
-        f"(docs/stores.md, 'Switching stores'); or keep the old store: {keep}; or, to start "
+        f"({docs_url('stores', 'switching-stores')}); or keep the old store: {keep}; or, to start "
         f"from nothing on purpose, delete it from {other} (`stateful delete {namespace} {name}`).",
         namespace=namespace,
         name=name,

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import click
 
+from stateful.__about__ import __version__
+from stateful._links import docs_url
 from stateful.cli._edit import delete_command, reset_command, rewind_command, set_command
 from stateful.cli._errors import CONFLICT, FAILURE, CliError
 from stateful.cli._inspect import history_command, list_command, show_command
@@ -19,18 +21,26 @@ from stateful.errors import MissingDependencyError, StateConflictError, Stateful
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="airflow-stateful", prog_name="stateful")
+# \b keeps the link on one line (click would break it at a hyphen).
+_HELP = f"""Run @stateful triggers locally; inspect, fix, rewind and move their watermarks.
+
+The store is the one @stateful uses (STATEFUL_DATABASE_URL, else [stateful] database_url,
+else SQLite at $AIRFLOW_HOME/stateful.db), or --database-url, or an asset's state store
+through Airflow's REST API (--airflow-url, --asset). Every change is compare-and-set
+and asks for confirmation unless --yes. Exit status: 0 ok, 1 failure, 2 bad input,
+3 version conflict, 4 not found, 130/143 run stopped by Ctrl-C/SIGTERM.
+
+\b
+Documentation: {docs_url("cli")}
+"""
+
+
+@click.group(help=_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# stateful.cli.main answers a lone --version itself, with the same line (tests/cli/test_version.py).
+@click.version_option(__version__, prog_name="stateful")
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-v: INFO, -vv: DEBUG).")
 def cli(verbose: int) -> None:
-    """Run @stateful triggers locally; inspect, fix, rewind and move their watermarks.
-
-    The store is the one @stateful uses (STATEFUL_DATABASE_URL, else [stateful] database_url,
-    else SQLite at $AIRFLOW_HOME/stateful.db), or --database-url, or an asset's state store
-    through Airflow's REST API (--airflow-url, --asset). Every change is compare-and-set
-    and asks for confirmation unless --yes. Exit status: 0 ok, 1 failure, 2 bad input,
-    3 version conflict, 4 not found, 130/143 run stopped by Ctrl-C/SIGTERM. See docs/cli.md.
-    """
+    """The ``stateful`` command group; its ``--help`` is ``_HELP``."""
     logs_to_stderr({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
 
 

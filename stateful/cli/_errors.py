@@ -1,9 +1,9 @@
 """What the command line reports as an error, and with which exit status.
 
-Exit statuses (also in ``docs/cli.md``): 0 success; 1 failure (store, validation, a trigger
-that raised); 2 bad input (an option, a JSON text, a timestamp); 3 a version conflict or an
-import refusing to overwrite newer state; 4 nothing stored at that namespace/name;
-130 and 143 a ``run`` stopped by Ctrl-C or SIGTERM.
+Exit statuses: 0 success; 1 failure (store, validation, a trigger that raised); 2 bad input
+(an option, a JSON text, a timestamp); 3 a version conflict or an import refusing to overwrite
+newer state; 4 nothing stored at that namespace/name; 130 and 143 a ``run`` stopped by Ctrl-C
+or SIGTERM. The CLI page lists them too: https://airflow-stateful.github.io/airflow-stateful/cli/
 """
 
 from __future__ import annotations

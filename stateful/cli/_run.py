@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import click
 
+from stateful._links import docs_url
 from stateful.cli._common import json_option, location_options
 from stateful.cli._errors import UsageError
 from stateful.cli._observed import Observed, Reporter
@@ -151,7 +152,7 @@ def _make_trigger(path: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Callable
     if spec is None or original is None:
         raise UsageError(
             f"{path}.run() is not decorated with @stateful; `stateful run` drives triggers whose run() is "
-            f"(see the README)."
+            f"(see {docs_url('cli', 'stateful-run')})."
         )
     try:
         trigger = cls(**kwargs)

@@ -24,6 +24,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from stateful._links import docs_url
 from stateful._spec import StatefulSpec
 from stateful.backends.base import AsyncStateBackend, StateBackend, SupportsHistory
 from stateful.cli._errors import CliError, UsageError
@@ -86,7 +87,7 @@ class StoreChoice:
         if not isinstance(self.store, SupportsHistory):
             raise CliError(
                 f"{self.description} keeps no history of earlier versions; only the SQL store does "
-                f"(see docs/cli.md)."
+                f"(see {docs_url('cli', 'history')})."
             )
         return self.store
 

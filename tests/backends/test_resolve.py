@@ -17,6 +17,7 @@ from airflow.configuration import conf
 from airflow.triggers.base import TriggerEvent
 
 from stateful import Watermark, stateful
+from stateful._links import docs_url
 from stateful.backends import MemoryBackend, NativeBackend, SqlBackend
 from stateful.backends._resolve import (
     aload,
@@ -202,7 +203,14 @@ async def test_moving_to_the_native_store_refuses_to_start_from_nothing(
     message = str(err)
     assert (err.namespace, err.name, err.key) == (NS, NAME, KEY)
     assert "NativeBackend(asset" in err.chosen and "SqlBackend(sqlite" in err.other
-    for part in ("version 2", "stateful export --namespace tests", "stateful import FILE", "backend = sql"):
+    how = docs_url("stores", "switching-stores")  # a page of the site: a wheel user has no docs/
+    for part in (
+        "version 2",
+        "stateful export --namespace tests",
+        "stateful import FILE",
+        how,
+        "backend = sql",
+    ):
         assert part in message
     assert airflow.stored(asset, "stateful/tests/watermark/src") is None  # nothing started
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stateful._links import docs_url
 from stateful.backends import NativeBackend
 from stateful.backends.native import NativeDocument, native_key
 from stateful.backends.native.parts import part_key
@@ -123,6 +124,7 @@ async def test_operators_see_and_fix_what_the_trigger_wrote(
     )
     assert stored.updated_by is not None and stored.updated_by.startswith("stateful set by ")
     assert history.returncode == 1 and "keeps no history" in history.stderr
+    assert docs_url("cli", "history") in history.stderr
 
 
 async def test_a_save_by_the_trigger_while_deciding_is_a_conflict(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from stateful._links import docs_url
 from stateful.types import Watermark
 from tests import triggers
 from tests.cli.conftest import WM, Cli, OpenTerminal
@@ -213,6 +214,7 @@ def test_a_stored_watermark_that_does_not_validate_stops_the_run(cli: Cli) -> No
     ("args", "message"),
     [
         (["tests.triggers:Plain"], "tests.triggers:Plain.run() is not decorated with @stateful"),
+        (["tests.triggers:Plain"], f"(see {docs_url('cli', 'stateful-run')})"),
         ([NUMBERS, "--kwargs", "{total: 3}"], "--kwargs is not valid JSON"),
         ([NUMBERS, "--kwargs", "[3]"], "--kwargs must be a JSON object"),
         ([NUMBERS, "--kwargs", '{"totl": 3}'], "cannot create tests.triggers:Numbers from --kwargs"),

@@ -60,7 +60,8 @@ class NativeBackend(AddressedStore):
     Give ``@stateful(backend=NativeBackend())`` to insist on it: it is bound, at each run, to the
     asset scope of the trigger (``self.asset_state_store``) or of the task (``context
     ["asset_state_store"]``), and a trigger or task without one is refused. With ``backend=None``
-    the store is chosen by the rule in ``stateful.backends._resolve`` (see docs/stores.md).
+    the store is chosen by the rule in ``stateful.backends._resolve`` (see
+    https://airflow-stateful.github.io/airflow-stateful/stores/#which-store-is-used).
 
     Args:
         scope: ``trigger.asset_state_store`` or ``context["asset_state_store"]`` (an

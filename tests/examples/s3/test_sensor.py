@@ -123,21 +123,23 @@ def test_a_missing_bucket_fails_clearly(bucket: Bucket) -> None:
         task.poke(CONTEXT)
 
 
-def test_without_boto3_the_error_names_the_extra(bucket: Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_boto3_the_error_says_what_to_install(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "boto3", None)  # what `import boto3` meets when it is absent
 
-    with pytest.raises(MissingDependencyError, match=r"pip install 'airflow-stateful\[s3\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'aiobotocore\[boto3\]>=2.13'"):
         sensor(bucket).poke(CONTEXT)
 
 
-def test_without_aiobotocore_the_trigger_error_names_the_extra(
+def test_without_aiobotocore_the_trigger_error_says_what_to_install(
     bucket: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "aiobotocore.session", None)
     trigger = NewS3ObjectsTrigger(bucket.name, endpoint_url=bucket.server.endpoint_url)
 
     with pytest.raises(
-        MissingDependencyError, match=r"needs aiobotocore.*pip install 'airflow-stateful\[s3\]'"
+        MissingDependencyError, match=r"needs aiobotocore.*pip install 'aiobotocore\[boto3\]>=2.13'"
     ):
         asyncio.run(drive(trigger.run(), idle_timeout=60))
 

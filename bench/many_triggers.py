@@ -1,7 +1,8 @@
 """Many triggers in one triggerer: 1,000 decorated triggers in one event loop, on one SQL store.
 
 Each trigger is a real Airflow ``BaseTrigger`` whose ``run`` is decorated with ``@stateful`` (the
-default saves: coalesced, up to 100 events or 1 s per save) and emits one event every
+default saves: coalesced, up to 100 events or 1 s per save, at most one save per 5 s while events
+keep coming; ``STATEFUL_SAVE_INTERVAL`` changes that) and emits one event every
 ``--interval`` seconds (each trigger on its own schedule, spread over the interval), so that
 ``triggers / interval`` events per second are offered: 5,000 with the defaults. Every trigger
 is consumed by a task of its own, as Airflow's triggerer does. All share one store instance
@@ -56,13 +57,17 @@ TICK = 0.005  # the ticker's sleep, seconds
 
 
 class CountingSqlBackend(SqlBackend):
-    """The SQL store, counting its async writes (the saves)."""
+    """The SQL store, counting its async writes (the saves: a whole text, or a layout)."""
 
     saves = 0
 
     async def awrite(self, *args: Any, **kwargs: Any) -> int:
         CountingSqlBackend.saves += 1
         return await super().awrite(*args, **kwargs)
+
+    async def awrite_layout(self, *args: Any, **kwargs: Any) -> int:
+        CountingSqlBackend.saves += 1
+        return await super().awrite_layout(*args, **kwargs)
 
 
 @dataclass

@@ -4,24 +4,30 @@
 whole, for a store that takes no parts) in a worker thread when it is large, and the store's own
 async write keeps its I/O off the loop. :class:`Coalescer` lets several taken events share one
 save in the plain async driver (``commit="after_event"``): a save starts once half a batch of
-events is waiting or the oldest has waited ``delay``, and runs in the background while the
-trigger goes on; the trigger waits only when a whole batch (``batch`` events) is taken and not
-yet saved. So at any moment at most ``batch`` taken events are not yet saved, and none for
-longer than ``delay`` plus one save: what a crash can repeat. A save that fails stops the
-trigger at its next event with the store's error (a lost compare-and-set means another writer:
-emit nothing more).
+events is waiting or the oldest has waited ``delay``, but not sooner than ``interval`` after the
+start of the trigger's previous save (three quarters of a batch start it at once); it runs in
+the background while the trigger goes on; the trigger waits only when a whole batch (``batch``
+events) is taken and not yet saved. So at any moment at most ``batch`` taken events are not yet
+saved, and none for longer than ``max(delay, interval)`` plus one save: what a crash can repeat.
+A trigger saves at most once per ``interval`` unless its events fill batches sooner, so a
+store that commits faster does not make its triggers save more often. A save that fails stops
+the trigger at its next event with the store's error (a lost compare-and-set means another
+writer: emit nothing more).
 
 Example:
     >>> save_batching(None, None)  # the defaults, with nothing configured
     (100, 1.0)
+    >>> save_spacing(None)
+    5.0
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from stateful._airflowconf import stateful_setting
 from stateful._core import Save, WatermarkSession
@@ -31,12 +37,15 @@ from stateful.errors import StatefulUsageError
 __all__ = [
     "DEFAULT_SAVE_BATCH",
     "DEFAULT_SAVE_DELAY",
+    "DEFAULT_SAVE_INTERVAL",
     "INLINE_RENDER_KEYS",
     "Coalescer",
     "check_save_batch",
     "check_save_delay",
+    "check_save_interval",
     "save",
     "save_batching",
+    "save_spacing",
 ]
 
 _LOG = logging.getLogger("stateful")
@@ -48,9 +57,13 @@ INLINE_RENDER_KEYS = 256
 DEFAULT_SAVE_BATCH = 100
 #: A taken event waits at most this long (plus one save) before a save covers it, in seconds.
 DEFAULT_SAVE_DELAY = 1.0
+#: Two saves of one trigger start at least this long apart, in seconds, but when a whole batch
+#: of its events waits (chosen from ``bench/many_triggers.py``: see docs/performance.md).
+DEFAULT_SAVE_INTERVAL = 5.0
 
 BATCH_ENV = "STATEFUL_SAVE_BATCH"
 DELAY_ENV = "STATEFUL_SAVE_DELAY"
+INTERVAL_ENV = "STATEFUL_SAVE_INTERVAL"
 
 
 async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decision: Save | None) -> None:
@@ -67,7 +80,7 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     # Bringing the runs of seen up to date is O(change), but a run's first one sorts seen: a
     # small state costs less than the hop to a worker thread.
     inline = session.size <= INLINE_RENDER_KEYS
-    if isinstance(store, SupportsLayout):
+    if _takes_layout(store):
         layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
         version = await store.awrite_layout(*scope.address, layout, expected_version=expected)
     else:
@@ -75,6 +88,19 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
         version = await store.awrite(*scope.address, value, expected_version=expected)
     session.saved(decision, version)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
+
+
+# Whether a store's class takes layouts. A runtime-checkable Protocol's isinstance() inspects the
+# Protocol's members each time (about 100 µs, as much as an event costs the loop): once per class.
+_TAKES_LAYOUT: dict[type, bool] = {}
+
+
+def _takes_layout(store: AsyncStateBackend) -> TypeGuard[SupportsLayout]:
+    kind = type(store)
+    takes = _TAKES_LAYOUT.get(kind)
+    if takes is None:
+        takes = _TAKES_LAYOUT[kind] = isinstance(store, SupportsLayout)
+    return takes
 
 
 def check_save_batch(value: object, where: str) -> int:
@@ -91,6 +117,15 @@ def check_save_batch(value: object, where: str) -> int:
 
 def check_save_delay(value: object, where: str) -> float:
     """Return ``value`` in seconds if it is a duration >= 0, else raise naming ``where``."""
+    return _check_seconds(value, where, "the longest a taken event waits for its save")
+
+
+def check_save_interval(value: object, where: str) -> float:
+    """Return ``value`` in seconds if it is a duration >= 0, else raise naming ``where``."""
+    return _check_seconds(value, where, "the least time between the starts of two saves of a trigger")
+
+
+def _check_seconds(value: object, where: str, meaning: str) -> float:
     seconds: float | None = None
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
@@ -101,8 +136,8 @@ def check_save_delay(value: object, where: str) -> float:
             seconds = None
     if seconds is None or not seconds >= 0 or seconds == float("inf"):
         raise StatefulUsageError(
-            f"{where} must be a duration >= 0 (a timedelta; seconds in the configuration), the "
-            f"longest a taken event waits for its save, got {value!r}."
+            f"{where} must be a duration >= 0 (a timedelta; seconds in the configuration), "
+            f"{meaning}, got {value!r}."
         )
     return seconds
 
@@ -121,6 +156,17 @@ def save_batching(batch: int | None, delay: timedelta | None) -> tuple[int, floa
     return batch, stateful_setting(DELAY_ENV, "save_delay", check_save_delay, DEFAULT_SAVE_DELAY)
 
 
+def save_spacing(interval: timedelta | None) -> float:
+    """The least time between the starts of two saves of one trigger, in seconds.
+
+    The decorator's ``save_interval`` when given, else ``STATEFUL_SAVE_INTERVAL`` (seconds), else
+    ``[stateful] save_interval``, else :data:`DEFAULT_SAVE_INTERVAL`.
+    """
+    if interval is not None:
+        return interval.total_seconds()
+    return stateful_setting(INTERVAL_ENV, "save_interval", check_save_interval, DEFAULT_SAVE_INTERVAL)
+
+
 class Coalescer:
     """Saves taken events in the background, several per save (see the module docstring).
 
@@ -128,23 +174,38 @@ class Coalescer:
         store: where to save.
         session: the run's session; only this object calls its :meth:`~WatermarkSession.confirm`.
         batch: the most taken events not yet saved (``>= 2``).
-        delay: the longest a taken event waits before a save covering it starts, in seconds.
+        delay: the longest a taken event waits before a save covering it starts, in seconds
+            (unless the interval holds the save back).
         what: names the trigger in the log lines.
+        interval: the least time between the starts of two saves, in seconds, but when three
+            quarters of a batch wait.
     """
 
     def __init__(
-        self, store: AsyncStateBackend, session: WatermarkSession[Any], batch: int, delay: float, what: str
+        self,
+        store: AsyncStateBackend,
+        session: WatermarkSession[Any],
+        batch: int,
+        delay: float,
+        what: str,
+        interval: float = 0.0,
     ) -> None:
         self._store = store
         self._session = session
         self._batch = batch
         self._start_at = max(1, batch // 2)
+        # From here on a save starts whatever the interval, so that it is under way (and the
+        # trigger seldom waits) when a whole batch is taken.
+        self._force_at = max(self._start_at, batch - batch // 4)
         self._delay = delay
+        self._interval = interval
         self._what = what
         self._taken = 0  # the newest event taken
         self._durable = 0  # the newest event a completed save covers
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # when the timer fires (loop time)
+        self._last_start = -math.inf  # when the last save started (loop time)
         self._failure: Exception | None = None
         self._closed = False
 
@@ -160,11 +221,15 @@ class Coalescer:
         while self._taken - self._durable >= self._batch and self._task is not None:
             await asyncio.shield(self._task)  # a save of the older half is under way
             self.check()
+        if self._task is not None:
+            return
         unsaved = self._taken - self._durable
-        if self._task is None and unsaved >= self._start_at:
-            self._start()
-        elif self._task is None and self._timer is None and unsaved > 0:
-            self._timer = asyncio.get_running_loop().call_later(self._delay, self._start)
+        if unsaved >= self._force_at:
+            self._start()  # three quarters of a batch wait: at once, whatever the interval
+        elif unsaved >= self._start_at:
+            self._start_at_or_after(self._last_start + self._interval)
+        elif unsaved > 0 and self._timer is None:
+            self._start_at_or_after(asyncio.get_running_loop().time() + self._delay)
 
     async def flush(self) -> None:
         """Save everything taken (a normal finish); raise the error of a failed save."""
@@ -199,6 +264,18 @@ class Coalescer:
                 exc,
             )
 
+    def _start_at_or_after(self, at: float) -> None:
+        """Start a save at loop time ``at`` (now if it is past) or when the interval allows."""
+        at = max(at, self._last_start + self._interval)
+        if self._timer is not None and self._due <= at:
+            return  # one is due sooner
+        loop = asyncio.get_running_loop()
+        if at <= loop.time():
+            self._start()
+        else:
+            self._cancel_timer()
+            self._timer, self._due = loop.call_at(at, self._start), at
+
     def _start(self) -> None:
         self._cancel_timer()
         if self._closed or self._task is not None or self._failure is not None:
@@ -207,10 +284,16 @@ class Coalescer:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            while self._taken > self._durable:
+            while True:
+                self._last_start = loop.time()
                 await self._save_up_to(self._taken)
-                if self._taken - self._durable < self._start_at:
+                unsaved = self._taken - self._durable
+                # Go on at once with three quarters of a batch waiting, half once the interval allows.
+                if unsaved < self._start_at or (
+                    unsaved < self._force_at and loop.time() < self._last_start + self._interval
+                ):
                     break
         except Exception as exc:
             _LOG.error(
@@ -222,8 +305,13 @@ class Coalescer:
             )
         finally:
             self._task = None
-        if not self._closed and self._failure is None and self._taken > self._durable and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._delay, self._start)
+        unsaved = self._taken - self._durable
+        if self._closed or self._failure is not None or unsaved <= 0:
+            return
+        if unsaved >= self._start_at:
+            self._start_at_or_after(self._last_start + self._interval)
+        elif self._timer is None:
+            self._start_at_or_after(loop.time() + self._delay)
 
     async def _save_up_to(self, seq: int) -> None:
         try:

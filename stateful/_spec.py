@@ -61,6 +61,7 @@ class StatefulSpec:
         idempotency_key: whether events get a ``stateful_idempotency_key`` in their payload.
         save_batch: the most taken events one save may cover (``None``: the setting or default).
         save_delay: the longest a taken event waits for its save (``None``: the setting or default).
+        save_interval: the least time between the starts of two saves (``None``: the setting or default).
     """
 
     namespace: str
@@ -75,6 +76,7 @@ class StatefulSpec:
     idempotency_key: bool = True
     save_batch: int | None = None
     save_delay: timedelta | None = None
+    save_interval: timedelta | None = None
 
     def resolve_name(self, obj: object) -> str:
         """Return the name for ``obj`` (a trigger or sensor instance, or a TaskFlow sensor's task)."""

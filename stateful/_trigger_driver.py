@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from stateful._core import Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._flow import Pacer
-from stateful._saver import Coalescer, save, save_batching
+from stateful._saver import Coalescer, save, save_batching, save_spacing
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, AsyncStateBackend
 
@@ -160,4 +160,5 @@ def _coalescer(
     batch, delay = save_batching(spec.save_batch, spec.save_delay)
     if batch <= 1:
         return None
-    return Coalescer(store, session, batch, delay, f"{qualname} ({session.scope})")
+    interval = save_spacing(spec.save_interval)
+    return Coalescer(store, session, batch, delay, f"{qualname} ({session.scope})", interval)

@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, get_args, overload
 
 from stateful._ack import install_ack_mode
-from stateful._saver import check_save_batch, check_save_delay
+from stateful._saver import check_save_batch, check_save_delay, check_save_interval
 from stateful._sensor_driver import sync_driver
 from stateful._spec import COMMIT_MODES, CommitMode, Form, NameTemplate, StatefulSpec, check_namespace
 from stateful._trigger_driver import async_driver
@@ -82,6 +82,7 @@ def stateful(
     idempotency_key: bool = True,
     save_batch: int | None = None,
     save_delay: timedelta | None = None,
+    save_interval: timedelta | None = None,
 ) -> StatefulDecorator:
     """Give a trigger's ``run()`` or a sensor's ``poke()`` a watermark loaded from and saved to a store.
 
@@ -126,6 +127,12 @@ def stateful(
         save_delay: the longest a taken event waits for a save covering it (plus one save's
             duration). ``None``: ``STATEFUL_SAVE_DELAY`` (seconds), else ``[stateful]
             save_delay``, else one second. See https://airflow-stateful.github.io/airflow-stateful/guarantees/.
+        save_interval: two such saves of one trigger start at least this long apart, unless
+            three quarters of a batch wait: the events of a busy trigger share fewer, larger
+            saves, however fast the store commits (an event then waits up to this long for its
+            save).
+            ``None``: ``STATEFUL_SAVE_INTERVAL`` (seconds), else ``[stateful] save_interval``,
+            else five seconds. See https://airflow-stateful.github.io/airflow-stateful/guarantees/.
 
     Returns:
         A decorator for an ``async def run(self, watermark, ...)`` async generator, a
@@ -170,6 +177,8 @@ def stateful(
         check_save_batch(save_batch, f"save_batch of {where}")
     if save_delay is not None:
         check_save_delay(save_delay, f"save_delay of {where}")
+    if save_interval is not None:
+        check_save_interval(save_interval, f"save_interval of {where}")
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         qualname = f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
@@ -188,6 +197,7 @@ def stateful(
             idempotency_key,
             save_batch,
             save_delay,
+            save_interval,
         )
         wrapper: Callable[..., Any]
         if form == "trigger":

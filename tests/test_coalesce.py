@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from stateful import Watermark, stateful
-from stateful._saver import DEFAULT_SAVE_BATCH, DEFAULT_SAVE_DELAY, save_batching
+from stateful._saver import (
+    DEFAULT_SAVE_BATCH,
+    DEFAULT_SAVE_DELAY,
+    DEFAULT_SAVE_INTERVAL,
+    save_batching,
+    save_spacing,
+)
 from stateful.backends import MemoryBackend, SqlBackend
 from stateful.errors import StateConflictError, StatefulUsageError
 from tests._triggerer import until
@@ -24,10 +30,18 @@ from tests.triggers import CounterBase
 LONG = timedelta(minutes=10)  # the delay never fires: only the batch size decides
 
 
-def counter(store: MemoryBackend, *, batch: int, delay: timedelta = LONG) -> type[CounterBase]:
+def counter(
+    store: MemoryBackend, *, batch: int, delay: timedelta = LONG, interval: timedelta | None = None
+) -> type[CounterBase]:
     class Counter(CounterBase):
         @stateful(
-            namespace="tests", name="{source}", backend=store, ack=False, save_batch=batch, save_delay=delay
+            namespace="tests",
+            name="{source}",
+            backend=store,
+            ack=False,
+            save_batch=batch,
+            save_delay=delay,
+            save_interval=interval,
         )
         async def run(self, watermark: Watermark[int]) -> Any:
             async for event in self.body(watermark):
@@ -109,6 +123,68 @@ async def test_a_failed_background_save_stops_the_trigger_with_the_stores_error(
     # Fenced: at most a batch taken after the lost save, then nothing more.
     assert len(handed) <= 3
     assert stored(store) == (99, 1)  # the other writer's state stands
+
+
+async def consume_yielding(trigger: CounterBase, taken: list[int]) -> None:
+    """Take every event, letting the loop run between two (background saves complete at once)."""
+    async for event in trigger.run():
+        taken.append(event.payload)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(("interval", "fewest", "most"), [(timedelta(0), 19, 21), (LONG, 13, 15)])
+async def test_the_interval_bounds_the_saves_of_a_busy_trigger_however_fast_the_store(
+    interval: timedelta, fewest: int, most: int
+) -> None:
+    store = MemoryBackend()  # every save completes at once
+    taken: list[int] = []
+    await consume_yielding(counter(store, batch=100, interval=interval)("src", list(range(1, 1001))), taken)
+    saved = stored(store)
+    assert taken == list(range(1, 1001)) and saved is not None and saved[0] == 1000
+    # Without an interval a save starts at every half batch (50 events): 20 saves. With one, the
+    # first save starts at 50, the others only once three quarters of a batch (75) wait: 14.
+    assert fewest <= saved[1] <= most
+
+
+async def test_a_save_the_interval_held_back_starts_once_it_has_passed() -> None:
+    store = MemoryBackend()
+    short = timedelta(milliseconds=50)
+    trigger = counter(store, batch=100, delay=timedelta(0), interval=short)("src", [1, 2, 3], then="block")
+    task = asyncio.create_task(consume_yielding(trigger, []))
+    await trigger.blocked.wait()
+    await until(lambda: stored(store) == (3, 2), timeout=30)  # event 1 at once, then 2 and 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stored(store) == (3, 2)
+
+
+async def test_within_the_interval_a_waiting_trigger_saves_only_when_it_stops() -> None:
+    store = MemoryBackend()
+    trigger = counter(store, batch=100, delay=timedelta(0), interval=LONG)("src", [1, 2, 3], then="block")
+    task = asyncio.create_task(consume_yielding(trigger, []))
+    await trigger.blocked.wait()
+    await until(lambda: stored(store) is not None, timeout=30)
+    assert stored(store) == (1, 1)  # event 1 saved at once (delay 0); 2 and 3 wait for the interval
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stored(store) == (3, 2)  # the cancellation saves what was taken
+
+
+def test_the_interval_comes_from_the_decorator_the_environment_or_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STATEFUL_SAVE_INTERVAL", raising=False)
+    assert save_spacing(None) == DEFAULT_SAVE_INTERVAL
+    monkeypatch.setenv("STATEFUL_SAVE_INTERVAL", "0.5")
+    assert save_spacing(None) == 0.5
+    assert save_spacing(timedelta(seconds=2)) == 2.0
+    monkeypatch.setenv("STATEFUL_SAVE_INTERVAL", "soon")
+    with pytest.raises(StatefulUsageError, match="STATEFUL_SAVE_INTERVAL"):
+        save_spacing(None)
+    with pytest.raises(StatefulUsageError, match="save_interval"):
+        stateful(namespace="tests", name="x", save_interval=timedelta(seconds=-1))
 
 
 def test_the_batch_and_delay_come_from_the_decorator_the_environment_or_the_defaults(

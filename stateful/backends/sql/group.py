@@ -17,7 +17,9 @@ Each job stays independent of the others:
 * a job that raises (a lost compare-and-set, a duplicate key) has its SAVEPOINT rolled back and
   its error delivered to its own caller only; the other jobs of the batch go on;
 * a job's result is delivered only once the COMMIT succeeded; if the COMMIT (or opening the
-  transaction) fails, every job of the batch fails with that error, and none of them is applied;
+  transaction) fails, every job of the batch fails with a :class:`BatchError` (caused by that
+  error, saying how many jobs the batch had and at which stage it failed), and none of them is
+  applied;
 * a caller cancelled while its job still waits in the queue withdraws it: it is never run. Once
   the worker has taken it into a batch it runs to the end, and it is committed with the batch
   although its caller saw :class:`asyncio.CancelledError` (as with a write in a worker thread,
@@ -47,7 +49,15 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
-__all__ = ["DEFAULT_MAX_BATCH", "IDLE_SECONDS", "SETTLE_CHUNK", "GroupCommitter", "Job", "savepoint"]
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "IDLE_SECONDS",
+    "SETTLE_CHUNK",
+    "BatchError",
+    "GroupCommitter",
+    "Job",
+    "savepoint",
+]
 
 _T = TypeVar("_T")
 
@@ -63,6 +73,29 @@ SETTLE_CHUNK = 16
 
 #: A job: runs its statements on the batch's connection, inside its own SAVEPOINT.
 Job = Callable[[Connection], _T]
+
+
+class BatchError(Exception):
+    """The transaction of a whole batch failed: none of its jobs was applied.
+
+    Raised (from the database's error) to the caller of every job of the batch.
+
+    Args:
+        error: what the database raised.
+        jobs: how many jobs the batch had.
+        stage: ``"begin"`` (opening the transaction), ``"commit"`` (its COMMIT) or ``"run"``
+            (between the two, e.g. a SAVEPOINT that could not be rolled back to).
+
+    Example:
+        >>> str(BatchError(OSError("disk full"), 3, "commit"))
+        'the commit of a batch of 3 writes failed: disk full'
+    """
+
+    def __init__(self, error: Exception, jobs: int, stage: str) -> None:
+        super().__init__(f"the {stage} of a batch of {jobs} writes failed: {error}")
+        self.error = error
+        self.jobs = jobs
+        self.stage = stage
 
 
 @dataclass
@@ -149,16 +182,29 @@ class GroupCommitter:
 
     def _run(self, batch: list[_Queued[Any]]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
+        stage = "begin"
         try:
             with self._transaction() as conn:
+                stage = "run"
                 for queued in batch:
                     outcomes.append(_in_savepoint(conn, queued.job))
-        except BaseException as exc:  # opening or committing the batch failed: every job fails
-            _deliver(batch, [(None, exc)] * len(batch))
-            if not isinstance(exc, Exception):
-                raise
+                stage = "commit"
+        except Exception as exc:  # opening or committing the batch failed: every job fails
+            failed: list[tuple[Any, BaseException | None]] = [
+                (None, _batch_error(exc, len(batch), stage)) for _ in batch
+            ]
+            _deliver(batch, failed)
             return
+        except BaseException as exc:
+            _deliver(batch, [(None, exc)] * len(batch))
+            raise
         _deliver(batch, outcomes)
+
+
+def _batch_error(error: Exception, jobs: int, stage: str) -> BatchError:
+    failure = BatchError(error, jobs, stage)
+    failure.__cause__ = error
+    return failure
 
 
 def _deliver(batch: list[_Queued[Any]], outcomes: list[tuple[Any, BaseException | None]]) -> None:

@@ -18,7 +18,10 @@ names it, else the version whose write stopped naming it (a part named again is 
 part dropped by version ``d`` was last named by version ``d - 1``; once that version has left
 the history window (``d - 1 <= version - keep``, ``keep`` 0 without history) no kept manifest
 names it and the write deletes it. A whole text written over a manifest (``stateful rewind``,
-``stateful set``) drops every part the same way, so the history can still be read and rewound.
+``stateful set``) drops every part the same way, so the history can still be read and rewound;
+while parts are held, such a text is stored as a manifest without parts (its ``before`` is the
+text), so that a document holds parts only while its row is a manifest and a save of a small
+state over a row that is not one needs no statement on this table.
 
 Reads join the manifest and its parts in one transaction (``REPEATABLE READ`` on PostgreSQL) and
 check each part against its content id; readers always get the whole text.
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,15 +123,41 @@ class Parts:
         """What the state row stores for ``layout``: its text when small, else its manifest."""
         return layout.text() if layout.size <= INLINE_MAX_CHARS else encode_manifest(layout)
 
-    def store(self, conn: Connection, address: Address, version: int, layout: Layout | None) -> None:
+    def held(self, conn: Connection, address: Address) -> dict[str, int | None]:
+        """The parts held for the document: each id, and the version that dropped it (``None``: named)."""
+        return {row.part_id: row.dropped for row in conn.execute(self._select_ids, _where(address))}
+
+    @staticmethod
+    def whole_value(text: str, held: Mapping[str, int | None], version: int, keep: int) -> str:
+        """What the state row stores for ``text``, written whole as version ``version``.
+
+        The text itself, unless parts are still held once this write has dropped the parts the
+        previous version named and collected those no kept version names (``keep`` as in
+        :meth:`collect`): then a manifest without parts, whose ``before`` is the text. So a
+        document holds parts only while its row is a manifest, and a write that finds a row that
+        is not a manifest, and writes none, needs no statement on the parts table.
+        """
+        upto = version - keep + 1
+        if all((version if dropped is None else dropped) <= upto for dropped in held.values()):
+            return text
+        return encode_manifest(Layout(text, (), ""))
+
+    def store(
+        self,
+        conn: Connection,
+        address: Address,
+        version: int,
+        layout: Layout | None,
+        held: Mapping[str, int | None],
+    ) -> None:
         """Make the parts table agree with version ``version`` of the document (stored as ``layout``).
 
-        ``layout`` is ``None`` (or small) when the version is stored whole. Inserts the parts
-        not stored yet, marks the parts the previous version named and this one does not as
-        dropped by ``version``, and revives the parts named again: O(parts of the document).
+        ``layout`` is ``None`` (or small) when the version is stored whole; ``held`` is what
+        :meth:`held` returned in this transaction. Inserts the parts not stored yet, marks the
+        parts the previous version named and this one does not as dropped by ``version``, and
+        revives the parts named again: O(parts of the document).
         """
         wanted = [] if layout is None or layout.size <= INLINE_MAX_CHARS else list(layout.parts)
-        held = {row.part_id: row.dropped for row in conn.execute(self._select_ids, _where(address))}
         names = {pid for pid, _ in wanted}
         new = [{**_row(address), "part_id": pid, "value": text} for pid, text in wanted if pid not in held]
         if new:

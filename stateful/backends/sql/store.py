@@ -10,45 +10,32 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from stateful._layout import Layout
-from stateful.backends.base import Address, AddressedStore, StateRecord, default_writer, version_conflict
+from stateful.backends.base import Address, AddressedStore, StateRecord
 from stateful.backends.sql import history as _history
-from stateful.backends.sql.engine import (
-    LazyEngine,
-    check_dialect,
-    parse_url,
-    read_transaction,
-    sqlite_path,
-    write_transaction,
-)
-from stateful.backends.sql.group import GroupCommitter, Job, savepoint
-from stateful.backends.sql.parts import Parts
+from stateful.backends.sql.committing import AsyncWrites, check_commit_workers, in_transaction
+from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, read_transaction, sqlite_path
+from stateful.backends.sql.group import Job
 from stateful.backends.sql.redact import Redactor
-from stateful.backends.sql.schema import state_table
+from stateful.backends.sql.tables import Tables
+from stateful.backends.sql.writes import Writes
 from stateful.errors import StatefulError, StoreError
 
 __all__ = ["SqlBackend", "WriteJob"]
 
-_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: A write as a function of a connection inside a write transaction; returns the new version.
 WriteJob = Job[int]
 
 DEFAULT_TABLE = "stateful_process_state"
-# Group commit on a database server: at most this many batches are committed at once.
-_SERVER_WORKERS = 4
 
 
 class SqlBackend(AddressedStore):
@@ -123,48 +110,25 @@ class SqlBackend(AddressedStore):
         if not table_name:
             raise StoreError(f"{self._description}: table_name must not be empty")
         self._table_name = table_name
-        self._table = state_table(table_name)
-        t = self._table
-        # Built once, as History's statements are: no construction or cache-key work per write.
-        self._update = (
-            sa.update(t)
-            .where(
-                t.c.namespace == sa.bindparam("w_namespace"),
-                t.c.name == sa.bindparam("w_name"),
-                t.c.key == sa.bindparam("w_key"),
-                t.c.version == sa.bindparam("w_expected"),
-            )
-            .values(version=t.c.version + 1)
-        )
-        self._insert = sa.insert(t)
-        self._history = _history.History(table_name)
-        self._keep = (
+        keep = (
             None
             if history_versions is None
             else _history.check_history_versions(history_versions, f"{self._description}: history_versions")
         )
-        # Why history is off, once known (None: it is on, or the store was not used yet).
-        self._no_history: str | None = None
-        # Whether a delete also deletes the history (whenever the history table exists).
-        self._purge = False
-        self._parts = Parts(table_name, self._description)
-        # Why large states are written whole, once known (None: parts are kept).
-        self._no_parts: str | None = None
+        self._tables = Tables(table_name, self._description, keep)
+        self._table = self._tables.state
+        self._writes = Writes(self._tables)
         self._engine = LazyEngine(
             self._url,
             driver=check_dialect(self._url, masked),
             description=self._description,
             engine_options=engine_options or {},
-            on_open=self._create_tables,
+            on_open=lambda engine: self._tables.create(engine, self._redactor),
         )
-        if commit_workers is not None and (isinstance(commit_workers, bool) or commit_workers < 1):
-            raise StoreError(
-                f"{self._description}: commit_workers must be a whole number >= 1 (how many batches of "
-                f"writes may be committed at once), got {commit_workers!r}; or None for the default."
-            )
-        # SQLite has one writer at a time: more workers would only queue for its lock.
-        workers = commit_workers or (1 if self._url.get_backend_name() == "sqlite" else _SERVER_WORKERS)
-        self._committer = GroupCommitter(self._batch_transaction, workers=workers) if group_commit else None
+        workers = check_commit_workers(commit_workers, self._url.get_backend_name(), self._description)
+        self._async = AsyncWrites(
+            self._engine, group_commit=group_commit, workers=workers, error_of=self._store_error
+        )
 
     @property
     def description(self) -> str:
@@ -189,7 +153,7 @@ class SqlBackend(AddressedStore):
     @property
     def history_table_name(self) -> str:
         """The name of the table that keeps the history (see :meth:`history`)."""
-        return self._history.name
+        return self._tables.history.name
 
     def dispose(self) -> None:
         """Close the engine and its pooled connections; the next call opens a new engine."""
@@ -207,13 +171,13 @@ class SqlBackend(AddressedStore):
 
     def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
         job = self.write_job(address, value, expected, updated_by)
-        return self._run("write", _where(address), lambda engine: _in_transaction(engine, job))
+        return self._run("write", _where(address), lambda engine: in_transaction(engine, job))
 
     def _write_layout(
         self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
     ) -> int:
         job = self.write_job(address, layout, expected, updated_by)
-        return self._run("write", _where(address), lambda engine: _in_transaction(engine, job))
+        return self._run("write", _where(address), lambda engine: in_transaction(engine, job))
 
     def write_job(
         self, address: Address, content: str | Layout, expected: int | None, updated_by: str | None
@@ -222,73 +186,20 @@ class SqlBackend(AddressedStore):
 
         The job writes the state row (a large layout as a manifest, see
         :mod:`~stateful.backends.sql.parts`), its history row and the parts not stored yet, and
-        deletes the parts no kept version names; it returns the new version. It raises
+        deletes the parts no kept version names; it returns the new version. A small state
+        written over a row that holds no parts is one ``UPDATE`` plus its history row
+        (:mod:`~stateful.backends.sql.writes`). It raises
         :class:`~stateful.errors.StateConflictError` when the stored version is not
         ``expected`` (also when a racing first write inserted the row: the insert runs in a
         SAVEPOINT, so the transaction stays usable). It needs the store opened (any call of the
         store opens it). The sync methods run it in a transaction of its own; the async ones
         hand it to the group committer.
         """
-
-        def job(conn: Connection) -> int:
-            # Here, in the worker thread: gethostname() releases the interpreter lock, and taking
-            # it back on the event loop's thread waits for the busy worker threads.
-            parted = isinstance(content, Layout) and self._no_parts is None
-            if isinstance(content, Layout):
-                value = self._parts.value(content) if parted else content.text()
-            else:
-                value = content
-            columns = {
-                "value": value,
-                "updated_at": datetime.now(timezone.utc),
-                "updated_by": default_writer() if updated_by is None else updated_by,
-            }
-            if expected is None:
-                try:
-                    with savepoint(conn, "stateful_insert"):  # PostgreSQL aborts the transaction otherwise
-                        conn.execute(self._insert, {**address._asdict(), "version": 1, **columns})
-                except IntegrityError:
-                    actual = self._version(conn, address)  # the winner's
-                    if actual is None:
-                        raise  # not a duplicate key after all: reported as a StoreError
-                    raise version_conflict(self._description, address, expected, actual) from None
-            else:
-                where = {"w_namespace": address.namespace, "w_name": address.name, "w_key": address.key}
-                if conn.execute(self._update, {**where, "w_expected": expected, **columns}).rowcount != 1:
-                    actual = self._version(conn, address)
-                    raise version_conflict(self._description, address, expected, actual)
-            version = 1 if expected is None else expected + 1
-            self._record_history(conn, address, version, columns)
-            if self._no_parts is None:
-                self._parts.store(conn, address, version, content if isinstance(content, Layout) else None)
-                keep = self._keep if self._no_history is None and self._keep else 0
-                self._parts.collect(conn, address, version, keep)
-            return version
-
-        return job
+        return self._writes.write_job(address, content, expected, updated_by)
 
     def _delete(self, address: Address, expected: int | None) -> bool:
-        job = self._delete_job(address, expected)
-        return self._run("delete", _where(address), lambda engine: _in_transaction(engine, job))
-
-    def _delete_job(self, address: Address, expected: int | None) -> Job[bool]:
-        """The (compare-and-set) delete of one document, as statements on a write transaction."""
-
-        def job(conn: Connection) -> bool:
-            stmt = sa.delete(self._table).where(*self._pk(address))
-            if expected is not None:
-                stmt = stmt.where(self._table.c.version == expected)
-            if conn.execute(stmt).rowcount > 0:
-                if self._purge:
-                    self._history.purge(conn, address)
-                if self._no_parts is None:
-                    self._parts.purge(conn, address)
-                return True
-            if expected is None:
-                return False
-            raise version_conflict(self._description, address, expected, self._version(conn, address))
-
-        return job
+        job = self._writes.delete_job(address, expected)
+        return self._run("delete", _where(address), lambda engine: in_transaction(engine, job))
 
     def _list(self, namespace: str | None) -> list[StateRecord]:
         # Sorted by AddressedStore.list rather than by ORDER BY: the database's collation may not
@@ -308,7 +219,7 @@ class SqlBackend(AddressedStore):
     @property
     def history_versions(self) -> int | None:
         """How many versions of each document are kept (``None`` until the setting is read)."""
-        return self._keep
+        return self._tables.keep
 
     def history(
         self, namespace: str, name: str, key: str, *, limit: int | None = None
@@ -332,14 +243,14 @@ class SqlBackend(AddressedStore):
         address = Address(namespace, name, key)
 
         def run(engine: Engine) -> Sequence[StateRecord]:
-            if self._no_history is not None:
-                raise StoreError(f"{self._description} keeps no history: {self._no_history}.")
+            if self._tables.no_history is not None:
+                raise StoreError(f"{self._description} keeps no history: {self._tables.no_history}.")
             with read_transaction(engine) as conn:
                 current = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
                 if current is None:
                     return []
                 rows = conn.execute(
-                    _history.select_history(self._history.table, address, limit, current.version)
+                    _history.select_history(self._tables.history.table, address, limit, current.version)
                 )
                 kept = _history.versions(_record(current), [_record(row) for row in rows], limit)
                 return self._expand(conn, kept)
@@ -357,38 +268,23 @@ class SqlBackend(AddressedStore):
     async def _awrite_layout(
         self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
     ) -> int:
-        return await self._submit(
-            "write", _where(address), self.write_job(address, layout, expected, updated_by)
-        )
+        job = self.write_job(address, layout, expected, updated_by)
+        return await self._async.submit("write", _where(address), job)
 
     async def _awrite(
         self, address: Address, value: str, expected: int | None, updated_by: str | None
     ) -> int:
-        return await self._submit(
-            "write", _where(address), self.write_job(address, value, expected, updated_by)
-        )
+        job = self.write_job(address, value, expected, updated_by)
+        return await self._async.submit("write", _where(address), job)
 
     async def _adelete(self, address: Address, expected: int | None) -> bool:
-        return await self._submit("delete", _where(address), self._delete_job(address, expected))
-
-    async def _submit(self, operation: str, where: str, job: Job[_T]) -> _T:
-        """Run a write job in a shared transaction (or alone in a worker thread without group commit)."""
-        if self._committer is None:
-            return await asyncio.to_thread(
-                self._run, operation, where, lambda engine: _in_transaction(engine, job)
-            )
-        try:
-            return await self._committer.submit(job)
-        except StatefulError:
-            raise
-        except Exception as exc:
-            error, cause = self._store_error(operation, where, exc)
-        raise error from cause  # outside the handler: see _run
+        job = self._writes.delete_job(address, expected)
+        return await self._async.submit("delete", _where(address), job)
 
     @property
     def group_commit(self) -> bool:
         """Whether async writes share transactions (group commit; see :class:`SqlBackend`)."""
-        return self._committer is not None
+        return self._async.group_commit
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -400,99 +296,34 @@ class SqlBackend(AddressedStore):
         except StatefulError:
             raise
         except Exception as exc:
-            error, cause = self._store_error(operation, where, exc)
+            error, cause = self._store_error(operation, where, exc, "")
         # Raised outside the except block so the original exception is not attached as
         # __context__ when it had to be replaced by a redacted stand-in.
         raise error from cause
 
-    def _store_error(self, operation: str, where: str, exc: Exception) -> tuple[StoreError, BaseException]:
-        """The masked StoreError for ``exc``, and the cause to chain (a redacted stand-in if needed)."""
+    def _store_error(
+        self, operation: str, where: str, exc: Exception, detail: str
+    ) -> tuple[StoreError, BaseException]:
+        """The masked StoreError for ``exc``, and the cause to chain (a redacted stand-in if needed).
+
+        ``detail`` (a sentence or more, with a leading space) follows the database's message.
+        """
         summary = self._redactor.summary(exc)
         error = StoreError(
             f"{self._description} failed to {operation} {where}: {summary}"
-            f"{'' if summary.endswith(('.', '?', '!')) else '.'} "
+            f"{'' if summary.endswith(('.', '?', '!')) else '.'}{detail} "
             f"Check that the database is reachable from this host, that the URL and credentials "
             f"are right, and that the user may create, read and write table {self._table_name!r}."
         )
         return error, self._redactor.safe_cause(exc)
 
-    @contextlib.contextmanager
-    def _batch_transaction(self) -> Iterator[Connection]:
-        """One write transaction for a batch of the group committer (in its worker thread)."""
-        with self._engine.use() as engine, write_transaction(engine) as conn:
-            yield conn
-
-    def _create_tables(self, engine: Engine) -> None:
-        self._create(engine, self._table)
-        try:
-            self._create(engine, self._parts.table)
-        except sa.exc.SQLAlchemyError as exc:
-            # As for the history table: a user who may not create tables keeps whole texts.
-            self._no_parts = f"table {self._parts.name!r} is missing and cannot be created"
-            _log.warning(
-                "stateful: %s writes every state whole: %s (%s). Create it to write only the parts of "
-                "large states that changed.",
-                self._description,
-                self._no_parts,
-                self._redactor.summary(exc),
-            )
-        else:
-            self._no_parts = None
-        if self._keep is None:
-            self._keep = _history.history_setting()
-        if self._keep == 0:
-            self._no_history = "history_versions is 0"
-            # Others may keep history here: a document deleted now must not inherit it later.
-            self._purge = sa.inspect(engine).has_table(self._history.name)
-            return
-        try:
-            self._create(engine, self._history.table)
-        except sa.exc.SQLAlchemyError as exc:
-            # A state table made by a DBA, for a user who may not create tables: keep working.
-            self._no_history = f"table {self._history.name!r} is missing and cannot be created"
-            _log.warning(
-                "stateful: %s keeps no history: %s (%s). Create it, or set history_versions=0.",
-                self._description,
-                self._no_history,
-                self._redactor.summary(exc),
-            )
-        else:
-            self._no_history, self._purge = None, True
-
-    def _create(self, engine: Engine, table: sa.Table) -> None:
-        try:
-            with write_transaction(engine) as conn:
-                table.create(conn, checkfirst=True)
-        except sa.exc.SQLAlchemyError:
-            # Two processes starting at once both saw no table and both created it: the loser
-            # fails (duplicate table or type). Fine if the table is there now.
-            if not sa.inspect(engine).has_table(table.name):
-                raise
-
-    def _record_history(
-        self, conn: Connection, address: Address, version: int, columns: Mapping[str, Any]
-    ) -> None:
-        if self._no_history is None and self._keep:
-            self._history.record(conn, address, version, columns, self._keep)
-
     def _expand(self, conn: Connection, records: list[StateRecord]) -> list[StateRecord]:
         # A manifest in a table without its parts table is left as it is (and fails to load).
-        return records if self._no_parts is not None else self._parts.expand(conn, records)
+        return records if self._tables.no_parts is not None else self._tables.parts.expand(conn, records)
 
     def _pk(self, address: Address) -> tuple[sa.ColumnElement[bool], ...]:
         c = self._table.c
         return (c.namespace == address.namespace, c.name == address.name, c.key == address.key)
-
-    def _version(self, conn: Connection, address: Address) -> int | None:
-        stmt = sa.select(self._table.c.version).where(*self._pk(address))
-        version: int | None = conn.execute(stmt).scalar_one_or_none()
-        return version
-
-
-def _in_transaction(engine: Engine, job: Job[_T]) -> _T:
-    """Run one write job alone, in its own write transaction (the sync path)."""
-    with write_transaction(engine) as conn:
-        return job(conn)
 
 
 def _where(address: Address) -> str:

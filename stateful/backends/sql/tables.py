@@ -1,0 +1,111 @@
+"""The tables of one SQL store: the state table, and its history and parts tables when it may have them.
+
+A store creates its tables at first use. The history table (:mod:`~stateful.backends.sql.history`)
+and the parts table (:mod:`~stateful.backends.sql.parts`) are optional: a user who may read and
+write a state table a DBA created, but may not create tables, still gets a working store, which
+then keeps no history or writes every state whole (each logged once, with what to do).
+
+Example:
+    >>> tables = Tables("stateful_process_state", "SqlBackend(sqlite://)", keep=5)
+    >>> (tables.history.name, tables.parts.name, tables.keep)
+    ('stateful_process_state_history', 'stateful_process_state_parts', 5)
+    >>> tables.kept_versions  # nothing opened yet: history counts as on
+    5
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from stateful.backends.sql import history as _history
+from stateful.backends.sql.engine import write_transaction
+from stateful.backends.sql.parts import Parts
+from stateful.backends.sql.redact import Redactor
+from stateful.backends.sql.schema import state_table
+
+__all__ = ["Tables"]
+
+_log = logging.getLogger(__name__)
+
+
+class Tables:
+    """The tables of one store, and which of the optional ones it uses (known once opened).
+
+    Args:
+        table_name: the state table.
+        description: the store, for log lines and errors.
+        keep: how many versions of each document the history keeps (``None``: the setting, read
+            at :meth:`create`).
+    """
+
+    def __init__(self, table_name: str, description: str, keep: int | None) -> None:
+        self.state = state_table(table_name)
+        self.history = _history.History(table_name)
+        self.parts = Parts(table_name, description)
+        #: How many versions to keep (``None`` until the setting is read).
+        self.keep = keep
+        #: Why history is off, once known (``None``: it is on, or the store was not used yet).
+        self.no_history: str | None = None
+        #: Whether a delete also deletes the history (whenever the history table exists).
+        self.purge = False
+        #: Why large states are written whole, once known (``None``: parts are kept).
+        self.no_parts: str | None = None
+        #: The store, for errors.
+        self.description = description
+
+    @property
+    def kept_versions(self) -> int:
+        """How many versions each write keeps in the history (0: it records none)."""
+        return self.keep if self.no_history is None and self.keep else 0
+
+    def create(self, engine: Engine, redactor: Redactor) -> None:
+        """Create the missing tables; note which optional ones cannot be (a warning each)."""
+        _create(engine, self.state)
+        try:
+            _create(engine, self.parts.table)
+        except sa.exc.SQLAlchemyError as exc:
+            # As for the history table: a user who may not create tables keeps whole texts.
+            self.no_parts = f"table {self.parts.name!r} is missing and cannot be created"
+            _log.warning(
+                "stateful: %s writes every state whole: %s (%s). Create it to write only the parts of "
+                "large states that changed.",
+                self.description,
+                self.no_parts,
+                redactor.summary(exc),
+            )
+        else:
+            self.no_parts = None
+        if self.keep is None:
+            self.keep = _history.history_setting()
+        if self.keep == 0:
+            self.no_history = "history_versions is 0"
+            # Others may keep history here: a document deleted now must not inherit it later.
+            self.purge = sa.inspect(engine).has_table(self.history.name)
+            return
+        try:
+            _create(engine, self.history.table)
+        except sa.exc.SQLAlchemyError as exc:
+            # A state table made by a DBA, for a user who may not create tables: keep working.
+            self.no_history = f"table {self.history.name!r} is missing and cannot be created"
+            _log.warning(
+                "stateful: %s keeps no history: %s (%s). Create it, or set history_versions=0.",
+                self.description,
+                self.no_history,
+                redactor.summary(exc),
+            )
+        else:
+            self.no_history, self.purge = None, True
+
+
+def _create(engine: Engine, table: sa.Table) -> None:
+    try:
+        with write_transaction(engine) as conn:
+            table.create(conn, checkfirst=True)
+    except sa.exc.SQLAlchemyError:
+        # Two processes starting at once both saw no table and both created it: the loser
+        # fails (duplicate table or type). Fine if the table is there now.
+        if not sa.inspect(engine).has_table(table.name):
+            raise

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
+from stateful._ack import producer_class
 from stateful._spec import StatefulSpec
 from stateful.testing._steps import Crash, StopReason, cancel, wait_event
 from stateful.testing._tracked import Tracked
@@ -47,8 +48,6 @@ async def acked(
     """Take events from the ack-mode producer, confirming each before the next; see ``run_trigger``."""
     from airflow.triggers.shared_stream import AdvanceItem, AdvanceOutcome
 
-    from stateful._ack import producer_class
-
     producer = producer_class()(trigger, original, spec, qualname)
     stream = cast(AsyncGenerator[tuple[Any, Any], None], producer.open_stream())
     pending: asyncio.Task[Any] | None = None
@@ -65,7 +64,7 @@ async def acked(
             pending = None
             events.append(event)
             last = max_events is not None and len(events) >= max_events
-            if last and crash in ("before_confirm", "after_confirm"):
+            if last and crash in ("before_confirm", "after_confirm", "before_save"):
                 # Before: Airflow never stored it. After: it did, and the process died before the save.
                 tracked.crash()
                 return "crash"

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar, cast
 from stateful._core import Scope, WatermarkSession
 from stateful._document import DEFAULT_KEY
 from stateful._spec import StatefulSpec
+from stateful._trigger_driver import async_driver
 from stateful.backends.base import Address
 from stateful.errors import StatefulUsageError
 from stateful.testing._acked import acked, uses_ack_mode
@@ -36,7 +37,7 @@ E = TypeVar("E")
 T = TypeVar("T")
 
 _PLAIN: tuple[Crash, ...] = ("before_save", "after_save")
-_ACK: tuple[Crash, ...] = ("before_confirm", "after_confirm", "after_save")
+_ACK: tuple[Crash, ...] = ("before_confirm", "after_confirm", "before_save", "after_save")
 
 
 @dataclass
@@ -223,8 +224,6 @@ async def _plain(
     crash: Crash | None,
     until: Callable[[], bool] | None,
 ) -> StopReason:
-    from stateful._trigger_driver import async_driver
-
     generator = cast(AsyncGenerator[Any, Any], async_driver(original, spec, qualname)(trigger))
     pending: asyncio.Task[Any] | None = asyncio.ensure_future(anext(generator))
     reason: StopReason = "returned"

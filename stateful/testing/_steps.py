@@ -10,9 +10,9 @@ __all__ = ["Crash", "StopReason", "cancel", "wait_event"]
 
 #: Where :func:`run_trigger` simulates a crash, at the last event (``max_events``):
 #: ``"before_save"`` the event was handed over, the process died before its save;
-#: ``"after_save"`` it died right after the save. In ack mode: ``"before_confirm"`` it died
-#: before Airflow confirmed storing the event; ``"after_confirm"`` after the confirmation,
-#: before the save; ``"after_save"`` after the save.
+#: ``"after_save"`` it died right after the save. In ack mode also: ``"before_confirm"`` it
+#: died before Airflow confirmed storing the event; ``"after_confirm"`` (the same as
+#: ``"before_save"`` there) after the confirmation, before the save.
 Crash = Literal["before_save", "after_save", "before_confirm", "after_confirm"]
 #: Why :func:`run_trigger` stopped.
 StopReason = Literal["max_events", "idle", "returned", "until", "crash"]

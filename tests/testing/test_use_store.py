@@ -90,7 +90,7 @@ def test_the_choice_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None
 
 def test_only_a_store_is_accepted() -> None:
     not_a_store: Any = "sqlite:///x.db"
-    with pytest.raises(StatefulUsageError, match=r"use_store\(\) needs a state store"), use_store(not_a_store):
+    with pytest.raises(StatefulUsageError, match=r"needs a state store"), use_store(not_a_store):
         pass
 
 

@@ -12,6 +12,7 @@ from stateful.cli._edit import delete_command, reset_command, rewind_command, se
 from stateful.cli._errors import CONFLICT, FAILURE, CliError
 from stateful.cli._inspect import history_command, list_command, show_command
 from stateful.cli._output import Output, logs_to_stderr
+from stateful.cli._poke import poke_command
 from stateful.cli._run import run_command
 from stateful.cli._transfer import export_command, import_command
 from stateful.errors import MissingDependencyError, StateConflictError, StatefulError
@@ -23,7 +24,7 @@ __all__ = ["cli", "main"]
 @click.version_option(package_name="airflow-stateful", prog_name="stateful")
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-v: INFO, -vv: DEBUG).")
 def cli(verbose: int) -> None:
-    """Run @stateful triggers locally; inspect, fix, rewind and move their watermarks.
+    """Run @stateful triggers and poke sensors locally; inspect, fix, rewind and move their watermarks.
 
     The store is the one @stateful uses (STATEFUL_DATABASE_URL, else [stateful] database_url,
     else SQLite at $AIRFLOW_HOME/stateful.db), or --database-url, or an asset's state store
@@ -36,6 +37,7 @@ def cli(verbose: int) -> None:
 
 for _command in (
     run_command,
+    poke_command,
     list_command,
     show_command,
     set_command,

@@ -43,7 +43,7 @@ def test_the_last_event_taken_is_saved_unlike_a_break(stateful_store: MemoryBack
     run = asyncio.run(run_trigger(CorrectPlain(ITEMS), max_events=2))
     assert (run.payloads, run.watermark.cursor, run.reason, run.ack) == ([1, 2], 2, "max_events", False)
 
-    async def natural() -> list[Any]:  # what the issue calls the natural test
+    async def natural() -> list[Any]:  # the natural test: break once it has what it wants
         events = []
         async for event in CorrectPlain(ITEMS).run():
             events.append(event.payload)

@@ -95,7 +95,7 @@ def install_ack_mode(
         if any(member in vars(klass) for member in _MEMBERS):
             _LOG.info("stateful: %s defines its own shared stream; ack mode left to it", qualname)
             return False
-    producer_class = _producer_class()
+    producer = producer_class()
 
     def shared_stream_key(self: Any) -> Hashable | None:
         if getattr(self, "task_instance", None) is not None:
@@ -108,7 +108,7 @@ def install_ack_mode(
 
     def create_shared_stream_producer(cls: type, kwargs: dict[str, Any]) -> Any:
         trigger = _LIVE.get(_key(cls, kwargs))
-        return producer_class(trigger if trigger is not None else cls(**kwargs), fn, spec, qualname)
+        return producer(trigger if trigger is not None else cls(**kwargs), fn, spec, qualname)
 
     async def filter_shared_stream(self: Any, shared_stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for event in shared_stream:
@@ -134,7 +134,7 @@ def _key(cls: type, kwargs: dict[str, Any]) -> Hashable:
 
 
 @functools.cache  # one producer class, however many trigger classes use ack mode
-def _producer_class() -> type:
+def producer_class() -> type:
     from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
 
     class StatefulProducer(SharedStreamProducer):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from stateful._links import docs_url
+from stateful.backends._scoped import SCOPED, scoped_store
 from stateful.backends.base import AsyncStateBackend, StateBackend, StateRecord
 from stateful.backends.choice import BACKEND_CHOICES, GIVEN, OPTION, BackendSetting, Given, plan
 from stateful.backends.native import NativeBackend
@@ -107,7 +108,14 @@ def _default_sql() -> tuple[SqlBackend, str]:
 
 
 def choose(backend: AnyBackend | None, obj: object, scope: object | None) -> Choice[AnyBackend]:
-    """Apply the rule to ``obj`` (blocking: it reads Airflow's configuration unless a store was given)."""
+    """Apply the rule to ``obj`` (blocking: it reads Airflow's configuration unless a store was given).
+
+    Before the rule: with ``backend=None`` inside :func:`~stateful.backends._scoped.use_store`,
+    that block's store.
+    """
+    scoped = scoped_store() if backend is None else None
+    if scoped is not None:
+        return Choice(scoped, SCOPED)
     given: Given = (
         "nothing"
         if backend is None
@@ -172,8 +180,11 @@ async def resolve_async_store(backend: AnyBackend | None, obj: object) -> Choice
         >>> asyncio.run(resolve_async_store(MemoryBackend(), object())).store.description
         'MemoryBackend'
     """
-    if backend is not None and not isinstance(backend, NativeBackend):
-        choice: Choice[AnyBackend] = Choice(backend, GIVEN)
+    scoped = scoped_store() if backend is None else None
+    if scoped is not None:
+        choice: Choice[AnyBackend] = Choice(scoped, SCOPED)
+    elif backend is not None and not isinstance(backend, NativeBackend):
+        choice = Choice(backend, GIVEN)
     else:
         # Reading Airflow's configuration (and building a store) may touch files.
         choice = await asyncio.to_thread(choose, backend, obj, asset_scope(obj))
@@ -211,7 +222,7 @@ async def aload(choice: Choice[AsyncStateBackend], namespace: str, name: str, ke
 
 def _log_choice(obj: object, choice: Choice[Any]) -> None:
     # A store given as an instance needs no explanation (DEBUG); a chosen one does (INFO).
-    level = logging.DEBUG if choice.reason == GIVEN else logging.INFO
+    level = logging.DEBUG if choice.reason in (GIVEN, SCOPED) else logging.INFO
     _LOG.log(level, "stateful: %s uses %s (%s)", type(obj).__name__, choice.store.description, choice.reason)
 
 

@@ -22,6 +22,9 @@ asked for (rule 1 or 2) where there is no asset state store is a
 :class:`~stateful.errors.StoreConfigError`. The SQL store is ``STATEFUL_DATABASE_URL``, else
 ``[stateful] database_url``, else SQLite at ``$AIRFLOW_HOME/stateful.db``.
 
+Before the rule, code declared with ``backend=None`` inside ``with use_store(store):``
+(:func:`stateful.testing.use_store`, for tests) uses ``store``.
+
 The drivers apply it in Airflow (:mod:`stateful.backends._resolve`); the command line applies
 the same rule after its own flags (``--database-url``, ``--airflow-url``), with no asset state
 store outside Airflow.

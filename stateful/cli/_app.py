@@ -14,6 +14,7 @@ from stateful.cli._edit import delete_command, reset_command, rewind_command, se
 from stateful.cli._errors import CONFLICT, FAILURE, CliError
 from stateful.cli._inspect import history_command, list_command, show_command
 from stateful.cli._output import Output, logs_to_stderr
+from stateful.cli._poke import poke_command
 from stateful.cli._run import run_command
 from stateful.cli._transfer import export_command, import_command
 from stateful.errors import MissingDependencyError, StateConflictError, StatefulError
@@ -22,7 +23,7 @@ __all__ = ["cli", "main"]
 
 
 # \b keeps the link on one line (click would break it at a hyphen).
-_HELP = f"""Run @stateful triggers locally; inspect, fix, rewind and move their watermarks.
+_HELP = f"""Run @stateful triggers and poke sensors locally; inspect, fix, rewind and move their watermarks.
 
 The store is the one @stateful uses (STATEFUL_DATABASE_URL, else [stateful] database_url,
 else SQLite at $AIRFLOW_HOME/stateful.db), or --database-url, or an asset's state store
@@ -46,6 +47,7 @@ def cli(verbose: int) -> None:
 
 for _command in (
     run_command,
+    poke_command,
     list_command,
     show_command,
     set_command,

@@ -128,26 +128,29 @@ def choose_store(options: StoreOptions) -> StoreChoice:
     return StoreChoice(choice.backend, choice.reason, default=True)
 
 
-def choose_trigger_store(spec: StatefulSpec, options: StoreOptions) -> StoreChoice:
-    """The store ``stateful run`` drives a trigger against (rules 1 to 4)."""
+def choose_trigger_store(spec: StatefulSpec, options: StoreOptions, what: str = "trigger") -> StoreChoice:
+    """The store ``stateful run`` drives a trigger against, or ``stateful poke`` a sensor (rules 1 to 4)."""
     from stateful.backends.native import NativeBackend
 
+    command = "stateful run" if what == "trigger" else "stateful poke"
     if options.database_url or options.airflow_url:
         choice = choose_store(options)
         if choice.store is None:
             raise UsageError(
-                "stateful run with --airflow-url needs --asset NAME: the asset the trigger watches."
+                f"{command} with --airflow-url needs --asset NAME: the asset the {what} watches."
             )
         return choice
     if isinstance(spec.backend, NativeBackend):
         raise UsageError(
-            "this trigger keeps its watermark in Airflow's asset state store (backend=NativeBackend()); "
+            f"this {what} keeps its watermark in Airflow's asset state store (backend=NativeBackend()); "
             "outside Airflow, reach it with --airflow-url URL --asset NAME, or use --database-url."
         )
     if spec.backend is not None:
-        if not isinstance(spec.backend, AsyncStateBackend):
-            raise CliError(f"{spec.backend.description} has no async methods, which a trigger needs.")
-        return StoreChoice(spec.backend, "the trigger's @stateful(backend=...)")
+        needed = AsyncStateBackend if what == "trigger" else StateBackend
+        if not isinstance(spec.backend, needed):
+            kind = "async" if what == "trigger" else "blocking"
+            raise CliError(f"{spec.backend.description} has no {kind} methods, which a {what} needs.")
+        return StoreChoice(spec.backend, f"the {what}'s @stateful(backend=...)")
     return choose_store(options)
 
 

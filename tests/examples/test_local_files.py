@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from examples import local_files
-from examples._drive import drive
 from examples.local_files import LOOKBACK, MAX_CLOCK_SKEW, NewFilesTrigger, scan_directory
 from stateful.backends import SqlBackend
 from stateful.backends.sql import dispose_default_stores
+from stateful.testing import run_trigger
 from stateful.types import Watermark
 from tests._triggerer import strip_key
 
@@ -84,8 +84,17 @@ def run(
             steps.pop(done)()
         return trigger.polls >= polls
 
-    result = asyncio.run(drive(trigger.run(), until=until, idle_timeout=60, max_events=max_events))
-    assert result.reason == ("until" if max_events is None else "max_events")
+    # With max_events: the next event is handed over, then the triggerer stops before its save.
+    result = asyncio.run(
+        run_trigger(
+            trigger,
+            until=until,
+            idle_timeout=60,
+            max_events=None if max_events is None else max_events + 1,
+            crash=None if max_events is None else "before_save",
+        )
+    )
+    assert result.reason == ("until" if max_events is None else "crash")
     assert max_events is not None or not steps, f"never reached poll(s) {sorted(steps)}"
     return [strip_key(event.payload) for event in result.events]
 
@@ -469,7 +478,7 @@ def test_a_large_directory_is_looked_through_in_turns_with_the_event_loop(
 
         ticker = asyncio.create_task(other_task())
         try:
-            result = await drive(trigger.run(), until=lambda: trigger.polls >= 2, idle_timeout=60)
+            result = await run_trigger(trigger, until=lambda: trigger.polls >= 2, idle_timeout=60)
         finally:
             ticker.cancel()
         return len(result.events)

@@ -20,11 +20,11 @@ from airflow.sdk import DAG, PokeReturnValue
 from airflow.serialization.encoders import encode_trigger
 from airflow.triggers.base import TriggerEvent
 
-from examples._drive import drive
 from examples.postgres import MAX_CLOCK_SKEW, NewRowsSensor, NewRowsTrigger, Row, RowSource, take_new_rows
 from stateful import Watermark, commit
 from stateful.backends import SqlBackend
 from stateful.backends.sql import dispose_default_stores
+from stateful.testing import run_trigger
 from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
 from tests.conftest import unique_table
@@ -112,8 +112,17 @@ def run(
             steps.pop(done)()
         return trigger.polls >= polls
 
-    result = asyncio.run(drive(trigger.run(), until=until, idle_timeout=60, max_events=max_events))
-    assert result.reason == ("until" if max_events is None else "max_events")
+    # With max_events: the next event is handed over, then the triggerer stops before its save.
+    result = asyncio.run(
+        run_trigger(
+            trigger,
+            until=until,
+            idle_timeout=60,
+            max_events=None if max_events is None else max_events + 1,
+            crash=None if max_events is None else "before_save",
+        )
+    )
+    assert result.reason == ("until" if max_events is None else "crash")
     assert max_events is not None or not steps, f"never reached poll(s) {sorted(steps)}"
     for event in result.events:
         assert event.payload["table"] == trigger.rows.table

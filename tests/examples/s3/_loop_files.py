@@ -13,12 +13,11 @@ import sys
 import threading
 from typing import Any
 
-from examples._drive import drive
-
 
 def main(endpoint_url: str, bucket: str) -> None:
     assert "aiobotocore" not in sys.modules
     from examples.s3 import NewS3ObjectsTrigger
+    from stateful.testing import run_trigger
 
     loop_thread = threading.current_thread()
     opened: list[str] = []
@@ -34,7 +33,7 @@ def main(endpoint_url: str, bucket: str) -> None:
     async def run() -> list[Any]:
         recording.set()
         try:
-            result = await drive(trigger.run(), until=lambda: trigger.polls >= 2, idle_timeout=60)
+            result = await run_trigger(trigger, until=lambda: trigger.polls >= 2, idle_timeout=60)
         finally:
             recording.clear()
         return result.events

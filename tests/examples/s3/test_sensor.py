@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG, Context, PokeReturnValue
 
-from examples._drive import drive
 from examples.s3 import NewS3ObjectsSensor, NewS3ObjectsTrigger
 from stateful.errors import MissingDependencyError
 from stateful.sensors import commit
+from stateful.testing import run_trigger
 from tests.examples.s3.conftest import Bucket, add_connection
 
 pytestmark = pytest.mark.airflow_min("3.1", reason="the examples use airflow.sdk.BaseHook and DAG bundles")
@@ -102,7 +102,7 @@ def test_the_sensor_and_a_trigger_on_the_same_prefix_keep_separate_watermarks(bu
     commit(task)
 
     trigger = NewS3ObjectsTrigger(bucket.name, endpoint_url=bucket.server.endpoint_url, poll_interval=0.02)
-    result = asyncio.run(drive(trigger.run(), until=lambda: trigger.polls >= 2, idle_timeout=60))
+    result = asyncio.run(run_trigger(trigger, until=lambda: trigger.polls >= 2, idle_timeout=60))
     assert [obj["key"] for event in result.events for obj in event.payload["objects"]] == ["a.csv"]
 
 
@@ -141,7 +141,7 @@ def test_without_aiobotocore_the_trigger_error_says_what_to_install(
     with pytest.raises(
         MissingDependencyError, match=r"needs aiobotocore.*pip install 'aiobotocore\[boto3\]>=2.13'"
     ):
-        asyncio.run(drive(trigger.run(), idle_timeout=60))
+        asyncio.run(run_trigger(trigger, idle_timeout=60))
 
 
 def test_max_objects_must_be_positive() -> None:

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from airflow.triggers.base import BaseEventTrigger
 
-from examples._drive import drive
 from examples.s3 import LOOKBACK, NewS3ObjectsTrigger
 from stateful.backends import SqlBackend
+from stateful.testing import run_trigger
 from stateful.types import Watermark
 from tests._triggerer import Triggerer, strip_key, until
 from tests.examples.s3.conftest import Bucket, add_connection
@@ -47,9 +47,16 @@ def run(
     """One trigger instance: drive it until ``polls`` poll cycles are done; return the payloads."""
     instance = trigger(bucket, prefix, **options)
     result = asyncio.run(
-        drive(instance.run(), until=lambda: instance.polls >= polls, idle_timeout=120, max_events=max_events)
+        run_trigger(
+            instance,
+            until=lambda: instance.polls >= polls,
+            idle_timeout=120,
+            # With max_events: the next event is handed over, then the triggerer stops before its save.
+            max_events=None if max_events is None else max_events + 1,
+            crash=None if max_events is None else "before_save",
+        )
     )
-    assert result.reason == ("until" if max_events is None else "max_events")
+    assert result.reason == ("until" if max_events is None else "crash")
     return [strip_key(event.payload) for event in result.events]
 
 
@@ -203,7 +210,7 @@ def test_10000_objects_in_one_pass_and_the_state_stays_bounded(bucket: Bucket, s
     bucket.fill(10_000, at=T0)  # 10 pages of 1,000 keys, all in one second: 10,000 ties
 
     instance = trigger(bucket, batch_size=500, lookback=lookback)
-    result = asyncio.run(drive(instance.run(), until=lambda: instance.polls >= 1, idle_timeout=300))
+    result = asyncio.run(run_trigger(instance, until=lambda: instance.polls >= 1, idle_timeout=300))
 
     # Every object arrived in the first poll cycle, once, oldest first (by key within the tie).
     emitted = keys([event.payload for event in result.events])
@@ -305,7 +312,7 @@ def test_a_missing_bucket_fails_clearly(bucket: Bucket) -> None:
     instance = NewS3ObjectsTrigger("no-such-bucket", "in/", endpoint_url=bucket.server.endpoint_url)
 
     with pytest.raises(RuntimeError) as caught:
-        asyncio.run(drive(instance.run(), idle_timeout=60))
+        asyncio.run(run_trigger(instance, idle_timeout=60))
 
     message = str(caught.value)
     assert "listing s3://no-such-bucket/in/ failed" in message

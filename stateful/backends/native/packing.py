@@ -274,9 +274,9 @@ def pack_layout(
 ) -> tuple[dict[str, Any], int, Packing] | None:
     """:func:`pack_text` of ``layout.text()``, in O(change) when ``packing`` knows its runs.
 
-    Only the runs ``packing`` has not packed yet are parsed (and checked to be canonical);
-    together with the runs no longer there, they are the change. Without ``packing`` (or its
-    runs: the first save after a load), every run is parsed, once.
+    Only the runs ``packing`` has not packed yet are parsed; together with the runs no longer
+    there, they are the change (the runs must be sorted and hold each key of the state once).
+    Without ``packing`` (or its runs: the first save after a load), every run is parsed, once.
 
     Raises:
         EntryTooLarge: a key does not fit in a part of its own.

@@ -138,7 +138,7 @@ def test_documents_embed_json_readably_and_keep_any_text_exactly(value: str, fie
     [
         ("hello", "not a document written by airflow-stateful"),
         ({"cursor": 3}, "not a document written by airflow-stateful"),
-        ({"format": "airflow-stateful/3"}, "upgrade airflow-stateful"),
+        ({"format": "airflow-stateful/4"}, "upgrade airflow-stateful"),
         ({"format": "other/1"}, "unknown format"),
     ],
 )

@@ -2,7 +2,8 @@
 
 ``store`` does the I/O (sync and async twins), ``planner`` decides without I/O, ``ledger`` keeps
 the versions that stand in for compare-and-set, ``document`` is the stored layout and its key,
-``parts`` splits a large watermark over several keys, and ``scope`` finds the assets of a
+``parts`` spreads a large watermark over several keys (a manifest and parts), ``packing``
+decides which part holds each ``seen`` key, save after save, and ``scope`` finds the assets of a
 trigger or task and the size limit.
 
 Example:
@@ -13,6 +14,7 @@ Example:
 
 from stateful.backends.native.document import (
     FORMAT,
+    MANIFEST_FORMAT,
     MAX_KEY_LENGTH,
     WATERMARK_KEY,
     NativeDocument,
@@ -24,6 +26,7 @@ from stateful.backends.native.store import NativeBackend
 
 __all__ = [
     "FORMAT",
+    "MANIFEST_FORMAT",
     "MAX_KEY_LENGTH",
     "SIZE_SETTING",
     "WATERMARK_KEY",

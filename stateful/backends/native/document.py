@@ -18,8 +18,11 @@ as a string under ``text`` instead. A watermark too large for one value is a *ma
 by every later write: a lower version of the same lineage is a regression, while a document that
 was deleted and created again starts a new lineage at version 1.
 
-Layouts: ``airflow-stateful/1`` (one key, ``value`` or ``text``) is read as it is and written as
-``airflow-stateful/2`` at the next save, which adds the manifest.
+Layouts: ``airflow-stateful/2`` is a document in one value (``value`` or ``text``) or a manifest
+whose parts hold ``seen`` by CRC-32 bucket; ``airflow-stateful/3`` is a manifest whose parts hold
+``seen`` in arrival order. ``airflow-stateful/1`` (one key, before manifests) and bucket manifests
+are read as they are and replaced at the next save (a document in one value is still written as
+``airflow-stateful/2``, so the release before this one reads it).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from stateful.backends.native.parts import SeenParts
 __all__ = [
     "FORMAT",
     "FORMATS",
+    "MANIFEST_FORMAT",
     "MAX_KEY_LENGTH",
     "WATERMARK_KEY",
     "NativeDocument",
@@ -47,10 +51,13 @@ __all__ = [
     "stored_size",
 ]
 
-#: Marks a document written by this package, and its layout version.
+#: Marks a document written by this package in one value, and its layout version.
 FORMAT = "airflow-stateful/2"
-#: The layouts this release reads: 1 (one key, before manifests) is upgraded at the next save.
-FORMATS = ("airflow-stateful/1", FORMAT)
+#: Marks a manifest whose parts hold ``seen`` in arrival order (see ``packing``).
+MANIFEST_FORMAT = "airflow-stateful/3"
+#: The layouts this release reads: 1 (one key, before manifests) and 2's manifests (parts by
+#: CRC-32 bucket) are replaced by the current ones at the next save.
+FORMATS = ("airflow-stateful/1", FORMAT, MANIFEST_FORMAT)
 #: ``asset_state_store.key`` is a VARCHAR(512) in Airflow's metadata database.
 MAX_KEY_LENGTH = 512
 _PREFIX = "stateful/"
@@ -197,13 +204,15 @@ class NativeDocument:
     def to_json_value(self) -> dict[str, Any]:
         """The JSON object to store (what ``asset_state_store.set(key, ...)`` is given)."""
         body: dict[str, Any]
+        fmt = FORMAT
         if self.seen is not None:
             body = {"head": self.head, "seen": self.seen.to_json()}
+            fmt = FORMAT if self.seen.bits is not None else MANIFEST_FORMAT
         else:
             field, embedded = _embed(self.value)
             body = {field: embedded}
         return {
-            "format": FORMAT,
+            "format": fmt,
             "namespace": self.namespace,
             "name": self.name,
             "key": self.key,
@@ -229,7 +238,9 @@ class NativeDocument:
         fmt = data["format"]
         if fmt not in FORMATS:
             if fmt.startswith("airflow-stateful/"):
-                raise ValueError(f"it has layout {fmt!r}, newer than {FORMAT!r}: upgrade airflow-stateful")
+                raise ValueError(
+                    f"it has layout {fmt!r}, newer than {MANIFEST_FORMAT!r}: upgrade airflow-stateful"
+                )
             raise ValueError(f"it has an unknown format {fmt!r}: {_preview(data)}")
         texts = {f: data.get(f) for f in ("namespace", "name", "key", "lineage", "updated_at")}
         bad = [f for f, v in texts.items() if not isinstance(v, str)]
@@ -240,13 +251,13 @@ class NativeDocument:
         if updated_by is not None and not isinstance(updated_by, str):
             bad.append("updated_by")
         has_value, has_text = "value" in data, "text" in data
-        in_parts = fmt == FORMAT and ("seen" in data or "head" in data)
+        in_parts = fmt == MANIFEST_FORMAT or (fmt == FORMAT and ("seen" in data or "head" in data))
         if has_value + has_text + in_parts != 1 or (has_text and not isinstance(data["text"], str)):
             bad.append("value/text")
         seen = None
         if in_parts:
             try:
-                seen = SeenParts.from_json(data.get("seen"))
+                seen = SeenParts.from_json(data.get("seen"), buckets=fmt == FORMAT)
             except ValueError as exc:
                 bad.append(f"seen ({exc})")
             if not isinstance(data.get("head"), dict) or "seen" in data["head"]:

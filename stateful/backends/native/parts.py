@@ -6,20 +6,23 @@ document's key and *parts* under derived keys:
 
 * the manifest holds the address, version, lineage and writer as a small document does, the
   watermark without ``seen`` (``head``), and the list of parts with a digest of each;
-* ``seen`` is partitioned by a stable hash of each key (CRC-32) into ``2**bits`` buckets, one part
-  each, so a save rewrites only the buckets whose keys changed;
+* ``seen`` is cut into parts in the order its keys arrived (see
+  :mod:`stateful.backends.native.packing`, which decides what goes where), so a save rewrites
+  only the parts its changes fall in: the newest (new keys) and the oldest (expired keys);
 * a part's key names the version that wrote it (``<version>.<n>``): a save writes its new parts
   under new keys, then the manifest (the commit point), then deletes the parts no longer named.
   A part named by a manifest is never overwritten, so a reader that checks the digests never
   mixes two saves.
 
+This module reads a manifest and joins its parts back into the watermark's text, byte for byte
+what was saved (the keys sorted, as the text holds them).
+
 Example:
     >>> value = '{"cursor":null,"schema_version":1,"seen":{"a":null,"b":null},"timestamp":null}'
-    >>> split = split_seen(value, limit=120, previous=None, version=3, unavailable=frozenset())
-    >>> split is not None and split.seen.bits, len(split.new)
-    (1, 2)
-    >>> parts = {ref.suffix: split.new[ref.suffix] for ref in split.seen.refs}
-    >>> join_seen(split.head, split.seen, [parts[r.suffix] for r in split.seen.refs]) == value
+    >>> head = {"cursor": None, "schema_version": 1, "timestamp": None}
+    >>> bodies = [{"format": PART_FORMAT, "seen": {"b": None}}, {"format": PART_FORMAT, "seen": {"a": None}}]
+    >>> refs = tuple(PartRef(f"3.{i}", digest_of(b["seen"])) for i, b in enumerate(bodies))
+    >>> join_seen(head, SeenParts(at=2, count=2, refs=refs, untimed=2), bodies) == value
     True
 """
 
@@ -27,9 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import uuid
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,22 +38,25 @@ from typing import Any
 from stateful._document import canonical_json
 
 __all__ = [
+    "ENVELOPE",
     "PART_FORMAT",
     "PartMismatch",
+    "PartRef",
     "SeenParts",
-    "Split",
+    "compact",
+    "digest_of",
     "is_part_key",
     "join_seen",
     "part_key",
-    "split_seen",
 ]
 
-#: Marks a part (the ``seen`` keys of one bucket); the manifest carries the layout version.
+#: Marks a part (some of the ``seen`` keys); the manifest carries the layout version.
 PART_FORMAT = "airflow-stateful/part"
 _PART_PREFIX = "stateful/%part/"  # "%p" is no escape native_key writes: never a document's key
 _MAX_KEY = 512
 _MAX_BITS = 16
-_ENVELOPE = len(json.dumps({"format": PART_FORMAT, "seen": {}}))
+#: What a part adds around its keys, as Airflow measures a value.
+ENVELOPE = len(json.dumps({"format": PART_FORMAT, "seen": {}}))
 
 
 class PartMismatch(ValueError):
@@ -91,7 +95,7 @@ def is_part_key(key: str, of: str | None = None) -> bool:
 
 @dataclass(frozen=True)
 class PartRef:
-    """One bucket's part: the key suffix it is stored under and the digest of its content."""
+    """One part: the key suffix it is stored under and the digest of its content."""
 
     suffix: str
     digest: str
@@ -102,155 +106,83 @@ class PartRef:
 
 @dataclass(frozen=True)
 class SeenParts:
-    """Where a manifest's ``seen`` keys are: ``refs[i]`` holds bucket ``i`` of ``2**bits``.
+    """Where a manifest's ``seen`` keys are.
 
     Attributes:
         at: the position of ``seen`` among the watermark's fields (the text keeps its order).
-        bits: ``2**bits`` buckets.
         count: how many keys ``seen`` holds (for people reading the manifest).
-        refs: the parts, by bucket.
+        refs: the parts: those of timed keys in the order they were written (oldest first), then
+            the last ``untimed`` ones, which hold the keys recorded without a timestamp.
+        untimed: how many of the last ``refs`` hold untimed keys.
+        bits: ``None``, or, in a manifest of the previous layout (``airflow-stateful/2``, read
+            and replaced at the next save), ``refs[i]`` holds the keys whose CRC-32 ends in ``i``
+            (``2**bits`` buckets).
     """
 
     at: int
-    bits: int
     count: int
     refs: tuple[PartRef, ...]
+    untimed: int = 0
+    bits: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "at": self.at,
-            "bits": self.bits,
-            "count": self.count,
-            "parts": [r.encode() for r in self.refs],
-        }
+        parts = [r.encode() for r in self.refs]
+        if self.bits is not None:
+            return {"at": self.at, "bits": self.bits, "count": self.count, "parts": parts}
+        return {"at": self.at, "count": self.count, "parts": parts, "untimed": self.untimed}
 
     @classmethod
-    def from_json(cls, data: object) -> SeenParts:
-        """Raises ValueError when ``data`` is not a valid ``seen`` entry of a manifest."""
+    def from_json(cls, data: object, *, buckets: bool = False) -> SeenParts:
+        """Raises ValueError when ``data`` is not a valid ``seen`` entry of a manifest.
+
+        ``buckets``: a manifest of the previous layout (``bits`` instead of ``untimed``).
+        """
         if not isinstance(data, dict):
             raise ValueError("its 'seen' is not an object")
-        numbers = [data.get(f) for f in ("at", "bits", "count")]
+        fields = ("at", "bits" if buckets else "untimed", "count")
+        numbers = [data.get(f) for f in fields]
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
-            raise ValueError("its 'seen' has no valid 'at', 'bits' or 'count'")
-        at, bits, count = (int(n) for n in numbers if isinstance(n, int))
+            raise ValueError(f"its 'seen' has no valid {', '.join(repr(f) for f in fields)}")
+        at, extra, count = (int(n) for n in numbers if isinstance(n, int))
         refs = data.get("parts")
-        if bits > _MAX_BITS or not isinstance(refs, list) or len(refs) != 1 << bits:
+        if not isinstance(refs, list):
+            raise ValueError("its 'seen' has no list of 'parts'")
+        if buckets and (extra > _MAX_BITS or len(refs) != 1 << extra):
             raise ValueError("its 'seen' does not name one part per bucket")
+        if not buckets and extra > len(refs):
+            raise ValueError("its 'seen' counts more untimed parts than it names")
         parsed = []
         for ref in refs:
             suffix, _, digest = str(ref).rpartition(":")
             if not isinstance(ref, str) or not suffix or "/" in suffix or len(digest) != 32:
                 raise ValueError(f"its 'seen' names an invalid part {ref!r}")
             parsed.append(PartRef(suffix, digest))
-        return cls(at, bits, count, tuple(parsed))
+        if len({r.suffix for r in parsed}) != len(parsed):
+            raise ValueError("its 'seen' names a part twice")
+        if buckets:
+            return cls(at, count, tuple(parsed), bits=extra)
+        return cls(at, count, tuple(parsed), untimed=extra)
 
     @property
     def suffixes(self) -> frozenset[str]:
         return frozenset(r.suffix for r in self.refs)
 
 
-@dataclass(frozen=True)
-class Split:
-    """A watermark laid out as a manifest's ``head`` and ``seen``, and the parts to write.
+def digest_of(entries: dict[str, Any]) -> str:
+    """The digest a manifest names for a part holding ``entries`` (key order does not matter).
 
-    Attributes:
-        head: the watermark's fields except ``seen``, in their order.
-        seen: the parts, by bucket.
-        new: the content of each part this save writes (by suffix); parts kept from the previous
-            layout are not in it.
-        bodies: every part's content (by suffix), for assets that lack a kept one.
-        buckets: the ``seen`` keys of each bucket (what ``known`` is, at the next save).
+    Example:
+        >>> digest_of({"a": None, "b": None}) == digest_of({"b": None, "a": None})
+        True
     """
-
-    head: dict[str, Any]
-    seen: SeenParts
-    new: dict[str, dict[str, Any]]
-    bodies: dict[str, dict[str, Any]]
-    buckets: tuple[dict[str, Any], ...]
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _bucket_of(key: str, mask: int) -> int:
-    return zlib.crc32(key.encode()) & mask
-
-
-def split_seen(
-    value: str,
-    limit: int,
-    previous: SeenParts | None,
-    version: int,
-    unavailable: frozenset[str],
-    known: Sequence[dict[str, Any]] = (),
-) -> Split | None:
-    """Lay ``value`` out in parts of at most ``limit`` characters each, or ``None`` if it cannot be.
-
-    ``None`` when ``value`` is not a JSON object with a ``seen`` object that comes back byte for
-    byte (keys in order, compact), or a bucket cannot fit even with ``2**16`` buckets. Buckets
-    whose digest is unchanged since ``previous`` keep their part (unless its suffix is in
-    ``unavailable``: some asset holds other content under it); the others get the suffix
-    ``<version>.<n>``. ``known``, the content of ``previous``'s buckets when the caller has it,
-    spares serialising the buckets that did not change (most of them, at each save).
-    """
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("seen"), dict):
-        return None
-    seen: dict[str, Any] = parsed["seen"]
-    keys = list(seen)
-    try:
-        if keys != sorted(keys) or _compact(parsed) != value:
-            return None
-    except ValueError:  # NaN or infinity: not JSON that comes back
-        return None
-    head = {f: v for f, v in parsed.items() if f != "seen"}
-    at = list(parsed).index("seen")
-    room = limit - _ENVELOPE
-    bits = _bits(len(value), room, previous)
-    while bits <= _MAX_BITS:
-        mask = (1 << bits) - 1
-        buckets: list[dict[str, Any]] = [{} for _ in range(1 << bits)]
-        for key in keys:
-            buckets[_bucket_of(key, mask)][key] = seen[key]
-        old = previous.refs if previous is not None and previous.bits == bits else ()
-        same = [bool(old) and len(known) == len(buckets) and known[i] == b for i, b in enumerate(buckets)]
-        texts = [None if unchanged else json.dumps(b) for unchanged, b in zip(same, buckets, strict=True)]
-        if max((len(t) for t in texts if t is not None), default=0) <= room:
-            break
-        bits += 1
-    else:
-        return None
-    refs: list[PartRef] = []
-    new: dict[str, dict[str, Any]] = {}
-    bodies: dict[str, dict[str, Any]] = {}
-    for i, (bucket, text) in enumerate(zip(buckets, texts, strict=True)):
-        digest = old[i].digest if text is None else _digest(text)
-        body = {"format": PART_FORMAT, "seen": bucket}
-        if old and old[i].digest == digest and old[i].suffix not in unavailable:
-            refs.append(old[i])
-        else:
-            refs.append(PartRef(f"{version}.{len(new)}", digest))
-            new[refs[-1].suffix] = body
-        bodies[refs[-1].suffix] = body
-    return Split(head, SeenParts(at, bits, len(keys), tuple(refs)), new, bodies, tuple(buckets))
-
-
-def _bits(size: int, room: int, previous: SeenParts | None) -> int:
-    """Buckets for ``size`` characters of ``seen``: about 4/5 full (fewer parts, fewer calls),
-    kept while between 1/8 and 9/10 full so that a save rarely moves every key."""
-    if room <= 0:
-        return _MAX_BITS + 1
-    if previous is not None and room / 8 <= size / (1 << previous.bits) <= room * 9 / 10:
-        return previous.bits
-    return max(0, math.ceil(math.log2(max(1.0, size / (room * 4 / 5)))))
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def join_seen(head: dict[str, Any], seen: SeenParts, bodies: Sequence[object]) -> str:
-    """The watermark's text from its manifest's ``head``, ``seen`` and the parts' content (by bucket).
+    """The watermark's text from its manifest's ``head``, ``seen`` and the parts' content (in order).
+
+    The parts may hold their keys in any order and grouping: they are merged and sorted by key,
+    which is how the watermark's text holds them.
 
     Raises:
         PartMismatch: a part is missing (``None``) or does not hold what the manifest names.
@@ -260,19 +192,19 @@ def join_seen(head: dict[str, Any], seen: SeenParts, bodies: Sequence[object]) -
         bucket = body.get("seen") if isinstance(body, dict) and body.get("format") == PART_FORMAT else None
         if not isinstance(bucket, dict):
             raise PartMismatch(f"part {ref.suffix!r} is {'missing' if body is None else 'not a part'}")
-        if _digest(json.dumps(bucket, sort_keys=True)) != ref.digest:
+        if digest_of(bucket) != ref.digest:
             raise PartMismatch(f"part {ref.suffix!r} does not hold the content its manifest names")
         merged += bucket.items()
     merged.sort(key=lambda item: item[0])
     fields = list(head.items())
     fields.insert(seen.at, ("seen", dict(merged)))
-    return _compact(dict(fields))
+    return compact(dict(fields))
 
 
 _CHUNK = 2000  # seen entries serialised per call: other threads (the event loop) run in between
 
 
-def _compact(value: dict[str, Any]) -> str:
+def compact(value: dict[str, Any]) -> str:
     """``canonical_json(value, sort_keys=False)``, ``seen`` serialised a chunk at a time.
 
     One ``json.dumps`` of 10 MB holds the interpreter lock for its whole run, so the event loop

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stateful._layout import Layout
 from stateful.backends.base import Address, StateRecord, default_writer
 from stateful.backends.native.document import FORMAT, NativeDocument, stored_size
 from stateful.backends.native.ledger import Ledger, Where, ident, oldest
-from stateful.backends.native.parts import PartMismatch, SeenParts, join_seen, part_key, split_seen
+from stateful.backends.native.packing import EntryTooLarge, Packing, pack_layout, pack_text
+from stateful.backends.native.parts import PartMismatch, join_seen, part_key
 from stateful.backends.native.scope import SIZE_SETTING
 from stateful.errors import StatefulError, StateTooLargeError, StateValidationError, StoreError
 
@@ -25,6 +27,10 @@ _log = logging.getLogger("stateful.backends.native")
 _NO_SPLIT = (
     ", and it cannot be split over several values: only the `seen` keys of a watermark are split, "
     "so its other fields (timestamp, cursor, your own fields) must fit in one value"
+)
+_KEY_TOO_LONG = (
+    ", and it cannot be split over several values: the `seen` key {key!r} is too long to fit in "
+    "one value even alone"
 )
 _MANIFEST = (
     " for its manifest alone (its fields besides `seen` and the list of the parts holding `seen`), "
@@ -54,6 +60,7 @@ class WritePlan:
         probe: ``(version, n)`` when this store has not saved this document yet: a save of
             ``version`` cut short (a killed process) may have left parts ``<version>.<n>``,
             ``<version>.<n+1>``... named by no manifest; they are deleted after this one.
+        packing: which keys each part holds, once written (kept for the next save).
     """
 
     new: NativeDocument
@@ -61,7 +68,7 @@ class WritePlan:
     parts: tuple[tuple[tuple[str, dict[str, Any]], ...], ...]
     stale: tuple[tuple[str, ...], ...]
     probe: tuple[int, int] | None
-    known: tuple[SeenParts, tuple[dict[str, Any], ...]] | None = None
+    packing: Packing | None = None
 
 
 def _suffixes(doc: NativeDocument | None) -> set[str]:
@@ -86,9 +93,9 @@ class Planner:
         # this store has saved (a first save probes for parts a killed process left).
         self._orphans: dict[str, dict[int, set[str]]] = {}
         self._probed: set[str] = set()
-        # Per document key: the parts last read or written and their content, so that a save
-        # serialises only the buckets that changed.
-        self._known: dict[str, tuple[SeenParts, tuple[dict[str, Any], ...]]] = {}
+        # Per document key: the parts last read or written (which keys each holds), so that a
+        # save works out and writes only what changed.
+        self._known: dict[str, Packing] = {}
 
     def parse(self, label: str, address: Address, k: str, data: Any) -> NativeDocument | None:
         """The document an asset holds under key ``k`` (``data`` as read), or ``None``.
@@ -149,9 +156,11 @@ class Planner:
         if doc is None:
             return None
         seen = doc.seen
+        self._known.pop(plan.key, None)
         if seen is not None and doc.head is not None:
             doc = doc.joined(join_seen(doc.head, seen, bodies))
-            self._known[plan.key] = (seen, tuple(b["seen"] for b in bodies))
+            if seen.bits is None:  # the previous layout (buckets) is packed afresh at the next save
+                self._known[plan.key] = Packing.read(self._limit, seen, bodies)
         return StateRecord(*address, doc.value, doc.version, doc.updated_at, doc.updated_by)
 
     def torn(self, address: Address, k: str, attempts: int, exc: PartMismatch) -> StoreError:
@@ -168,12 +177,16 @@ class Planner:
         self,
         address: Address,
         k: str,
-        value: str,
+        value: str | Layout,
         expected: int | None,
         updated_by: str | None,
         docs: Sequence[NativeDocument | None],
     ) -> WritePlan:
         """What to write to each asset (parts first, then the manifest) and delete after.
+
+        ``value`` is the watermark's text, or its :class:`~stateful._layout.Layout`: a layout
+        too large for one value is packed into parts in O(change) when this planner packed the
+        previous save (or read it), see :mod:`~stateful.backends.native.packing`.
 
         Raises:
             StateConflictError: an asset holds another version than ``expected``.
@@ -183,39 +196,44 @@ class Planner:
         where = self._where(address)
         self._ledger.check_history(where, k, docs)
         self._ledger.check_expected(where, k, expected, docs)
+        if isinstance(value, Layout) and not 0 < self._limit < value.size:
+            value = value.text()  # fits in one value, or no limit: small
         present = [d for d in docs if d is not None]
         version = max((d.version for d in present), default=0) + 1
         writer = updated_by or default_writer()
         base = next((d for d in present if d.version == expected), None)
+        text = "" if isinstance(value, Layout) else value
         if base is None:
-            new = NativeDocument.create(*address, value, updated_by=writer, version=version)
+            new = NativeDocument.create(*address, text, updated_by=writer, version=version)
         else:
-            new = base.successor(value, updated_by=writer, version=version)
+            new = base.successor(text, updated_by=writer, version=version)
         # A value longer than the limit is over it once stored: no need to measure (10 MB of JSON).
-        stored = {} if 0 < self._limit < len(value) else new.to_json_value()
-        size = len(value) if not stored else stored_size(stored)
+        size = value.size if isinstance(value, Layout) else len(value)
+        stored = {} if 0 < self._limit < size else new.to_json_value()
+        size = size if not stored else stored_size(stored)
         bodies: dict[str, dict[str, Any]] = {}
         fresh = 0
-        known: tuple[SeenParts, tuple[dict[str, Any], ...]] | None = None
+        packing: Packing | None = None
         if self._limit > 0 and size > self._limit:
             held: dict[str, set[str]] = {}
             for d in present:
                 for ref in () if d.seen is None else d.seen.refs:
                     held.setdefault(ref.suffix, set()).add(ref.digest)
             unavailable = frozenset(s for s, digests in held.items() if len(digests) > 1)
+            cached = self._known.pop(k, None)  # changed in place: put back once written
             previous = None if base is None else base.seen
-            cached = self._known.get(k)
-            contents = cached[1] if cached is not None and cached[0] == previous else ()
-            split = split_seen(value, self._limit, previous, version, unavailable, contents)
-            if split is None:
-                raise self._too_large(address, size, _NO_SPLIT)
-            new = new.in_parts(split.head, split.seen)
+            if cached is None or previous is None or cached.seen != previous:
+                cached = None
+            packed = self._pack(address, cached, value, size)
+            head, at, packing = packed
+            seen, new_parts = packing.commit(version, at, unavailable)
+            new = new.in_parts(head, seen)
             stored = new.to_json_value()
             if stored_size(stored) > self._limit:
                 raise self._too_large(address, stored_size(stored), _MANIFEST)
-            bodies, fresh = split.bodies, len(split.new)
+            bodies, fresh = packing.bodies(), len(new_parts)
+        else:
             self._known.pop(k, None)
-            known = (split.seen, split.buckets)
         wanted = {} if new.seen is None else {r.suffix: r.digest for r in new.seen.refs}
         parts, stale = [], []
         orphans = self._orphans.get(k, {})
@@ -227,7 +245,25 @@ class Planner:
             gone = (set(has) | orphans.get(i, set())) - set(wanted)
             stale.append(tuple(sorted(part_key(k, s) for s in gone)))
         probe = None if k in self._probed else (version, fresh)
-        return WritePlan(new, stored, tuple(parts), tuple(stale), probe, known)
+        return WritePlan(new, stored, tuple(parts), tuple(stale), probe, packing)
+
+    def _pack(
+        self, address: Address, packing: Packing | None, value: str | Layout, size: int
+    ) -> tuple[dict[str, Any], int, Packing]:
+        """``value`` as head, position of ``seen`` and parts, or :class:`StateTooLargeError`."""
+        try:
+            packed = None
+            if isinstance(value, Layout):
+                packed = pack_layout(packing, self._limit, value)
+                if packed is None:  # not the layout of a watermark: parse its text, as given
+                    value, packing = value.text(), None
+            if packed is None and isinstance(value, str):
+                packed = pack_text(packing, self._limit, value)
+        except EntryTooLarge as exc:
+            raise self._too_large(address, size, _KEY_TOO_LONG.format(key=str(exc)[:80])) from None
+        if packed is None:
+            raise self._too_large(address, size, _NO_SPLIT)
+        return packed
 
     def after_write(
         self, address: Address, k: str, plan: WritePlan, failures: Sequence[BaseException | None]
@@ -247,8 +283,8 @@ class Planner:
                 orphans.setdefault(i, set()).update(key.rsplit("/", 1)[1] for key, _ in plan.parts[i])
         if not failed:
             self._probed.add(k)
-            if plan.known is not None:
-                self._known[k] = plan.known
+            if plan.packing is not None:
+                self._known[k] = plan.packing
             self._ledger.remember(k, [new] * len(self._labels), new.version)
             return new.version
         self._ledger.forget(k)  # what each asset holds is unknown now

@@ -42,6 +42,7 @@ import builtins
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from stateful._layout import Layout
 from stateful.backends.base import Address, AddressedStore, StateRecord
 from stateful.backends.native.document import NativeDocument, native_key
 from stateful.backends.native.parts import PartMismatch, part_key
@@ -140,6 +141,17 @@ class NativeBackend(AddressedStore):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
+        return self._save(address, value, expected, updated_by)
+
+    def _write_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        """A save handed in parts: packed from the runs that changed, not from the whole text."""
+        return self._save(address, layout, expected, updated_by)
+
+    def _save(
+        self, address: Address, value: str | Layout, expected: int | None, updated_by: str | None
+    ) -> int:
         k, assets = native_key(*address), self._require()
         docs = [self._get(a, address, k) for a in assets]
         plan = self._plan.plan_write(address, k, value, expected, updated_by, docs)
@@ -208,9 +220,20 @@ class NativeBackend(AddressedStore):
     async def _awrite(
         self, address: Address, value: str, expected: int | None, updated_by: str | None
     ) -> int:
+        return await self._asave(address, value, expected, updated_by)
+
+    async def _awrite_layout(
+        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+    ) -> int:
+        return await self._asave(address, layout, expected, updated_by)
+
+    async def _asave(
+        self, address: Address, value: str | Layout, expected: int | None, updated_by: str | None
+    ) -> int:
         k, assets = native_key(*address), self._require()
         docs = await self._aget_all(assets, address, k)
-        if self._limit > 0 and len(value) > self._limit // 2:  # it may need splitting: CPU work
+        size = value.size if isinstance(value, Layout) else len(value)
+        if self._limit > 0 and size > self._limit // 2:  # it may need splitting: CPU work
             plan = await asyncio.to_thread(
                 self._plan.plan_write, address, k, value, expected, updated_by, docs
             )

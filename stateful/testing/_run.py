@@ -18,6 +18,7 @@ import functools
 import importlib
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Generic, TypeVar, cast
 
 from stateful._core import Scope, WatermarkSession
@@ -164,8 +165,9 @@ async def run_trigger(
     _check_crash(crash, max_events, use_ack)
     choice = await resolve_async_store(spec.backend, trigger)
     tracked = Tracked(choice.store)
-    # The trigger's own settings, with the watched store; each taken event's save starts at once.
-    watched = dataclasses.replace(spec, backend=tracked, save_batch=2)
+    # The trigger's own settings, with the watched store; each taken event's save starts at once
+    # (no pause between two saves: a test's events come faster than a busy trigger's).
+    watched = dataclasses.replace(spec, backend=tracked, save_batch=2, save_interval=timedelta(0))
     run: TriggerRun[Any] = TriggerRun(store=choice.store.description, ack=use_ack)
     qualname = f"{type(trigger).__module__}.{type(trigger).__qualname__}.run"
     if use_ack:

@@ -27,7 +27,7 @@ def test_importing_the_plugin_imports_neither_airflow_nor_the_package() -> None:
     loaded = json.loads(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     )
-    assert loaded == ["stateful", "stateful.testing", "stateful.testing.plugin"]
+    assert loaded == ["stateful", "stateful.__about__", "stateful.testing", "stateful.testing.plugin"]
 
 
 def test_a_users_test_gets_the_fixture_without_importing_the_plugin(pytester: pytest.Pytester) -> None:

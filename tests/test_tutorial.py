@@ -109,7 +109,10 @@ def test_airflow_loads_the_dag_file_and_its_watcher(tmp_path: Path) -> None:
     assert [step.returncode for step in steps] == [0, 0]
     code = """
 import json
-from airflow.dag_processing.dagbag import DagBag
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow < 3.1
+    from airflow.models.dagbag import DagBag
 bag = DagBag(dag_folder="dags")
 dag = bag.dags["process_landing_files"]
 condition = dag.timetable.asset_condition

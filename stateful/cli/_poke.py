@@ -9,7 +9,6 @@ compare-and-set still applied, and the store is left as it was.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -22,7 +21,7 @@ from stateful.cli._errors import UsageError
 from stateful.cli._observed import Reporter
 from stateful.cli._output import Output, dumps, logs_to_stderr
 from stateful.cli._store import StoreOptions, choose_trigger_store
-from stateful.cli._values import load_object, parse_json_object
+from stateful.cli._values import load_decorated, parse_json_object
 
 __all__ = ["poke_command"]
 
@@ -83,24 +82,14 @@ class Watched:
 
 
 def _make_sensor(path: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
-    cls = load_object(path, "MODULE:CLASS")
-    if not inspect.isclass(cls):
-        raise UsageError(f"{path} is not a class but {type(cls).__name__}; give the sensor class.")
-    poke = getattr(cls, "poke", None)
-    spec = getattr(poke, "__stateful__", None)
-    original = getattr(poke, "__wrapped__", None)
-    if spec is None or original is None or spec.form != "sensor":
-        raise UsageError(
-            f"{path}.poke() is not decorated with @stateful; `stateful poke` runs sensors whose "
-            f"`poke(self, context, watermark)` is (a @task.sensor function runs with dag.test())."
-        )
-    try:
-        sensor = cls(**kwargs)
-    except TypeError as exc:
-        raise UsageError(
-            f"cannot create {path} from --kwargs {kwargs}: {exc}. Its parameters: {inspect.signature(cls)}."
-        ) from None
-    return sensor, spec, original
+    return load_decorated(
+        path,
+        kwargs,
+        method="poke",
+        form="sensor",
+        usage="`stateful poke` runs sensors whose `poke(self, context, watermark)` is (a @task.sensor "
+        "function runs with dag.test()).",
+    )
 
 
 @click.command("poke")

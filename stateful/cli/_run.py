@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import signal
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, cast
@@ -25,11 +24,10 @@ import click
 
 from stateful._links import docs_url
 from stateful.cli._common import json_option, location_options
-from stateful.cli._errors import UsageError
 from stateful.cli._observed import Observed, Reporter
 from stateful.cli._output import Output, logs_to_stderr
 from stateful.cli._store import StoreChoice, StoreOptions, choose_trigger_store
-from stateful.cli._values import load_object, parse_json_object
+from stateful.cli._values import load_decorated, parse_json_object
 
 __all__ = ["drive", "run_command"]
 
@@ -143,24 +141,13 @@ async def _settle(step: asyncio.Future[Any], observed: Observed, stopper: Stoppe
 
 
 def _make_trigger(path: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Callable[..., AsyncIterator[Any]]]:
-    cls = load_object(path, "MODULE:CLASS")
-    if not inspect.isclass(cls):
-        raise UsageError(f"{path} is not a class but {type(cls).__name__}; give the trigger class.")
-    run = getattr(cls, "run", None)
-    spec = getattr(run, "__stateful__", None)
-    original = getattr(run, "__wrapped__", None)
-    if spec is None or original is None:
-        raise UsageError(
-            f"{path}.run() is not decorated with @stateful; `stateful run` drives triggers whose run() is "
-            f"(see {docs_url('cli', 'stateful-run')})."
-        )
-    try:
-        trigger = cls(**kwargs)
-    except TypeError as exc:
-        raise UsageError(
-            f"cannot create {path} from --kwargs {kwargs}: {exc}. Its parameters: {inspect.signature(cls)}."
-        ) from None
-    return trigger, spec, original
+    return load_decorated(
+        path,
+        kwargs,
+        method="run",
+        form="trigger",
+        usage=f"`stateful run` drives triggers whose run() is (see {docs_url('cli', 'stateful-run')}).",
+    )
 
 
 @click.command("run")

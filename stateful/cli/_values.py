@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import re
@@ -12,7 +13,14 @@ from typing import Any
 
 from stateful.cli._errors import UsageError
 
-__all__ = ["load_object", "parse_cursor", "parse_json_object", "parse_timestamp", "parse_version_or_time"]
+__all__ = [
+    "load_decorated",
+    "load_object",
+    "parse_cursor",
+    "parse_json_object",
+    "parse_timestamp",
+    "parse_version_or_time",
+]
 
 _ZULU = re.compile(r"[zZ]$")
 
@@ -117,3 +125,39 @@ def load_object(path: str, option: str) -> Any:
         except AttributeError:
             raise UsageError(f"{option}: module {module_name!r} has no attribute {attribute!r}.") from None
     return value
+
+
+def load_decorated(
+    path: str, kwargs: dict[str, Any], *, method: str, form: str, usage: str
+) -> tuple[Any, Any, Any]:
+    """The class at ``path`` built from ``kwargs``, once its ``method`` is checked to be ``@stateful``.
+
+    Args:
+        path: ``module:Class``.
+        kwargs: the constructor's arguments (``--kwargs``).
+        method: ``run`` (a trigger) or ``poke`` (a sensor).
+        form: the decorated form expected, ``trigger`` or ``sensor``.
+        usage: what the command drives, said when ``method`` is not decorated.
+
+    Returns:
+        The instance, the decorator's spec and the undecorated method.
+
+    Raises:
+        UsageError: ``path`` is not a class, its ``method`` is not decorated for ``form``, or the
+            class refuses ``kwargs``.
+    """
+    cls = load_object(path, "MODULE:CLASS")
+    if not inspect.isclass(cls):
+        raise UsageError(f"{path} is not a class but {type(cls).__name__}; give the {form} class.")
+    decorated = getattr(cls, method, None)
+    spec = getattr(decorated, "__stateful__", None)
+    original = getattr(decorated, "__wrapped__", None)
+    if spec is None or original is None or spec.form != form:
+        raise UsageError(f"{path}.{method}() is not decorated with @stateful; {usage}")
+    try:
+        instance = cls(**kwargs)
+    except TypeError as exc:
+        raise UsageError(
+            f"cannot create {path} from --kwargs {kwargs}: {exc}. Its parameters: {inspect.signature(cls)}."
+        ) from None
+    return instance, spec, original

@@ -19,7 +19,7 @@ from stateful.cli._documents import summarize
 from stateful.cli._errors import CliError
 from stateful.cli._output import Output, Status, dumps
 
-__all__ = ["Observed", "Reporter"]
+__all__ = ["Observed", "Reporter", "pretend_save"]
 
 
 class Reporter:
@@ -157,10 +157,23 @@ class Observed:
         current = self._overlay.get(address)
         # Before the first pretended save, the loaded record's version is what is expected.
         actual = expected if current is None else current.version
-        if actual != expected:
-            raise version_conflict(self.description, address, expected, actual)
-        version = (expected or 0) + 1
-        self._overlay[address] = StateRecord(
-            namespace, name, key, value, version, datetime.now(timezone.utc), default_writer()
-        )
-        return version
+        record = pretend_save(self.description, address, value, expected, actual)
+        self._overlay[address] = record
+        return record.version
+
+
+def pretend_save(
+    description: str, address: Address, value: str, expected: int | None, actual: int | None
+) -> StateRecord:
+    """The record a save would make, without writing it: compare-and-set checked against ``actual``.
+
+    Raises:
+        StateConflictError: ``actual`` is not the ``expected`` version (as the store would refuse it).
+
+    Example:
+        >>> pretend_save("MemoryBackend", Address("ns", "n", "k"), "{}", 2, 2).version
+        3
+    """
+    if actual != expected:
+        raise version_conflict(description, address, expected, actual)
+    return StateRecord(*address, value, (expected or 0) + 1, datetime.now(timezone.utc), default_writer())

@@ -10,15 +10,14 @@ compare-and-set still applied, and the store is left as it was.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import click
 
-from stateful.backends.base import Address, StateBackend, StateRecord, default_writer, version_conflict
+from stateful.backends.base import Address, StateBackend, StateRecord
 from stateful.cli._common import json_option, location_options
 from stateful.cli._errors import UsageError
-from stateful.cli._observed import Reporter
+from stateful.cli._observed import Reporter, pretend_save
 from stateful.cli._output import Output, dumps, logs_to_stderr
 from stateful.cli._store import StoreOptions, choose_trigger_store
 from stateful.cli._values import load_decorated, parse_json_object
@@ -31,7 +30,6 @@ class Watched:
 
     def __init__(self, store: StateBackend, reporter: Reporter, *, commit: bool) -> None:
         self._store, self._reporter, self._commit = store, reporter, commit
-        self._overlay: dict[Address, StateRecord] = {}
         self.wrote = False
 
     @property
@@ -58,7 +56,10 @@ class Watched:
                 namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
             )
         else:
-            version = self._pretend(Address(namespace, name, key), value, expected_version)
+            current = self._store.read(namespace, name, key)  # a conflict shows, as with --commit
+            actual = None if current is None else current.version
+            address = Address(namespace, name, key)
+            version = pretend_save(self.description, address, value, expected_version, actual).version
         self.wrote = True
         self._reporter.saved(version, value, not self._commit)
         return version
@@ -68,17 +69,6 @@ class Watched:
 
     def list(self, namespace: str | None = None) -> Sequence[StateRecord]:
         return self._store.list(namespace)
-
-    def _pretend(self, address: Address, value: str, expected: int | None) -> int:
-        current = self._store.read(*address)
-        actual = None if current is None else current.version
-        if actual != expected:
-            raise version_conflict(self.description, address, expected, actual)
-        version = (expected or 0) + 1
-        self._overlay[address] = StateRecord(
-            *address, value, version, datetime.now(timezone.utc), default_writer()
-        )
-        return version
 
 
 def _make_sensor(path: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:

@@ -20,7 +20,10 @@ The life of one try::
                                      ▼
                       stage Save on the task ─► execute() returns ─► XCom pushed ─► success
                                                                                       │
-                                              on_success_callback ─► commit(task) ─► write (CAS)
+                                              on_success_callback ─► try still success? ─► commit(task) ─► write (CAS)
+                                                                      │no (its success was refused)
+                                                                      ▼
+                                                        nothing saved: the next try repeats the items
 """
 
 from __future__ import annotations
@@ -123,8 +126,67 @@ def commit(task: object) -> int:
 
 
 def _save_on_success(context: Any) -> None:
-    """The ``on_success_callback`` the decorator registers on a sensor for this try."""
-    commit(context["task"])
+    """The ``on_success_callback`` the decorator registers on a sensor for this try.
+
+    Airflow runs it even when the API server refused the try's success report (the try was
+    failed or marked failed meanwhile: Airflow logs "Failed to report terminal task state" and
+    still calls this callback). Saving then would move the watermark past items that only the
+    XCom of a failed try holds, so the try's state is asked first; a try that is no longer
+    running or successful drops its snapshot and the next try reports the same items again.
+    """
+    task = context["task"]
+    state = _try_state(context)
+    if state is not None and state not in _SAVING_STATES:
+        staged: dict[Scope, _Staged] = getattr(task, _STAGED, None) or {}
+        setattr(task, _STAGED, {})
+        for item in staged.values():
+            scope = item.save.scope
+            _LOG.error(
+                "stateful: NOT saving %s for %s: Airflow ran the success callback, but this try is "
+                "%r in Airflow's database (its success was refused, e.g. the try was failed or marked "
+                "failed meanwhile). The watermark stays where it was: the next try reports the same "
+                "items again. Inspect it with `stateful show %s %s`.",
+                scope,
+                item.qualname,
+                state,
+                scope.namespace,
+                scope.name,
+            )
+        return
+    commit(task)
+
+
+# A try whose state is one of these may save: it is the one that succeeded (or its success is on
+# its way). Anything else (failed, up_for_retry, ...) means its success report was refused.
+_SAVING_STATES = frozenset({"success", "running"})
+
+
+def _try_state(context: Any) -> str | None:
+    """This try's state in Airflow's database, or None when it cannot be asked."""
+    ti = context.get("ti") if hasattr(context, "get") else None
+    ask = getattr(ti, "get_task_states", None)
+    if ti is None or ask is None:
+        return None  # not Airflow's task runner (a test calling the callback): nothing to ask
+    map_index = getattr(ti, "map_index", -1)
+    mapped = map_index is not None and map_index >= 0
+    try:
+        states = ask(
+            dag_id=ti.dag_id,
+            task_ids=[ti.task_id],
+            run_ids=[ti.run_id],
+            map_index=map_index if mapped else None,
+        )
+    except Exception as exc:  # an older or unreachable API: keep today's behaviour, and say so
+        _LOG.warning(
+            "stateful: could not ask Airflow for the state of %s before saving (%s); saving as the "
+            "try reported success.",
+            ti.task_id,
+            exc,
+        )
+        return None
+    key = f"{ti.task_id}_{map_index}" if mapped else ti.task_id
+    state = (states.get(ti.run_id) or {}).get(key)
+    return None if state is None else str(getattr(state, "value", state))
 
 
 def sync_driver(

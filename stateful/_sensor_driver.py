@@ -20,10 +20,10 @@ The life of one try::
                                      ▼
                       stage Save on the task ─► execute() returns ─► XCom pushed ─► success
                                                                                       │
-                                              on_success_callback ─► try still success? ─► commit(task) ─► write (CAS)
-                                                                      │no (its success was refused)
-                                                                      ▼
-                                                        nothing saved: the next try repeats the items
+                                 on_success_callback ─► still success? ─► commit(task) ─► write (CAS)
+                                                              │no (its success was refused)
+                                                              ▼
+                                                nothing saved: the next try repeats the items
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ events are emitted. The semantics in full: https://airflow-stateful.github.io/ai
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -67,6 +68,10 @@ def _aware_utc(value: object, where: str) -> datetime:
 _SEEN_ADAPTER: TypeAdapter[dict[str, datetime | None]] = TypeAdapter(dict[str, datetime | None])
 
 
+# Keys validated per call by _seen_entries.
+_SEEN_SLICE = 4096
+
+
 def _seen_entries(seen: object) -> dict[str, datetime | None]:
     """Validate a decoded ``seen`` as strict JSON mode would: ISO timestamps or null, nothing else.
 
@@ -77,7 +82,12 @@ def _seen_entries(seen: object) -> dict[str, datetime | None]:
     Anything else takes the JSON path, for its error messages.
     """
     if isinstance(seen, dict) and all(v is None or type(v) is str for v in seen.values()):
-        stamps = _SEEN_ADAPTER.validate_strings({k: v for k, v in seen.items() if v is not None}, strict=True)
+        timed = ((k, v) for k, v in seen.items() if v is not None)
+        stamps: dict[str, datetime | None] = {}
+        # In slices: one validation call holds the interpreter lock (the event loop's too) for its
+        # whole run, so a large seen is validated a few thousand keys at a time.
+        while part := dict(itertools.islice(timed, _SEEN_SLICE)):
+            stamps.update(_SEEN_ADAPTER.validate_strings(part, strict=True))
         return {k: None if v is None else stamps[k] for k, v in seen.items()}
     return _SEEN_ADAPTER.validate_json(json.dumps(seen), strict=True)
 

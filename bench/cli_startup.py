@@ -82,7 +82,6 @@ def _seed(url: str, count: int) -> None:
 def _environment(home: Path, url: str, bytecode: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STATEFUL_", "AIRFLOW"))}
     env["AIRFLOW_HOME"] = str(home)
-    env["STATEFUL_HISTORY_VERSIONS"] = "100"
     if bytecode:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(home / "pycache")

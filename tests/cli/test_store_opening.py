@@ -186,3 +186,16 @@ def test_every_command_names_its_store_and_the_rule_that_chose_it(cli: Cli, tmp_
         assert "store: " not in result.stderr, command
     as_json = cli("history", "numbers", "counter", "--json")
     assert as_json.returncode == 0 and as_json.stderr == ""
+
+
+def test_a_store_that_holds_nothing_at_all_says_so_and_which_rule_chose_it(cli: Cli) -> None:
+    cli.store().open()  # made, as by an earlier `stateful run` against the wrong path
+
+    shown = cli("show", "numbers", "counter")
+    listed = cli("list", "--namespace", "numbers")
+
+    assert shown.returncode == listed.returncode == 4
+    for result in (shown, listed):
+        assert f"SqlBackend({cli.url}) holds no watermark at all" in result.stderr
+        assert "(chosen by: environment variable STATEFUL_DATABASE_URL)" in result.stderr
+        assert "If you expected state there, check --database-url" in result.stderr

@@ -20,7 +20,7 @@ OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-plot bench-plot-before bench-triggers docs docs-serve clean
+.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-plot bench-plot-before bench-triggers bench-cli docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,11 @@ bench-plot-before: $(STAMP)
 # 1,000 decorated triggers in one event loop on one SQLite store, with and without group commit.
 bench-triggers: $(STAMP)
 	$(BIN)/python bench/many_triggers.py
+
+# How long each `stateful` command takes from start to exit, against `python -c pass`
+# (docs/performance.md, "Command-line start-up").
+bench-cli: $(STAMP)
+	$(BIN)/python bench/cli_startup.py
 
 # The documentation site (mkdocs.yml, docs/): `make docs` builds it into site/ with --strict (a
 # broken link, anchor or cross-reference fails the build); `make docs-serve` serves it on

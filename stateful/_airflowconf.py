@@ -1,19 +1,34 @@
-"""Airflow's configuration object on every supported Airflow (3.0 to 3.3).
+"""Airflow's configuration on every supported Airflow (3.0 to 3.3), and this package's options in it.
 
 The task SDK has its own ``airflow.sdk.configuration`` from Airflow 3.1 on; Airflow 3.0's task
 SDK reads the configuration of airflow-core (``airflow.configuration``), which every Airflow 3.0
-component has. Imported lazily by the callers: reading Airflow's configuration is slow to import.
+component has. Imported lazily by the callers: Airflow's configuration takes seconds to import.
+
+:func:`stateful_option` reads one ``[stateful]`` option. In a process that has loaded Airflow's
+configuration (a triggerer, a worker, a DAG file) it asks that configuration. Elsewhere (the
+``stateful`` command line) it reads the option where Airflow would find it, without importing
+Airflow: the environment variable ``AIRFLOW__STATEFUL__<OPTION>``, else the option in the
+configuration file (``$AIRFLOW_CONFIG``, else ``$AIRFLOW_HOME/airflow.cfg``), each with
+environment variables and ``~`` expanded as Airflow expands them. ``[stateful]`` options have no
+default in Airflow and are not "sensitive" (Airflow reads no ``_cmd``/``_secret`` variant for
+them), so those two places are all there is; in the cases this reading does not cover (Airflow's
+unit-test mode, a configuration file that does not parse) it asks Airflow.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["airflow_conf", "stateful_setting"]
+__all__ = ["airflow_conf", "stateful_option", "stateful_setting"]
 
 _T = TypeVar("_T")
+SECTION = "stateful"
+# Modules whose presence means Airflow's configuration is loaded (and cheap to ask).
+_LOADED = ("airflow.sdk.configuration", "airflow.configuration")
 
 
 def airflow_conf() -> Any:
@@ -25,12 +40,40 @@ def airflow_conf() -> Any:
     return conf
 
 
+def stateful_option(option: str) -> str | None:
+    """``[stateful] option`` as Airflow's configuration has it, or ``None`` when it is not set.
+
+    Imports Airflow only when the process has loaded its configuration already, or in the
+    cases the module docstring lists.
+
+    Example:
+        >>> os.environ["AIRFLOW__STATEFUL__EXAMPLE"] = "~/x"
+        >>> stateful_option("example") == os.path.expanduser("~/x")
+        True
+        >>> del os.environ["AIRFLOW__STATEFUL__EXAMPLE"]
+    """
+    if any(name in sys.modules for name in _LOADED) or _unit_test_mode():
+        return _from_airflow(option)
+    env = f"AIRFLOW__{SECTION.upper()}__{option.upper()}"
+    if env in os.environ:
+        return _expand(os.environ[env])
+    parser = configparser.ConfigParser()  # Airflow's parser is one (with its interpolation)
+    path = _config_file()
+    try:
+        parser.read(path, encoding="utf-8")
+        if not parser.has_option(SECTION, option):
+            return None
+        return _expand(parser.get(SECTION, option))
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return _from_airflow(option)  # Airflow's own answer (or its own error)
+
+
 def stateful_setting(env: str, option: str, check: Callable[[object, str], _T], default: _T) -> _T:
     """A setting of this package: the environment variable, else ``[stateful] option``, else ``default``.
 
     The first one set (not empty) is passed to ``check(text, where)``, which returns the value or
-    raises an error naming ``where`` (the variable or the option). Airflow's configuration is only
-    read when the variable is not set.
+    raises an error naming ``where`` (the variable or the option). Airflow's configuration is
+    read as :func:`stateful_option` reads it, and only when the variable is not set.
 
     Example:
         >>> os.environ["STATEFUL_EXAMPLE_SETTING"] = "7"
@@ -41,7 +84,34 @@ def stateful_setting(env: str, option: str, check: Callable[[object, str], _T], 
     text = os.environ.get(env)
     if text:
         return check(text, f"environment variable {env}")
-    text = airflow_conf().get("stateful", option, fallback=None)
+    text = stateful_option(option)
     if text:
         return check(text, f"Airflow configuration [stateful] {option}")
     return default
+
+
+def _from_airflow(option: str) -> str | None:
+    value: str | None = airflow_conf().get(SECTION, option, fallback=None)
+    return value
+
+
+def _unit_test_mode() -> bool:
+    # Airflow then reads its unit-test configuration instead of the file: let it.
+    return os.environ.get("AIRFLOW__CORE__UNIT_TEST_MODE", "").strip().lower() in {"t", "true", "1"}
+
+
+def _config_file() -> str:
+    """The file Airflow reads its configuration from (it need not exist)."""
+    given = os.environ.get("AIRFLOW_CONFIG")
+    if given is not None:
+        return _expand(given)
+    return os.path.join(_expand(os.environ.get("AIRFLOW_HOME", "~/airflow")), "airflow.cfg")
+
+
+def _expand(text: str) -> str:
+    """Environment variables and ``~``, expanded until nothing changes (Airflow's ``expand_env_var``)."""
+    while True:
+        expanded = os.path.expanduser(os.path.expandvars(text))
+        if expanded == text:
+            return expanded
+        text = expanded

@@ -15,6 +15,7 @@ Error tree::
     ├── StatefulUsageError        (also TypeError) the decorator is applied to something it
     │                             cannot serve; raised at decoration time
     ├── StoreError                the store failed (unreachable database, broken table, ...)
+    │   ├── StoreNotFoundError    a store opened read-only does not exist; nothing was created
     │   └── StateTooLargeError    a value over the store's size limit; nothing was written
     ├── StoreConfigError          (also ValueError) the store cannot be chosen as configured
     ├── StoreSwitchError          the chosen store is empty but another one holds the state
@@ -42,6 +43,7 @@ __all__ = [
     "StatefulUsageError",
     "StoreConfigError",
     "StoreError",
+    "StoreNotFoundError",
     "StoreSwitchError",
     "WatermarkValueError",
 ]
@@ -191,6 +193,14 @@ class StoreError(StatefulError):
 
     The message names the store (password masked) and the operation. The original exception
     is chained as ``__cause__``.
+    """
+
+
+class StoreNotFoundError(StoreError):
+    """A store opened to read only (``SqlBackend(..., create=False)``) does not exist.
+
+    Its SQLite file or its state table is missing; nothing was created. The message names the
+    store (password masked) and what is missing.
     """
 
 

@@ -53,16 +53,16 @@ def configured_backend() -> BackendSetting:
         >>> configured_backend() in BACKEND_CHOICES
         True
     """
-    from stateful._airflowconf import airflow_conf
+    from stateful._airflowconf import stateful_option
 
-    raw = airflow_conf().get("stateful", "backend", fallback="") or "auto"
+    raw = stateful_option("backend") or "auto"
     value = raw.strip().lower()
     if value not in BACKEND_CHOICES:
         raise StoreConfigError(
             f"{OPTION} (AIRFLOW__STATEFUL__BACKEND) is {raw!r}; use one of {', '.join(BACKEND_CHOICES)} "
             f"(auto: the asset state store where there is one, else the SQL store)."
         )
-    return cast(BackendSetting, value)
+    return value
 
 
 def asset_scope(obj: object, context: Mapping[str, Any] | None = None) -> object | None:

@@ -147,6 +147,8 @@ def stored_records(
     if namespace is None:
         return found
     mine = [(a, r) for a, r in found if r.namespace == namespace]
+    if not found:
+        raise NotFoundError(f"unknown namespace {namespace!r}: {_empty(choice)}")
     if not mine:
         known = sorted({r.namespace for _, r in found})
         raise NotFoundError(
@@ -160,9 +162,19 @@ def read_existing(choice: StoreChoice, namespace: str, name: str, key: str) -> S
     """The stored record, or a NotFoundError that says what does exist."""
     store = choice.sync()
     record = store.read(namespace, name, key)
+    if record is None and not store.list():
+        raise NotFoundError(f"no watermark {namespace}/{name}: {_empty(choice)}")
     if record is None:
         raise NotFoundError(_missing(store, choice.description, namespace, name, key) + choice.hint())
     return record
+
+
+def _empty(choice: StoreChoice) -> str:
+    """Why a store that holds nothing at all may be the wrong one."""
+    return (
+        f"{choice.description} holds no watermark at all (chosen by: {choice.reason}). If you "
+        f"expected state there, check --database-url and STATEFUL_DATABASE_URL.{choice.hint()}"
+    )
 
 
 def _missing(store: StateBackend, where: str, namespace: str, name: str, key: str) -> str:

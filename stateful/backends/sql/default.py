@@ -15,15 +15,25 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from stateful._airflowconf import stateful_option
 from stateful.backends.sql.store import SqlBackend
 
-__all__ = ["ENV_VAR", "DefaultChoice", "choose_default_backend", "default_backend", "dispose_default_stores"]
+__all__ = [
+    "ENV_VAR",
+    "DefaultChoice",
+    "choose_default_backend",
+    "default_backend",
+    "default_store",
+    "default_url",
+    "dispose_default_stores",
+]
 
 ENV_VAR = "STATEFUL_DATABASE_URL"
 
 _lock = threading.Lock()
-# One store per URL, so every trigger in a triggerer shares one engine and connection pool.
-_backends: dict[str, SqlBackend] = {}
+# One store per URL, so every trigger in a triggerer shares one engine and connection pool
+# (and one per URL opened to read only, by the CLI: SqlBackend(url, create=False)).
+_backends: dict[tuple[str, bool], SqlBackend] = {}
 
 
 @dataclass(frozen=True)
@@ -41,17 +51,29 @@ class DefaultChoice:
 
 def choose_default_backend() -> DefaultChoice:
     """Apply the rules now (not at import) and return the store with the reason."""
+    url, reason = default_url()
+    return DefaultChoice(default_store(url), reason)
+
+
+def default_url() -> tuple[str, str]:
+    """Apply the rules now and return the default store's URL and the rule that chose it.
+
+    Example:
+        >>> url, reason = default_url()
+        >>> reason.split()[0] in {"environment", "Airflow", "default"}
+        True
+    """
     url = os.environ.get(ENV_VAR)
     if url:
-        return DefaultChoice(_backend_for(url), f"environment variable {ENV_VAR}")
-    # Read here: Airflow's configuration is slow to import, and rule 1 must work without it.
-    url = _airflow_option("stateful", "database_url")
+        return url, f"environment variable {ENV_VAR}"
+    # Read without importing Airflow where its configuration is not loaded yet (the CLI).
+    url = stateful_option("database_url")
     if url:
-        return DefaultChoice(_backend_for(url), "Airflow configuration [stateful] database_url")
+        return url, "Airflow configuration [stateful] database_url"
     home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser().absolute()
     path = home / "stateful.db"
-    return DefaultChoice(
-        _backend_for(f"sqlite:///{path}"),
+    return (
+        f"sqlite:///{path}",
         f"default SQLite file {path} (set {ENV_VAR} or [stateful] database_url to use another store)",
     )
 
@@ -61,19 +83,12 @@ def default_backend() -> SqlBackend:
     return choose_default_backend().backend
 
 
-def _airflow_option(section: str, key: str) -> str | None:
-    """An option of Airflow's configuration (``AIRFLOW__SECTION__KEY`` included), or ``None``."""
-    from stateful._airflowconf import airflow_conf
-
-    value: str | None = airflow_conf().get(section, key, fallback=None)
-    return value
-
-
-def _backend_for(url: str) -> SqlBackend:
+def default_store(url: str, *, create: bool = True) -> SqlBackend:
+    """The process's store for ``url`` (see :class:`SqlBackend` for ``create``), made at first use."""
     with _lock:
-        backend = _backends.get(url)
+        backend = _backends.get((url, create))
         if backend is None:
-            backend = _backends[url] = SqlBackend(url)
+            backend = _backends[(url, create)] = SqlBackend(url, create=create)
         return backend
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from stateful.errors import MissingDependencyError, StoreError
+from stateful.errors import MissingDependencyError, StoreError, StoreNotFoundError
 
 __all__ = [
     "SQLALCHEMY_2",
@@ -112,20 +112,29 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def _install_sqlite_hooks(engine: Engine, *, wal: bool = True) -> None:
     """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for writes: so processes can share a file."""
-    sa.event.listen(engine, "connect", _sqlite_on_connect)
+    sa.event.listen(engine, "connect", _sqlite_on_connect if wal else _sqlite_on_connect_as_is)
     sa.event.listen(engine, "begin", _sqlite_on_begin)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take over BEGIN from the sqlite3 module (see _sqlite_on_begin); set the busy timeout first
     # so that even switching to WAL waits for a concurrent opener instead of failing.
+    _sqlite_on_connect_as_is(dbapi_connection, _record)
+    cursor = dbapi_connection.cursor()
+    try:
+        _enable_wal(cursor)
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_connect_as_is(dbapi_connection: Any, _record: Any) -> None:
+    # The file's journal mode is left as it is: a store that only reads must not change the file.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
-        _enable_wal(cursor)
     finally:
         cursor.close()
 
@@ -189,6 +198,10 @@ class LazyEngine:
             override the defaults (``connect_args`` are merged).
         on_open: called with each new engine before it is used (e.g. to create the tables); if
             it raises, the engine is disposed and the next call starts over.
+        location: where the store is (its URL, password masked), for "no store at ...".
+        create: whether a SQLite file (and its directory) may be created. ``False``: a missing
+            file is a :class:`~stateful.errors.StoreNotFoundError`, and an existing one is left
+            in its journal mode (WAL is set only by a store that may write).
     """
 
     def __init__(
@@ -199,8 +212,12 @@ class LazyEngine:
         description: str,
         engine_options: Mapping[str, Any],
         on_open: Callable[[Engine], None],
+        location: str = "",
+        create: bool = True,
     ) -> None:
         self._url = url
+        self._location = location or description
+        self._may_create = create
         self._driver = driver
         self._description = description
         self._engine_options = dict(engine_options)
@@ -243,9 +260,14 @@ class LazyEngine:
 
     def _create(self) -> Engine:
         _log.debug("stateful: opening %s", self._description)
-        path = sqlite_path(self._url)
-        if path is not None:
+        path = sqlite_path(self._url) if self._url.get_backend_name() == "sqlite" else None
+        if path is not None and self._may_create:
             path.parent.mkdir(parents=True, exist_ok=True)
+        elif path is not None and not path.is_file():
+            raise StoreNotFoundError(
+                f"no store at {self._location}: the SQLite file {path} does not exist (nothing was "
+                f"created); a store is created by its first write."
+            )
         try:
             engine = sa.create_engine(self._url, **self._options())
         except ImportError as exc:
@@ -257,7 +279,7 @@ class LazyEngine:
                 f"imported ({exc}). Install it: {install}"
             ) from exc
         if self._url.get_backend_name() == "sqlite":
-            _install_sqlite_hooks(engine)
+            _install_sqlite_hooks(engine, wal=self._may_create)
         try:
             self._on_open(engine)
         except BaseException:

@@ -82,6 +82,12 @@ class SqlBackend(AddressedStore):
         commit_workers: with group commit, how many batches may be committed at once, each by a
             worker thread on its own connection. ``None``: 1 on SQLite (one writer at a time),
             4 on other databases.
+        create: create what is missing at first use (the SQLite file and its directory, the
+            tables), as a store that will be written does. ``False`` opens an existing store
+            only, to read it: nothing is created or altered, and if the SQLite file or the
+            state table is missing, the first call raises
+            :class:`~stateful.errors.StoreNotFoundError`. ``stateful show``, ``list``,
+            ``history`` and ``export`` open stores this way.
 
     Raises:
         StoreError: the URL cannot be parsed, or names a dialect SQLAlchemy does not know.
@@ -101,6 +107,7 @@ class SqlBackend(AddressedStore):
         history_versions: int | None = None,
         group_commit: bool = True,
         commit_workers: int | None = None,
+        create: bool = True,
     ) -> None:
         self._url = parse_url(url)
         self._redactor = Redactor(self._url)
@@ -123,7 +130,13 @@ class SqlBackend(AddressedStore):
             driver=check_dialect(self._url, masked),
             description=self._description,
             engine_options=engine_options or {},
-            on_open=lambda engine: self._tables.create(engine, self._redactor),
+            on_open=(
+                (lambda engine: self._tables.create(engine, self._redactor))
+                if create
+                else (lambda engine: self._tables.open_existing(engine, masked))
+            ),
+            location=masked,
+            create=create,
         )
         workers = check_commit_workers(commit_workers, self._url.get_backend_name(), self._description)
         self._async = AsyncWrites(
@@ -158,6 +171,29 @@ class SqlBackend(AddressedStore):
     def dispose(self) -> None:
         """Close the engine and its pooled connections; the next call opens a new engine."""
         self._engine.dispose()
+
+    def open(self) -> None:
+        """Connect now, rather than at the first read or write, and set up the tables.
+
+        Raises:
+            StoreNotFoundError: the store was made with ``create=False`` and does not exist.
+            StoreError: the database cannot be reached or the tables cannot be created.
+
+        Example:
+            >>> store = SqlBackend("sqlite://")
+            >>> store.open()
+            >>> store.created  # the tables were made just now
+            True
+        """
+        self._run("open", "the store", lambda engine: None)
+
+    @property
+    def created(self) -> bool:
+        """Whether opening this store created its state table: a new, empty store.
+
+        ``False`` until the store is opened (by :meth:`open` or any call).
+        """
+        return self._tables.created
 
     # -- the compare-and-set protocol (the public methods are AddressedStore's) ------------------
 

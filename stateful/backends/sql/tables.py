@@ -25,6 +25,7 @@ from stateful.backends.sql.engine import write_transaction
 from stateful.backends.sql.parts import Parts
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.schema import state_table
+from stateful.errors import StoreNotFoundError
 
 __all__ = ["Tables"]
 
@@ -55,6 +56,8 @@ class Tables:
         self.no_parts: str | None = None
         #: The store, for errors.
         self.description = description
+        #: Whether :meth:`create` created the state table: a new, empty store.
+        self.created = False
 
     @property
     def kept_versions(self) -> int:
@@ -63,6 +66,7 @@ class Tables:
 
     def create(self, engine: Engine, redactor: Redactor) -> None:
         """Create the missing tables; note which optional ones cannot be (a warning each)."""
+        self.created = not sa.inspect(engine).has_table(self.state.name)
         _create(engine, self.state)
         try:
             _create(engine, self.parts.table)
@@ -98,6 +102,28 @@ class Tables:
             )
         else:
             self.no_history, self.purge = None, True
+
+    def open_existing(self, engine: Engine, where: str) -> None:
+        """Use the tables there are, creating none; a missing state table is a StoreNotFoundError.
+
+        ``where`` names the store for the error (the masked URL).
+        """
+        present = set(sa.inspect(engine).get_table_names())
+        if self.state.name not in present:
+            raise StoreNotFoundError(
+                f"no store at {where}: the database has no table {self.state.name!r} (nothing was "
+                f"created); a store gets its tables at its first write."
+            )
+        self.no_parts = None if self.parts.name in present else f"table {self.parts.name!r} is missing"
+        if self.keep is None:
+            self.keep = _history.history_setting()
+        self.purge = self.history.name in present
+        if self.keep == 0:
+            self.no_history = "history_versions is 0"
+        elif not self.purge:
+            self.no_history = f"table {self.history.name!r} is missing"
+        else:
+            self.no_history = None
 
 
 def _create(engine: Engine, table: sa.Table) -> None:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import cProfile
 import gc
 import logging
@@ -65,12 +64,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from collector import TICK, CollectorProbe, tracked_objects
 
 from stateful import Watermark, stateful
 from stateful.backends import SqlBackend
 
 NAMESPACE = "bench"
-TICK = 0.005  # the ticker's sleep, seconds
 
 
 class CountingSqlBackend(SqlBackend):
@@ -175,50 +174,6 @@ def counting_commits() -> Iterator[list[int]]:
         yield count
     finally:
         sa.event.remove(sa.engine.Engine, "commit", on_commit)
-
-
-class CollectorProbe:
-    """Records every garbage collection's generation and pause (a ``gc.callbacks`` entry).
-
-    Collections run in whichever thread allocates (the loop's or a store's worker); each holds
-    the interpreter lock throughout, so the loop can run nothing while one runs.
-    """
-
-    def __init__(self) -> None:
-        self.recording = False
-        self.pauses: list[tuple[int, float, float]] = []  # (generation, start, end), perf_counter
-        self._start = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        if phase == "start":
-            self._start = now
-        elif self.recording:
-            self.pauses.append((info["generation"], self._start, now))
-
-    def __enter__(self) -> CollectorProbe:
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        gc.callbacks.remove(self)
-
-    def outside(self, gaps: list[tuple[float, float]]) -> list[float]:
-        """The lateness of each ticker gap ``(slept, woke)`` that overlaps no collection."""
-        starts = [start for _, start, _ in self.pauses]  # in order, never overlapping
-        ends = [end for _, _, end in self.pauses]
-        late = []
-        for slept, woke in gaps:
-            i = bisect.bisect_left(starts, woke) - 1  # the last collection started before the wake-up
-            if i < 0 or ends[i] <= slept:
-                late.append(woke - slept - TICK)
-        return late
-
-
-def tracked_objects() -> int:
-    """How many objects the collector tracks once garbage is collected: what a full collection walks."""
-    gc.collect()
-    return len(gc.get_objects())
 
 
 @dataclass

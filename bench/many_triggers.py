@@ -18,7 +18,23 @@ Printed, per run:
 * **max stall ms** (and the 99th percentile): a ticker task sleeping ``TICK`` at a time measures
   how late it wakes, i.e. the longest the loop could run nothing else;
 * **saves/s** (the store's ``awrite`` calls) and **commits/s** (SQLAlchemy's COMMITs): with group
-  commit many saves share one COMMIT.
+  commit many saves share one COMMIT;
+* **the garbage collector** during the measured window (a ``gc.callbacks`` probe): how many full
+  (generation 2) collections ran, per minute and per million events (the collector counts
+  allocations, not time: the rate per event compares runs on a busy machine), their longest and
+  total pause, the longest young (generation 0/1) pause, and the **max stall outside
+  collections**: the ticker's longest lateness over the gaps that overlap no collection, i.e.
+  what the loop's own work held it;
+* **tracked objects per trigger**: the objects the collector tracks (``len(gc.get_objects())``
+  after a full collection) grown since before the triggers were created, divided by their
+  number, idle and while running (counted right after the measured window). Every full
+  collection walks all of them.
+
+``--baseline`` adds a row for the same triggers *without* ``@stateful`` (same schedule, same
+events, no store): what the process does without the SDK, the collector's pauses included.
+``--gc-freeze`` (a diagnostic: Airflow's triggerer does not do it) calls ``gc.freeze()`` once the
+store is warm, before the triggers are created, so that full collections skip everything
+allocated before (the imported modules above all).
 
 Run ``make bench-triggers``, or ``python bench/many_triggers.py --help``. By default it runs on a
 SQLite file, with and without group commit; ``--url`` names another database (e.g. PostgreSQL),
@@ -48,12 +64,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from collector import TICK, CollectorProbe, tracked_objects
 
 from stateful import Watermark, stateful
 from stateful.backends import SqlBackend
 
 NAMESPACE = "bench"
-TICK = 0.005  # the ticker's sleep, seconds
 
 
 class CountingSqlBackend(SqlBackend):
@@ -80,8 +96,23 @@ class Clock:
     events: int = 0
 
 
-def trigger_class(store: SqlBackend, clock: Clock) -> Callable[[int, int], BaseTrigger]:
-    """A decorated trigger emitting one event per ``clock.interval`` once ``clock.start`` is set."""
+async def schedule(clock: Clock, offset: float) -> AsyncIterator[None]:
+    """Once ``clock.start`` is set, yield every ``clock.interval`` from ``offset`` on, until the stop."""
+    await clock.start.wait()
+    loop = asyncio.get_running_loop()
+    due = loop.time() + offset
+    while not clock.stop:
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        due += clock.interval  # a fixed rate: a late event does not delay the next ones
+        yield
+
+
+def trigger_class(store: SqlBackend | None, clock: Clock) -> Callable[[int, int], BaseTrigger]:
+    """A trigger emitting one event per ``clock.interval`` once ``clock.start`` is set.
+
+    Its ``run`` is decorated with ``@stateful`` on ``store``; with no store (the baseline) it is
+    the same trigger without the SDK, counting its events itself.
+    """
 
     class Ticking(BaseTrigger):
         def __init__(self, index: int, count: int) -> None:
@@ -92,22 +123,26 @@ def trigger_class(store: SqlBackend, clock: Clock) -> Callable[[int, int], BaseT
         def serialize(self) -> tuple[str, dict[str, Any]]:
             return ("bench.many_triggers.Ticking", {"index": self.index})
 
+    class Stateful(Ticking):
         @stateful(namespace=NAMESPACE, name="t{index}", backend=store)
         async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
             n = watermark.cursor or 0
             watermark.advance(cursor=n + 1)
             yield TriggerEvent(n + 1)  # one event: loaded and saved, then idle until the start
-            await clock.start.wait()
-            loop = asyncio.get_running_loop()
-            due = loop.time() + self.offset
-            while not clock.stop:
-                await asyncio.sleep(max(0.0, due - loop.time()))
-                due += clock.interval  # a fixed rate: a late event does not delay the next ones
+            async for _ in schedule(clock, self.offset):
                 n += 1
                 watermark.advance(cursor=n + 1)
                 yield TriggerEvent(n + 1)
 
-    return Ticking
+    class Plain(Ticking):
+        async def run(self) -> AsyncIterator[TriggerEvent]:
+            n = 1
+            yield TriggerEvent(n)
+            async for _ in schedule(clock, self.offset):
+                n += 1
+                yield TriggerEvent(n)
+
+    return Plain if store is None else Stateful
 
 
 async def consume(trigger: BaseTrigger, clock: Clock, first: asyncio.Event) -> None:
@@ -153,22 +188,36 @@ class Figures:
     commits_per_s: float
     loop_cpu_us: float
     process_cpu_us: float
+    full_collections: int
+    full_per_min: float
+    full_per_mega_events: float
+    full_max_ms: float
+    full_total_ms: float
+    young_max_ms: float
+    max_stall_outside_ms: float
+    tracked_idle: float
+    tracked_running: float
 
 
 async def run_once(
-    store: CountingSqlBackend,
+    store: CountingSqlBackend | None,
     triggers: int,
     interval: float,
     warmup: float,
     duration: float,
     profile: cProfile.Profile | None = None,
+    freeze: bool = False,
 ) -> Figures:
     clock = Clock(interval, asyncio.Event())
     cls = trigger_class(store, clock)
-    await store.awrite(NAMESPACE, "warm-up", "watermark", "{}", expected_version=None)  # engine, tables
+    if store is not None:
+        await store.awrite(NAMESPACE, "warm-up", "watermark", "{}", expected_version=None)  # engine, tables
+    if freeze:
+        gc.collect()
+        gc.freeze()
 
     # Idle: every trigger loaded, its first event saved, waiting for the start.
-    gc.collect()
+    objects0 = tracked_objects()
     rss0 = rss_bytes()
     tracemalloc.start()
     traced0 = tracemalloc.get_traced_memory()[0]
@@ -181,9 +230,10 @@ async def run_once(
     traced = tracemalloc.get_traced_memory()[0] - traced0
     tracemalloc.stop()
     rss = rss_bytes() - rss0
+    objects_idle = tracked_objects() - objects0
 
     # Running: every trigger emitting, the ticker measuring the loop's lateness.
-    gaps: list[float] = []
+    gaps: list[tuple[float, float]] = []  # (went to sleep, woke up), perf_counter
     measuring = False
 
     async def ticker() -> None:
@@ -191,21 +241,21 @@ async def run_once(
             before = time.perf_counter()
             await asyncio.sleep(TICK)
             if measuring:
-                gaps.append(time.perf_counter() - before - TICK)
+                gaps.append((before, time.perf_counter()))
 
     ticking = asyncio.create_task(ticker())
     clock.start.set()
     await asyncio.sleep(warmup)
-    with counting_commits() as commits:
+    with counting_commits() as commits, CollectorProbe() as collections:
         events0, saves0, wall0 = clock.events, CountingSqlBackend.saves, time.perf_counter()
         cpu0, process0 = time.thread_time(), time.process_time()
-        measuring = True
+        measuring = collections.recording = True
         if profile is not None:
             profile.enable()
         await asyncio.sleep(duration)
         if profile is not None:
             profile.disable()
-        measuring = False
+        measuring = collections.recording = False
         cpu, process = time.thread_time() - cpu0, time.process_time() - process0
         events, saves, wall = (
             clock.events - events0,
@@ -213,23 +263,37 @@ async def run_once(
             time.perf_counter() - wall0,
         )
         committed = commits[0]
+    objects_running = tracked_objects() - objects0  # the triggers are mid-run: their unsaved events too
     clock.stop = True
     for task in tasks:
         task.cancel()  # as the triggerer cancels triggers: the decorator saves what was taken
     await asyncio.gather(*tasks, return_exceptions=True)
     await ticking
-    gaps.sort()
+    if freeze:
+        gc.unfreeze()
+    late = sorted(woke - slept - TICK for slept, woke in gaps)
+    full = [end - start for generation, start, end in collections.pauses if generation == 2]
+    young = [end - start for generation, start, end in collections.pauses if generation < 2]
     return Figures(
         idle_kib_traced=traced / triggers / 1024,
         idle_kib_rss=rss / triggers / 1024,
         offered=triggers / interval,
         achieved=events / wall,
-        max_stall_ms=gaps[-1] * 1e3 if gaps else 0.0,
-        p99_stall_ms=gaps[int(len(gaps) * 0.99)] * 1e3 if gaps else 0.0,
+        max_stall_ms=late[-1] * 1e3 if late else 0.0,
+        p99_stall_ms=late[int(len(late) * 0.99)] * 1e3 if late else 0.0,
         saves_per_s=saves / wall,
         commits_per_s=committed / wall,
         loop_cpu_us=cpu / max(events, 1) * 1e6,
         process_cpu_us=process / max(events, 1) * 1e6,
+        full_collections=len(full),
+        full_per_min=len(full) / wall * 60,
+        full_per_mega_events=len(full) / max(events, 1) * 1e6,
+        full_max_ms=max(full, default=0.0) * 1e3,
+        full_total_ms=sum(full) * 1e3,
+        young_max_ms=max(young, default=0.0) * 1e3,
+        max_stall_outside_ms=max(collections.outside(gaps), default=0.0) * 1e3,
+        tracked_idle=objects_idle / triggers,
+        tracked_running=objects_running / triggers,
     )
 
 
@@ -255,7 +319,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", help="a database URL (default: a SQLite file in a temporary directory)")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server")
     parser.add_argument(
-        "--group-commit", choices=["on", "off", "both"], default="both", help="SqlBackend(group_commit=...)"
+        "--group-commit",
+        choices=["on", "off", "both", "none"],
+        default="both",
+        help="SqlBackend(group_commit=...); none: no decorated run (with --baseline: the baseline alone)",
+    )
+    parser.add_argument(
+        "--baseline", action="store_true", help="first, the same triggers without @stateful (no store)"
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() before the triggers are created (a diagnostic: Airflow's triggerer does not)",
     )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the measured window")
     args = parser.parse_args(argv)
@@ -267,7 +342,8 @@ def main(argv: list[str] | None = None) -> None:
         url, server = start_postgres()
     print(
         f"Python {platform.python_version()}, SQLAlchemy {sa.__version__}; {os.cpu_count()} CPUs; "
-        f"load average {os.getloadavg()[0]:.1f} at the start",
+        f"load average {os.getloadavg()[0]:.1f} at the start; gc thresholds {gc.get_threshold()}"
+        + ("; gc.freeze() before the triggers" if args.gc_freeze else ""),
         file=sys.stderr,
     )
     columns = [
@@ -279,45 +355,78 @@ def main(argv: list[str] | None = None) -> None:
         "%",
         "max stall ms",
         "p99 stall ms",
+        "max stall outside GC ms",
+        "gen-2 GCs",
+        "gen-2/min",
+        "gen-2 per 10⁶ events",
+        "gen-2 max ms",
+        "gen-2 total ms",
+        "gen-0/1 max ms",
         "saves/s",
         "commits/s",
         "loop CPU µs/event",
         "process CPU µs/event",
+        "tracked objects/trigger idle",
+        "(running)",
         "idle KiB/trigger (traced)",
         "(RSS)",
+        "load",
     ]
     print("| " + " | ".join(columns) + " |")
     print("|---|---|" + "---:|" * (len(columns) - 2))
-    modes = {"on": [True], "off": [False], "both": [True, False]}[args.group_commit]
+    modes: list[bool | None] = [None] if args.baseline else []
+    modes += {"on": [True], "off": [False], "both": [True, False], "none": []}[args.group_commit]
     try:
         for group_commit in modes:
+            load = os.getloadavg()[0]
             with tempfile.TemporaryDirectory() as directory:
                 store_url = url or f"sqlite:///{Path(directory) / 'many.db'}"
-                table = f"bench_many_{os.getpid()}_{int(group_commit)}"
-                store = CountingSqlBackend(store_url, table_name=table, group_commit=group_commit)
+                store = None
+                if group_commit is not None:
+                    table = f"bench_many_{os.getpid()}_{int(group_commit)}"
+                    store = CountingSqlBackend(store_url, table_name=table, group_commit=group_commit)
                 try:
                     figures = asyncio.run(
-                        run_once(store, args.triggers, args.interval, args.warmup, args.duration, profile)
+                        run_once(
+                            store,
+                            args.triggers,
+                            args.interval,
+                            args.warmup,
+                            args.duration,
+                            profile,
+                            args.gc_freeze,
+                        )
                     )
                 finally:
-                    store.dispose()
-            kind = sa.engine.make_url(store_url).get_backend_name()
+                    if store is not None:
+                        store.dispose()
+            kind = "baseline" if store is None else sa.engine.make_url(store_url).get_backend_name()
             f = figures
             cells = [
                 kind,
-                "on" if group_commit else "off",
+                "—" if group_commit is None else "on" if group_commit else "off",
                 f"{args.triggers:,}",
                 f"{f.offered:,.0f}",
                 f"{f.achieved:,.0f}",
                 f"{f.achieved / f.offered:.0%}",
                 f"{f.max_stall_ms:.1f}",
                 f"{f.p99_stall_ms:.1f}",
-                f"{f.saves_per_s:,.0f}",
-                f"{f.commits_per_s:,.0f}",
+                f"{f.max_stall_outside_ms:.1f}",
+                f"{f.full_collections}",
+                f"{f.full_per_min:.1f}",
+                f"{f.full_per_mega_events:.1f}",
+                f"{f.full_max_ms:.1f}",
+                f"{f.full_total_ms:.1f}",
+                f"{f.young_max_ms:.1f}",
+                "—" if store is None else f"{f.saves_per_s:,.0f}",
+                "—" if store is None else f"{f.commits_per_s:,.0f}",
                 f"{f.loop_cpu_us:,.0f}",
                 f"{f.process_cpu_us:,.0f}",
+                f"{f.tracked_idle:.1f}",
+                f"{f.tracked_running:.1f}",
                 f"{f.idle_kib_traced:.1f}",
                 f"{f.idle_kib_rss:.1f}",
+                f"{load:.1f}",
             ]
             print("| " + " | ".join(cells) + " |", flush=True)
     finally:

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from stateful._layout import Layout
-from stateful._shadow import Delta, Shadow, Tracker
+from stateful._shadow import Delta, Shadow, Tracker, Unconfirmed
 from stateful._spec import CommitMode
 from stateful.backends.base import Address, StateRecord
 from stateful.errors import StateValidationError
@@ -135,12 +134,13 @@ class WatermarkSession(Generic[W]):
         self.saved_digest: str | None = None
         self.saved_version: int | None = None
         # Deltas taken when events were emitted, oldest first, awaiting confirmation.
-        self._pending: deque[tuple[int, Delta]] = deque()
+        self._pending = Unconfirmed()
         self._seq = 0
         # Digest of the state before the latest event ("" when nothing was stored), for event keys.
         self._previous = ""
         #: The idempotency key of the latest emitted event (see :meth:`emitted`).
         self.event_key = ""
+        self._key_seed = _key_seed(scope)
 
     @property
     def watermark(self) -> W:
@@ -205,10 +205,10 @@ class WatermarkSession(Generic[W]):
         """
         self._seq += 1
         delta = self._take()
-        self.event_key = transition_key(self.scope, self._previous, delta.digest)
+        self.event_key = _keyed(self._key_seed, self._previous, delta.digest)
         self._previous = delta.digest
         if self.commit != "never":  # nothing will ever be saved: keep no deltas
-            self._pending.append((self._seq, delta))
+            self._pending.push(self._seq, delta)
         return self._seq
 
     def confirm(self, seq: int) -> Save | None:
@@ -219,11 +219,7 @@ class WatermarkSession(Generic[W]):
         """
         if self._rendering:
             raise RuntimeError("WatermarkSession.confirm() called while a save is being rendered")
-        shadow = self._shadow_state()
-        confirmed = False
-        while self._pending and self._pending[0][0] <= seq:
-            shadow.apply(self._pending.popleft()[1])
-            confirmed = True
+        confirmed = self._pending.apply_through(seq, self._shadow_state())
         return self._decide(seq) if confirmed else None
 
     def before_yield(self, seq: int) -> Save | None:
@@ -240,7 +236,7 @@ class WatermarkSession(Generic[W]):
         if self.commit == "never":
             self._pending.clear()
             return None
-        self._pending.append((self._seq, delta))
+        self._pending.push(self._seq, delta)
         return self.confirm(self._seq)
 
     def abandon(self) -> None:
@@ -313,12 +309,18 @@ def transition_key(scope: Scope, before: str, after: str) -> str:
         >>> len(transition_key(scope, "", '{"cursor":1}'))
         32
     """
-    digest = hashlib.sha256()
-    for part in (scope.namespace, scope.name, scope.key, before, after):
-        digest.update(part.encode())
-        # NUL separates the parts: names refuse control characters and JSON text escapes them.
-        digest.update(b"\x00")
-    return digest.hexdigest()[:32]
+    return _keyed(_key_seed(scope), before, after)
+
+
+def _key_seed(scope: Scope) -> bytes:
+    """A transition key's first parts (``scope``'s), encoded: a session encodes them once."""
+    # NUL separates the parts: names refuse control characters and JSON text escapes them.
+    return "".join(part + "\x00" for part in scope.address).encode()
+
+
+def _keyed(seed: bytes, before: str, after: str) -> str:
+    """The transition key from ``seed`` (:func:`_key_seed`): one hash of one string per event."""
+    return hashlib.sha256(seed + f"{before}\x00{after}\x00".encode()).hexdigest()[:32]
 
 
 def log_loaded(session: WatermarkSession[Any], qualname: str) -> None:

@@ -58,7 +58,15 @@ def canonical_json(value: Any, *, sort_keys: bool = True) -> str:
         >>> canonical_json({"b": [1, 2], "a": "é"})
         '{"a":"é","b":[1,2]}'
     """
-    return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODERS[sort_keys].encode(value)
+
+
+#: The encoders of :func:`canonical_json`, sorted and not, built once (``json.dumps`` with these
+#: options builds one per call, a third of its cost on a small value; an encoder is stateless).
+_ENCODERS = {
+    sort: json.JSONEncoder(sort_keys=sort, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    for sort in (True, False)
+}
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -4,7 +4,14 @@ The session (:mod:`stateful._core`) never serialises the live watermark per even
 
 * :class:`Tracker` drains the watermark's change journal when an event is emitted and turns it
   into a :class:`Delta`: the ``seen`` keys that changed (as the text they are stored with), the
-  other fields (:meth:`Watermark._head`, O(your fields)), and the state's digest after it.
+  other fields (:meth:`Watermark._head`, O(your fields), as their canonical JSON text), and the
+  state's digest after it.
+* :class:`Unconfirmed` holds the deltas of events emitted and not yet confirmed (up to a batch
+  of coalesced saves per trigger, thousands across the triggers of a triggerer) as strings and
+  numbers in one deque: no object the garbage collector tracks per event. Tracked objects
+  that pile up are what set the collector off (a young collection each 700 more of them alive,
+  and each young collection promotes every coroutine, future and timer then in flight towards
+  the oldest generation, whose growth sets off the full collections that pause the process).
 * the digest (:func:`digest`) is a function of the state alone, maintained in O(change): a
   hash of the other fields combined with a *multiset hash* of the ``seen`` entries (the sum,
   modulo 2**256, of one SHA-256 per entry; adding an entry adds its hash, removing subtracts).
@@ -24,8 +31,8 @@ Example:
     >>> tracker = Tracker(shadow, wm)
     >>> wm.advance(key="a.csv")
     >>> delta = tracker.take(wm)
-    >>> delta.seen
-    {'a.csv': None}
+    >>> delta.seen, delta.gone
+    ((('a.csv', None),), ())
     >>> shadow.apply(delta)
     >>> shadow.render() == wm.to_state_json()
     True
@@ -38,15 +45,16 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
-from dataclasses import dataclass
-from typing import Any
+import json
+from collections import deque
+from typing import Any, NamedTuple
 
 from stateful._document import SCHEMA_VERSION, canonical_json, format_utc
 from stateful._layout import Layout, part_id
 from stateful._seen import ABSENT, Entry, SeenLog, _Absent
 from stateful.types import Watermark
 
-__all__ = ["Delta", "Shadow", "Tracker", "digest"]
+__all__ = ["Delta", "Shadow", "Tracker", "Unconfirmed", "digest"]
 
 #: How many ``seen`` entries a run holds (up to twice as many before it is split): each is
 #: sorted and encoded in one call, which holds the interpreter lock, so a worker thread
@@ -84,22 +92,87 @@ def digest(head_text: str, seen_sum: int) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class Delta:
+class Delta(NamedTuple):
     """What changed between two snapshots: O(change) plus O(your fields).
 
     Attributes:
-        seen: each changed key's new text (``None``: recorded without a timestamp), or ``ABSENT``
-            for a key that left ``seen``.
-        head: the fields other than ``seen``, as JSON values.
+        seen: each key added or changed, with its new text (``None``: recorded without a
+            timestamp).
+        gone: each key that left ``seen``.
+        head: the fields other than ``seen``, as canonical JSON text (an object).
         digest: the digest of the state after the change.
         grown: how many keys ``seen`` gained (negative: lost).
     """
 
-    seen: dict[str, SeenText | _Absent]
-    head: dict[str, Any]
+    seen: tuple[tuple[str, SeenText], ...]
+    gone: tuple[str, ...]
+    head: str
     digest: str
     grown: int = 0
+
+
+class Unconfirmed:
+    """The deltas of emitted events awaiting confirmation, oldest first, held as atoms.
+
+    One deque of strings, numbers and ``None``: each delta as its event's number, its head, its
+    digest, how much ``seen`` grew, how many keys changed, then each key and its text. Pushing a
+    delta allocates nothing the garbage collector tracks, where a tuple per delta would count as
+    a new object until a collection.
+
+    Example:
+        >>> from stateful import Watermark
+        >>> wm = Watermark()
+        >>> shadow = Shadow.of(wm)
+        >>> tracker, waiting = Tracker(shadow, wm), Unconfirmed()
+        >>> wm.advance(key="a.csv")
+        >>> waiting.push(1, tracker.take(wm))
+        >>> wm.advance(key="b.csv")
+        >>> waiting.push(2, tracker.take(wm))
+        >>> waiting.apply_through(1, shadow), len(waiting), shadow.size
+        (True, 1, 1)
+    """
+
+    __slots__ = ("_count", "_held")
+
+    def __init__(self) -> None:
+        self._held: deque[Any] = deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def push(self, seq: int, delta: Delta) -> None:
+        """Keep ``delta``, the changes of event ``seq`` (newer than every delta held)."""
+        held = self._held
+        held.extend((seq, delta.head, delta.digest, delta.grown, len(delta.seen) + len(delta.gone)))
+        for key, text in delta.seen:
+            held.append(key)
+            held.append(text)
+        for key in delta.gone:
+            held.append(key)
+            held.append(ABSENT)
+        self._count += 1
+
+    def apply_through(self, seq: int, shadow: Shadow) -> bool:
+        """Apply to ``shadow``, oldest first, and forget every delta up to event ``seq``.
+
+        Returns whether there was any.
+        """
+        held, applied = self._held, False
+        while held and held[0] <= seq:
+            pop = held.popleft
+            pop()  # the event's number
+            head, digest, grown, changed = pop(), pop(), pop(), pop()
+            changes = {pop(): pop() for _ in range(changed)}
+            shadow.advance(changes, grown, head, digest)
+            self._count -= 1
+            applied = True
+        return applied
+
+    def clear(self) -> None:
+        """Forget every delta held."""
+        self._held.clear()
+        self._count = 0
 
 
 class Shadow:
@@ -111,7 +184,7 @@ class Shadow:
     """
 
     def __init__(self, seen: dict[str, SeenText], head: dict[str, Any]) -> None:
-        self.head = head
+        #: The fields other than ``seen``, as canonical JSON text (an object).
         self.head_text = canonical_json(head)
         self.seen_sum = sum(_entry_hash(k, t) for k, t in seen.items()) % _MODULUS
         self.digest = digest(self.head_text, self.seen_sum)
@@ -131,10 +204,16 @@ class Shadow:
 
     def apply(self, delta: Delta) -> None:
         """Move to the state after ``delta`` (which must follow this state): O(change)."""
-        self._changes.update(delta.seen)
-        self.size += delta.grown
-        self.head = delta.head
-        self.digest = delta.digest
+        changes: dict[str, SeenText | _Absent] = dict(delta.seen)
+        changes.update(dict.fromkeys(delta.gone, ABSENT))
+        self.advance(changes, delta.grown, delta.head, delta.digest)
+
+    def advance(self, changes: dict[str, SeenText | _Absent], grown: int, head: str, digest: str) -> None:
+        """Move to the state after a delta given by its parts (see :class:`Delta`): O(change)."""
+        self._changes.update(changes)
+        self.size += grown
+        self.head_text = head
+        self.digest = digest
 
     def render(self) -> str:
         """The canonical stored text of this state (as :meth:`Watermark.to_state_json` writes it).
@@ -158,7 +237,7 @@ class Shadow:
             self._initial = None
         changes, self._changes = self._changes, {}
         self._runs.update(changes)
-        doc: dict[str, Any] = {**self.head, "schema_version": SCHEMA_VERSION}
+        doc: dict[str, Any] = {**json.loads(self.head_text), "schema_version": SCHEMA_VERSION}
         names = sorted([*doc, "seen"])
         at = names.index("seen")
 
@@ -253,17 +332,20 @@ class Tracker:
     def take(self, watermark: Watermark[Any]) -> Delta:
         """The changes since the last call (or the start): O(change) plus O(your fields)."""
         log: SeenLog = watermark._seen_log()
-        seen: dict[str, SeenText | _Absent] = {}
+        seen: list[tuple[str, SeenText]] = []
+        gone: list[str] = []
         total, grown = self._seen_sum, 0
         for key, (old, new) in log.drain().items():
             old_text, new_text = _entry_text(old), _entry_text(new)
             if not isinstance(old_text, _Absent):
                 total -= _entry_hash(key, old_text)
                 grown -= 1
-            if not isinstance(new_text, _Absent):
+            if isinstance(new_text, _Absent):
+                gone.append(key)
+            else:
                 total += _entry_hash(key, new_text)
                 grown += 1
-            seen[key] = new_text
+                seen.append((key, new_text))
         self._seen_sum = total % _MODULUS
-        head = watermark._head()
-        return Delta(seen, head, digest(canonical_json(head), self._seen_sum), grown)
+        head = canonical_json(watermark._head())
+        return Delta(tuple(seen), tuple(gone), head, digest(head, self._seen_sum), grown)

@@ -94,6 +94,8 @@ def _seen_entries(seen: object) -> dict[str, datetime | None]:
 
 def _unorderable(value: object) -> str | None:
     """Say why ``value`` cannot be a cursor (None if it can): cursors must be totally ordered."""
+    if type(value) is int or type(value) is str:
+        return None  # the common cursors, ordered: no isinstance chain per advance
     # Sets and dicts compare without TypeError in some cases (subset order, equal lists of dicts),
     # so refuse them by shape instead of relying on comparison failures alone.
     if value is None or isinstance(value, (Mapping, AbstractSet)):

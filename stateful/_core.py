@@ -32,10 +32,10 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from stateful._layout import Layout
+from stateful._repair import History, invalid_state
 from stateful._shadow import Delta, Shadow, Tracker, Unconfirmed
 from stateful._spec import CommitMode
 from stateful.backends.base import Address, StateRecord
-from stateful.errors import StateValidationError
 from stateful.types import Watermark
 
 __all__ = ["Save", "Scope", "WatermarkSession", "log_loaded", "transition_key"]
@@ -159,15 +159,24 @@ class WatermarkSession(Generic[W]):
         """How many keys the confirmed state's ``seen`` holds: what rendering it costs."""
         return 0 if self._shadow is None else self._shadow.size
 
-    def load(self, record: StateRecord | None) -> W:
+    def load(self, record: StateRecord | None, history: History | None = None) -> W:
         """Validate the stored record (or start fresh) and return the watermark for user code.
 
-        O(state): parsing, validating and hashing every ``seen`` entry once. The async driver
-        calls it in a worker thread.
+        A record saved by an earlier model version is upgraded by the model's ``migrate()``
+        first; the upgraded state is written at the next save, not here. O(state): parsing,
+        validating and hashing every ``seen`` entry once. The async driver calls it in a worker
+        thread.
+
+        Args:
+            record: the stored record, ``None`` when nothing is stored.
+            history: reads the store's kept versions of the state (if it keeps any): called
+                only when the record is from a newer model version, to name the version to
+                rewind to.
 
         Raises:
-            StateValidationError: the stored value does not validate against the model. It is
-                never replaced by a default.
+            StateValidationError: the stored value does not validate against the model (or a
+                ``migrate()`` step failed). It is never replaced by a default.
+            StateModelVersionError: the stored value is from a newer model version.
         """
         if record is None:
             watermark = self.model()
@@ -175,14 +184,7 @@ class WatermarkSession(Generic[W]):
             try:
                 watermark = self.model.from_state_json(record.value)
             except ValueError as exc:
-                raise StateValidationError(
-                    namespace=self.scope.namespace,
-                    name=self.scope.name,
-                    key=self.scope.key,
-                    backend=self.scope.store,
-                    model=f"{self.model.__module__}.{self.model.__qualname__}",
-                    detail=str(exc),
-                ) from exc
+                raise invalid_state(self.scope.address, self.scope.store, self.model, exc, history) from exc
         watermark.configure(lookback=self._lookback, max_untimed_keys=self._max_untimed_keys)
         shadow = Shadow.of(watermark)
         if record is not None:

@@ -1,9 +1,15 @@
-"""The stored watermark document: its key, schema version and upgrades, canonical JSON, UTC times.
+"""The stored watermark document: its key, schema and model versions, canonical JSON, UTC times.
 
 :class:`~stateful.types.Watermark` is the model; this module is how it is written down. The
 JSON text is canonical (compact, sorted keys, no ASCII escaping), so two equal watermarks are
 the same bytes: the drivers skip a save whose text equals what is stored. Times are written in
 UTC with microseconds and a ``Z``, fixed width, so they are exact and sort as text.
+
+Two versions are recorded. ``schema_version`` is this package's layout of the document (its
+upgrades are :data:`MIGRATIONS`). ``model_version`` is the user's model's
+(:attr:`Watermark.model_version <stateful.types.Watermark.model_version>`, upgraded by its
+``migrate()``): written only when it is not 1, so a model that never changed writes the same
+bytes as before model versions existed, and a document without it is model version 1.
 
 Example:
     >>> from datetime import datetime, timezone
@@ -26,11 +32,16 @@ from stateful._chunked_json import loads
 __all__ = [
     "DEFAULT_KEY",
     "MIGRATIONS",
+    "MODEL_VERSION_KEY",
     "SCHEMA_VERSION",
+    "NewerModelVersion",
     "canonical_json",
     "decode_state",
     "encode_state",
     "format_utc",
+    "model_version_of",
+    "stored_model_version",
+    "upgrade_model",
 ]
 
 #: The document key ``@stateful`` stores its watermark under.
@@ -40,6 +51,28 @@ SCHEMA_VERSION = 1
 #: ``MIGRATIONS[n]`` turns a schema_version ``n`` document into a schema_version ``n + 1`` one,
 #: so a later release can still load state saved by this one. Empty while only version 1 exists.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+#: The document field recording the model version (absent: model version 1).
+MODEL_VERSION_KEY = "model_version"
+
+
+class NewerModelVersion(ValueError):
+    """A stored document was written by a newer version of the model than the one loading it.
+
+    The load path turns it into :class:`~stateful.errors.StateModelVersionError`, which names
+    the address and the store.
+
+    Attributes:
+        stored: the model version the document records.
+        code: the model version of the class loading it.
+    """
+
+    def __init__(self, model: str, stored: int, code: int) -> None:
+        self.stored = stored
+        self.code = code
+        super().__init__(
+            f"the state was written by model version {stored} of {model}, newer than this code's "
+            f"model version {code}"
+        )
 
 
 def canonical_json(value: Any, *, sort_keys: bool = True) -> str:
@@ -105,6 +138,70 @@ def decode_state(text: str | bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ValueError(f"watermark state must be a JSON object, got {type(doc).__name__}")
     return _upgrade(doc)
+
+
+def stored_model_version(doc: dict[str, Any]) -> int:
+    """The model version a decoded document records (1 when it records none).
+
+    Raises:
+        ValueError: the recorded version is not an integer of at least 1.
+
+    Example:
+        >>> stored_model_version({"cursor": 3}), stored_model_version({"model_version": 4})
+        (1, 4)
+    """
+    version = doc.get(MODEL_VERSION_KEY, 1)
+    if type(version) is not int or version < 1:
+        raise ValueError(f"watermark state has an invalid {MODEL_VERSION_KEY} {version!r}")
+    return version
+
+
+def upgrade_model(
+    doc: dict[str, Any], target: int, migrate: Callable[[int, dict[str, Any]], object], model: str
+) -> tuple[dict[str, Any], int]:
+    """``doc`` (decoded, without ``seen``) brought to model version ``target`` by ``migrate``.
+
+    Returns the upgraded fields, without the version marker, and the version ``doc`` was at.
+
+    Raises:
+        NewerModelVersion: ``doc`` records a newer model version than ``target``.
+        ValueError: an invalid recorded version, or a ``migrate`` step that raised or returned
+            something else than a dict (the message names the step).
+
+    Example:
+        >>> def migrate(version, data):
+        ...     return {**data, "region": "eu"} if version == 1 else data
+        >>> upgrade_model({"cursor": 3}, 2, migrate, "Orders")
+        ({'cursor': 3, 'region': 'eu'}, 1)
+    """
+    stored = stored_model_version(doc)
+    doc.pop(MODEL_VERSION_KEY, None)
+    if stored > target:
+        raise NewerModelVersion(model, stored, target)
+    name = model.rpartition(".")[2]
+    for step in range(stored, target):
+        where = f"{name}.migrate({step}, data), upgrading model version {step} to {step + 1},"
+        try:
+            upgraded = migrate(step, doc)
+        except Exception as exc:  # the user's code: whatever it raises, the step is named
+            raise ValueError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(upgraded, dict):
+            raise ValueError(f"{where} returned a {type(upgraded).__name__}, not a dict of the fields")
+        doc = upgraded
+    return doc, stored
+
+
+def model_version_of(text: str | bytes) -> int | None:
+    """The model version a stored text records; ``None`` if the text is not a watermark document.
+
+    Example:
+        >>> model_version_of('{"model_version":2,"schema_version":1}'), model_version_of("[]")
+        (2, None)
+    """
+    try:
+        return stored_model_version(decode_state(text))
+    except ValueError:
+        return None
 
 
 def _upgrade(doc: dict[str, Any]) -> dict[str, Any]:

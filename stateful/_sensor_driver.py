@@ -35,6 +35,7 @@ from typing import Any
 
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
+from stateful._repair import history_of
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, StateBackend
 from stateful.errors import StateConflictError, StatefulUsageError
@@ -249,7 +250,7 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     )
     # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
     # and in poke mode an earlier poke of this try that returned False saved nothing.
-    watermark = session.load(load(choice, *scope.address))
+    watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
     log_loaded(session, qualname)
     try:
         result = call(watermark)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from stateful._core import Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._flow import Pacer
+from stateful._repair import history_of
 from stateful._saver import Coalescer, save, save_batching, save_spacing
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, AsyncStateBackend
@@ -64,7 +65,7 @@ async def open_session(
     )
     record = await aload(choice, *scope.address)
     # Parsing and validating a large state is O(state): a worker thread's job, not the loop's.
-    await asyncio.to_thread(session.load, record)
+    await asyncio.to_thread(session.load, record, history_of(store, scope.address))
     log_loaded(session, qualname)
     return store, session
 

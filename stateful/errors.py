@@ -10,6 +10,7 @@ Error tree::
     ├── StateConflictError        a compare-and-set lost: someone else saved first
     │   └── StateRegressionError  the stored version went backwards (a restore, a stale writer)
     ├── StateValidationError      stored state no longer validates against the model
+    │   └── StateModelVersionError  stored state written by a newer model version than the code's
     ├── StateNameError            (also ValueError) a namespace/name template is unusable
     ├── WatermarkValueError       (also ValueError) a bad value given to advance()/is_new()
     ├── StatefulUsageError        (also TypeError) the decorator is applied to something it
@@ -37,6 +38,7 @@ __all__ = [
     "StateConflictError",
     "StateNameError",
     "StateRegressionError",
+    "StateModelVersionError",
     "StateTooLargeError",
     "StateValidationError",
     "StatefulError",
@@ -149,6 +151,8 @@ class StateValidationError(StatefulError):
         backend: a description of the store, with any password masked.
         model: qualified name of the model class that failed to load it.
         detail: the validation error, as text.
+        repair: how to correct the stored value, as the message says it (a ``stateful set``
+            command when the fields at fault are known).
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class StateValidationError(StatefulError):
         backend: str,
         model: str,
         detail: str,
+        repair: str | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -167,12 +172,72 @@ class StateValidationError(StatefulError):
         self.backend = backend
         self.model = model
         self.detail = detail
+        self.repair = repair or (
+            f"correct the value (`stateful set {namespace} {name} --field NAME=VALUE`, or "
+            f"`--drop-field NAME` for a field the model no longer has; VALUE is JSON)"
+        )
         super().__init__(
             f"stored state {namespace}/{name} (key {key!r}) in {backend} does not validate as "
             f"{model}: {detail}\n"
             f"It was left as it is; nothing was reset. Inspect it (`stateful show {namespace} {name}`), "
-            f"then either fix the model, correct the value (`stateful set ...`), or reset it on "
+            f"then either fix the model, {self.repair}, or reset it on "
             f"purpose (`stateful reset {namespace} {name}`: everything is then new again)."
+        )
+
+
+class StateModelVersionError(StateValidationError):
+    """Stored state was written by a newer version of the model than the code loading it.
+
+    Raised at load when the stored ``model_version`` is above the model's
+    :attr:`~stateful.types.Watermark.model_version`: older code cannot know what the newer
+    model's fields mean. Nothing is changed; deploy the newer code, or rewind the state to a
+    version an older-or-equal model wrote.
+
+    Attributes:
+        stored_version: the model version recorded in the stored state.
+        code_version: the model version of the code that tried to load it.
+        rewind_to: the newest kept version written by a model version the code reads, when
+            the store keeps history and holds one (else ``None``).
+        rewind: the ``stateful rewind`` (or ``stateful history``) command the message suggests.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        key: str,
+        backend: str,
+        model: str,
+        stored_version: int,
+        code_version: int,
+        rewind_to: int | None,
+        rewind: str,
+    ) -> None:
+        detail = (
+            f"it was written by model version {stored_version}, newer than this code's model "
+            f"version {code_version}"
+        )
+        super().__init__(namespace=namespace, name=name, key=key, backend=backend, model=model, detail=detail)
+        self.stored_version = stored_version
+        self.code_version = code_version
+        self.rewind_to = rewind_to
+        self.rewind = rewind
+        if rewind_to is None:
+            back = (
+                f"go back to a version written by model version {code_version} or older: {rewind} "
+                f"lists the kept versions, `stateful rewind {namespace} {name} --to VERSION` restores one"
+            )
+        else:
+            back = (
+                f"rewind to version {rewind_to}, the newest one written by model version "
+                f"{code_version} or older: {rewind}"
+            )
+        self.args = (
+            f"stored state {namespace}/{name} (key {key!r}) in {backend} was written by model version "
+            f"{stored_version} of {model}, newer than this code's model version {code_version}. It was "
+            f"left as it is. Deploy the code with model version {stored_version}, or {back} (the "
+            f"newer versions stay in the history).",
         )
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta, timezone
 from functools import cache
-from typing import Any, Generic
+from typing import Any, ClassVar, Generic
 
 from pydantic import (
     BaseModel,
@@ -30,7 +30,14 @@ from pydantic import (
 )
 from typing_extensions import Self, TypeVar
 
-from stateful._document import SCHEMA_VERSION, decode_state, encode_state, format_utc
+from stateful._document import (
+    MODEL_VERSION_KEY,
+    SCHEMA_VERSION,
+    decode_state,
+    encode_state,
+    format_utc,
+    upgrade_model,
+)
 from stateful._seen import SeenKeys, SeenLog
 from stateful.errors import StatefulUsageError, WatermarkValueError
 
@@ -161,9 +168,15 @@ class Watermark(BaseModel, Generic[CursorT]):
     and refuses unknown fields. Persist it with :meth:`to_state_json`/:meth:`from_state_json`
     (``model_dump()`` does not include ``seen``).
 
+    When you change a subclass's fields after state was stored, raise its :attr:`model_version`
+    and say in :meth:`migrate` how an older stored state becomes a current one (see "Changing
+    your watermark model" in the docs).
+
     Attributes:
         timestamp: the highest timestamp advanced past (timezone-aware, normalised to UTC).
         cursor: the highest cursor advanced past (must be totally ordered).
+        model_version: the version of this model (a class attribute, 1 unless a subclass raises
+            it): recorded in the stored document, checked and upgraded at load.
 
     Example:
         >>> from datetime import datetime, timedelta, timezone
@@ -180,6 +193,10 @@ class Watermark(BaseModel, Generic[CursorT]):
 
     timestamp: datetime | None = None
     cursor: CursorT | None = None
+
+    #: The version of this model, recorded in each state it saves: raise it (2, 3, ...) when a
+    #: change of the fields needs stored states upgraded by :meth:`migrate`.
+    model_version: ClassVar[int] = 1
 
     # seen lives in a private attribute, not a field: it must not be settable through the
     # constructor or assignment (which would bypass its bounds), nor show up as a plain dict in
@@ -201,6 +218,59 @@ class Watermark(BaseModel, Generic[CursorT]):
                 f"{cls.__qualname__} declares reserved field name(s) {sorted(clash)}: they would shadow "
                 f"Watermark's own; rename them."
             )
+        version = cls.model_version
+        if type(version) is not int or version < 1:
+            raise StatefulUsageError(
+                f"{cls.__qualname__}.model_version is {version!r}: it must be an int of at least 1 "
+                f"(1, then 2, 3, ... as the model changes)."
+            )
+
+    @classmethod
+    def migrate(cls, version: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Upgrade a stored state's ``data`` from model version ``version`` to ``version + 1``.
+
+        Called at load, before validation, once per step from the version the state records up
+        to :attr:`model_version` (a state of version 1 loaded by a model of version 3: with 1,
+        then with 2). The upgraded state is saved at the next save (not at load), as a new
+        version: the store's history keeps the old one. The default changes nothing. Override
+        it in your subclass; it must not do I/O (a trigger loads in a worker thread).
+
+        Args:
+            version: the model version ``data`` is at.
+            data: the stored fields as JSON values (``timestamp`` as ISO text, ``cursor``, your
+                own fields), without ``seen``, which is kept as it is. Yours to change.
+
+        Returns:
+            The fields at model version ``version + 1``.
+
+        Example:
+            >>> class Orders(Watermark[int]):
+            ...     model_version = 3
+            ...     region: str
+            ...     batch_count: int = 0
+            ...
+            ...     @classmethod
+            ...     def migrate(cls, version, data):
+            ...         if version == 1:  # version 2 renamed "batches" to "batch_count"
+            ...             data["batch_count"] = data.pop("batches", 0)
+            ...         if version == 2:  # version 3 added "region", which has no default
+            ...             data["region"] = "eu"
+            ...         return data
+            >>> Orders.from_state_json('{"batches":4,"cursor":7,"schema_version":1}')
+            Orders(timestamp=None, cursor=7, seen=0 keys, region='eu', batch_count=4)
+        """
+        return data
+
+    @classmethod
+    def _upgrade_model(cls, doc: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """``doc`` (without ``seen``) brought to :attr:`model_version`, and the version it was at.
+
+        Raises:
+            NewerModelVersion: ``doc`` records a newer model version than this class's.
+            ValueError: an invalid recorded version, or a :meth:`migrate` step that raised or
+                returned something else than a dict (the message names the step).
+        """
+        return upgrade_model(doc, cls.model_version, cls.migrate, f"{cls.__module__}.{cls.__qualname__}")
 
     @field_validator("timestamp")
     @classmethod
@@ -414,6 +484,9 @@ class Watermark(BaseModel, Generic[CursorT]):
         """The stored fields except ``seen`` (JSON values): O(your fields), whatever ``seen`` holds."""
         doc = self.model_dump(mode="json", round_trip=True)
         doc["timestamp"] = None if self.timestamp is None else format_utc(self.timestamp)
+        version = type(self).model_version
+        if version != 1:
+            doc[MODEL_VERSION_KEY] = version
         return doc
 
     def _seen_log(self) -> SeenLog:
@@ -425,9 +498,12 @@ class Watermark(BaseModel, Generic[CursorT]):
     def from_state_json(cls, text: str | bytes) -> Self:
         """Load state written by :meth:`to_state_json`, strictly: no conversions, no unknown fields.
 
+        A state saved by an earlier :attr:`model_version` is upgraded by :meth:`migrate` first.
+
         Raises:
-            ValueError: not JSON, missing or newer ``schema_version``, or a value of the wrong type
-                (a ``pydantic.ValidationError`` is a ``ValueError``).
+            ValueError: not JSON, missing or newer ``schema_version``, a newer ``model_version``
+                (``NewerModelVersion``), a :meth:`migrate` step that failed, or a value of the
+                wrong type (a ``pydantic.ValidationError`` is a ``ValueError``).
 
         Example:
             >>> try:
@@ -438,9 +514,18 @@ class Watermark(BaseModel, Generic[CursorT]):
         """
         doc = decode_state(text)
         seen = doc.pop("seen", {})
+        doc, stored = cls._upgrade_model(doc)
         # Strict *JSON* mode accepts ISO strings for datetimes but refuses numbers; strict Python
         # mode would refuse the strings, so the (migrated) document is validated as JSON text.
-        wm = cls.model_validate_json(json.dumps(doc), strict=True)
+        try:
+            wm = cls.model_validate_json(json.dumps(doc), strict=True)
+        except (ValidationError, TypeError) as exc:  # TypeError: migrate() returned a non-JSON value
+            if stored == cls.model_version:
+                raise
+            raise ValueError(
+                f"the state upgraded by {cls.__qualname__}.migrate() from model version {stored} to "
+                f"{cls.model_version} does not validate: {exc}"
+            ) from exc
         try:
             entries = _seen_entries(seen)
             wm._log = SeenLog(

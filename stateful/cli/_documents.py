@@ -1,8 +1,9 @@
 """Stored watermark documents as the command line shows, checks, changes and compares them.
 
 Without ``--model`` a document is checked against :class:`AnyWatermark`: the fields every
-watermark has are validated strictly, and the fields of a user's subclass are kept as they are.
-With ``--model`` the trigger's own model validates everything.
+watermark has are validated strictly, and the fields of a user's subclass, and the model version
+it records, are kept as they are. With ``--model`` the trigger's own model validates everything,
+upgrading a state saved by an earlier model version as the trigger would.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from pydantic import ConfigDict, JsonValue
 
-from stateful._document import DEFAULT_KEY, format_utc
+from stateful._document import DEFAULT_KEY, MODEL_VERSION_KEY, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._errors import UsageError
 from stateful.cli._values import load_object
@@ -24,6 +25,8 @@ __all__ = [
     "AnyWatermark",
     "Summary",
     "changes",
+    "edit_fields",
+    "empty_state",
     "load_model",
     "model_for",
     "record_fields",
@@ -37,9 +40,17 @@ _SHOWN_KEYS = 5
 
 
 class AnyWatermark(Watermark[JsonValue]):
-    """Any watermark document: the common fields validated, a subclass's own fields kept."""
+    """Any watermark document: the common fields validated, a subclass's own fields kept.
+
+    Whatever model version the document records is kept too (as one of those fields): without
+    the model, there is nothing to upgrade it with, and nothing to compare it to.
+    """
 
     model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def _upgrade_model(cls, doc: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return doc, cls.model_version
 
 
 def load_model(path: str | None) -> type[Watermark[Any]]:
@@ -78,6 +89,83 @@ def validate(text: str, model: type[Watermark[Any]]) -> Watermark[Any]:
     return watermark
 
 
+def empty_state(current: str, model: type[Watermark[Any]]) -> str:
+    """The text ``stateful reset`` writes over ``current``: an empty watermark of ``model``.
+
+    Without ``--model`` the stored model version is kept, so the trigger's model loads the
+    empty state as its own (its defaults apply; no ``migrate()`` step runs on it).
+
+    Example:
+        >>> empty_state('{"cursor":4,"model_version":3,"schema_version":1,"seen":{}}', AnyWatermark)
+        '{"cursor":null,"model_version":3,"schema_version":1,"seen":{},"timestamp":null}'
+    """
+    version = summarize(current).doc or {}
+    if model is AnyWatermark and MODEL_VERSION_KEY in version:
+        return AnyWatermark.model_validate({MODEL_VERSION_KEY: version[MODEL_VERSION_KEY]}).to_state_json()
+    return model().to_state_json()
+
+
+# Fields `--field`/`--drop-field` leave alone, and what changes each instead.
+_OWN_OPTION = {
+    "timestamp": "use --timestamp",
+    "cursor": "use --cursor",
+    "seen": "use --clear-seen",
+    "schema_version": "the package writes it",
+    MODEL_VERSION_KEY: "pass --model MODULE:CLASS: the model's version is written",
+}
+
+
+def edit_fields(doc: dict[str, Any], assignments: tuple[str, ...], drops: tuple[str, ...]) -> list[str]:
+    """Apply ``--drop-field NAME`` and ``--field NAME=JSON`` to a stored document, in place.
+
+    Returns the names of fields that were not stored before (for a note: without ``--model``
+    nothing checks them against the model).
+
+    Raises:
+        UsageError: a field to drop that is not stored, a value that is not JSON, a name that is
+            empty or one of the fields other options change.
+
+    Example:
+        >>> doc = {"cursor": 1, "legacy": True, "schema_version": 1}
+        >>> edit_fields(doc, ('region="eu"', "batches=3"), ("legacy",))
+        ['region', 'batches']
+        >>> doc
+        {'cursor': 1, 'schema_version': 1, 'region': 'eu', 'batches': 3}
+    """
+    for field in drops:
+        _check_name(field, "--drop-field")
+        if field not in doc:
+            stored = ", ".join(sorted(k for k in doc if k not in _OWN_OPTION)) or "none"
+            raise UsageError(
+                f"--drop-field {field}: no field {field!r} is stored (its own fields: {stored})."
+            )
+        del doc[field]
+    added = []
+    for assignment in assignments:
+        field, sep, text = assignment.partition("=")
+        if not sep:
+            raise UsageError(f"--field {assignment}: write it as NAME=JSON, e.g. --field 'region=\"eu\"'.")
+        _check_name(field, "--field")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise UsageError(
+                f"--field {assignment}: {text!r} is not JSON. Quote a string as JSON, and the whole "
+                f"option for the shell: --field '{field}=\"{text}\"'."
+            ) from None
+        if field not in doc:
+            added.append(field)
+        doc[field] = value
+    return added
+
+
+def _check_name(field: str, option: str) -> None:
+    if not field:
+        raise UsageError(f"{option}: the field name is empty.")
+    if field in _OWN_OPTION:
+        raise UsageError(f"{option} {field}: {field} is not changed this way; {_OWN_OPTION[field]}.")
+
+
 @dataclass(frozen=True)
 class Summary:
     """What ``list`` and ``show`` say about one stored document."""
@@ -101,7 +189,7 @@ class Summary:
 
     @property
     def fields(self) -> dict[str, Any]:
-        """The fields of a user's subclass."""
+        """The fields of a user's subclass (and the model version, when the document records one)."""
         doc = self.doc or {}
         return {k: v for k, v in doc.items() if k not in _BASE_FIELDS}
 

@@ -14,13 +14,15 @@ from typing import Any, TypeVar
 
 import click
 
-from stateful._document import canonical_json, format_utc
+from stateful._document import MODEL_VERSION_KEY, canonical_json, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._common import address, model_option, read_existing, store_options, yes_option
 from stateful.cli._documents import (
     AnyWatermark,
     change_lines,
     changes,
+    edit_fields,
+    empty_state,
     load_model,
     model_name,
     one_line,
@@ -121,6 +123,20 @@ def _json_kind(value: Any) -> str:
     "--cursor", metavar="VALUE", help='New cursor: JSON (42, "42", [1, 2], null) or else taken as text.'
 )
 @click.option("--clear-seen", is_flag=True, help="Forget the keys seen at the boundary.")
+@click.option(
+    "--field",
+    "assignments",
+    multiple=True,
+    metavar="NAME=JSON",
+    help="Set a field of your model to a JSON value (repeatable): --field 'region=\"eu\"'.",
+)
+@click.option(
+    "--drop-field",
+    "drops",
+    multiple=True,
+    metavar="NAME",
+    help="Remove a stored field your model no longer has (repeatable).",
+)
 @click.option("--create", is_flag=True, help="Create the watermark if nothing is stored yet.")
 @model_option
 @yes_option
@@ -133,6 +149,8 @@ def set_command(
     timestamp: str | None,
     cursor: str | None,
     clear_seen: bool,
+    assignments: tuple[str, ...],
+    drops: tuple[str, ...],
     create: bool,
     model: str | None,
     yes: bool,
@@ -140,18 +158,23 @@ def set_command(
     where: StoreOptions,
     as_json: bool,
 ) -> None:
-    """Set a watermark's timestamp or cursor (backwards too), validated and compare-and-set.
+    """Set a watermark's timestamp, cursor or fields (backwards too), validated and compare-and-set.
 
-    Stop or pause the trigger first: while it runs it keeps its own copy, and its next save
-    fails with a version conflict (it then restarts from what you set).
+    Works on a stored value that no longer validates against your model (the fields changed):
+    --field and --drop-field repair it, --model MODULE:CLASS checks the result as the trigger
+    will load it. Stop or pause the trigger first: while it runs it keeps its own copy, and its
+    next save fails with a version conflict (it then restarts from what you set).
 
     \b
     Examples:
-      stateful set files /data/landing/*.csv --timestamp 2025-06-02T09:00:00Z
+      stateful set files '/data/landing/*.csv' --timestamp 2025-06-02T09:00:00Z
       stateful set orders db.public.orders --cursor 41870 --model dags.orders:OrdersTrigger
+      stateful set orders db.public.orders --drop-field legacy --field 'region="eu"'
     """
-    if timestamp is None and cursor is None and not clear_seen:
-        raise UsageError("nothing to set: give --timestamp, --cursor and/or --clear-seen.")
+    if timestamp is None and cursor is None and not clear_seen and not assignments and not drops:
+        raise UsageError(
+            "nothing to set: give --timestamp, --cursor, --field, --drop-field and/or --clear-seen."
+        )
     out = Output(as_json)
     watermark_model = load_model(model)
     new_timestamp: datetime | None = None
@@ -187,13 +210,35 @@ def set_command(
         doc["cursor"] = value
     if clear_seen:
         doc["seen"] = {}
+    added = edit_fields(doc, assignments, drops)
+    notes: tuple[str, ...] = ()
+    if added and watermark_model is AnyWatermark:
+        notes = (
+            f"new field(s) {', '.join(added)}: without --model MODULE:CLASS nothing checks them against "
+            f"your model",
+        )
     try:
         new_value = validate(canonical_json(doc), watermark_model).to_state_json()
     except ValueError as exc:
-        raise UsageError(
-            f"the new value does not validate as {model_name(watermark_model)}: {one_line(exc)}"
-        ) from None
-    _change(out, choice, (namespace, name, key), current, new_value, action="set", yes=yes, dry_run=dry_run)
+        problem = f"the new value does not validate as {model_name(watermark_model)}: {one_line(exc)}"
+        if current is not None and summarize(current.value, watermark_model).problem is not None:
+            # The stored value was already invalid: the input is fine, the repair is not complete.
+            raise CliError(
+                f"{problem}. The stored value does not validate either; nothing was written. Fix the "
+                f"fields named with --field NAME=JSON and --drop-field NAME."
+            ) from None
+        raise UsageError(problem) from None
+    _change(
+        out,
+        choice,
+        (namespace, name, key),
+        current,
+        new_value,
+        action="set",
+        yes=yes,
+        dry_run=dry_run,
+        notes=notes,
+    )
 
 
 @click.command("reset")
@@ -223,13 +268,14 @@ def reset_command(
     choice = choose_store(where)
     current = read_existing(choice, namespace, name, key)
     notes: tuple[str, ...] = ()
-    dropped = sorted(summarize(current.value).fields) if watermark_model is AnyWatermark else []
+    fields = summarize(current.value).fields
+    dropped = sorted(set(fields) - {MODEL_VERSION_KEY}) if watermark_model is AnyWatermark else []
     if dropped:
         notes = (
             f"the fields {', '.join(dropped)} are dropped: the model's defaults apply when the trigger "
             f"loads it (pass --model MODULE:CLASS to write them)",
         )
-    empty = watermark_model().to_state_json()
+    empty = empty_state(current.value, watermark_model)
     _change(
         out,
         choice,

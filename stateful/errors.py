@@ -30,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+from stateful._address import command, display_address
+
 __all__ = [
     "EventNotStoredError",
     "MissingDependencyError",
@@ -85,11 +87,11 @@ class StateConflictError(StatefulError):
         expected = "no stored state" if expected_version is None else f"version {expected_version}"
         actual = "no stored state" if actual_version is None else f"version {actual_version}"
         super().__init__(
-            f"state {namespace}/{name} (key {key!r}) in {backend} changed since it was read: "
+            f"state {display_address(namespace, name, key)} in {backend} changed since it was read: "
             f"expected {expected}, found {actual}. Nothing was written. Another writer (a second "
             f"triggerer or worker running the same state, or an operator) saved it first; make sure "
-            f"only one trigger or sensor owns {namespace}/{name}, then restart it so it reloads the "
-            f"stored state."
+            f"only one trigger or sensor owns {display_address(namespace, name)}, then restart it so "
+            f"it reloads the stored state."
         )
 
 
@@ -125,12 +127,12 @@ class StateRegressionError(StateConflictError):
         self.detail = detail
         where = f" ({detail})" if detail else ""
         self.args = (
-            f"state {namespace}/{name} (key {key!r}) in {backend} went backwards{where}: version "
+            f"state {display_address(namespace, name, key)} in {backend} went backwards{where}: version "
             f"{expected_version} was already loaded or saved, the store now holds version {actual_version}. "
             f"Nothing was written. Something wrote an older copy (a restored database, a document put "
             f"back by hand through the REST API, or a second writer with stale state). Inspect it "
-            f"(`stateful show {namespace} {name}`); to go back on purpose write a newer version "
-            f"(`stateful set` or `stateful rewind`), then restart the trigger or task.",
+            f"(`{command('stateful', 'show', namespace, name)}`); to go back on purpose write a newer "
+            f"version (`stateful set` or `stateful rewind`), then restart the trigger or task.",
         )
 
 
@@ -166,11 +168,12 @@ class StateValidationError(StatefulError):
         self.model = model
         self.detail = detail
         super().__init__(
-            f"stored state {namespace}/{name} (key {key!r}) in {backend} does not validate as "
+            f"stored state {display_address(namespace, name, key)} in {backend} does not validate as "
             f"{model}: {detail}\n"
-            f"It was left as it is; nothing was reset. Inspect it (`stateful show {namespace} {name}`), "
-            f"then either fix the model, correct the value (`stateful set ...`), or reset it on "
-            f"purpose (`stateful reset {namespace} {name}`: everything is then new again)."
+            f"It was left as it is; nothing was reset. Inspect it "
+            f"(`{command('stateful', 'show', namespace, name)}`), then either fix the model, correct the "
+            f"value (`stateful set ...`), or reset it on purpose "
+            f"(`{command('stateful', 'reset', namespace, name)}`: everything is then new again)."
         )
 
 
@@ -225,7 +228,7 @@ class StateTooLargeError(StoreError):
         self.limit = limit
         self.backend = backend
         super().__init__(
-            f"state {namespace}/{name} (key {key!r}) would take {size:,} bytes in {backend}, over the "
+            f"state {display_address(namespace, name, key)} would take {size:,} bytes in {backend}, over the "
             f"limit of {limit:,} bytes ({setting}){detail}. Nothing was written: the last saved state "
             f"stays, so events since then repeat after a restart. Keep the watermark smaller: a shorter "
             f"lookback (fewer seen keys kept), a lower max_untimed_keys cap, or shorter keys; or raise "

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from stateful._address import command, display_address
 from stateful._document import canonical_json, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._common import address, model_option, read_existing, store_options, yes_option
@@ -47,10 +48,10 @@ def _conflict(exc: StateConflictError, what: str) -> CliError:
     found = "nothing stored" if exc.actual_version is None else f"version {exc.actual_version}"
     read = "nothing stored" if exc.expected_version is None else f"version {exc.expected_version}"
     return CliError(
-        f"{exc.namespace}/{exc.name} changed while {what}: it was {read} when read, it is {found} now "
-        f"(a trigger or another operator saved it). Nothing was written. Look again (`stateful show "
-        f"{exc.namespace} {exc.name}`) and re-run the command if it still applies; stop or pause the "
-        f"trigger first if it keeps advancing.",
+        f"{display_address(exc.namespace, exc.name)} changed while {what}: it was {read} when read, it is "
+        f"{found} now (a trigger or another operator saved it). Nothing was written. Look again "
+        f"(`{command('stateful', 'show', exc.namespace, exc.name)}`) and re-run the command if it still "
+        f"applies; stop or pause the trigger first if it keeps advancing.",
         exit_code=CONFLICT,
     )
 
@@ -85,7 +86,7 @@ def _change(
     }
     if not out.as_json:
         state = "nothing stored yet" if current is None else f"version {before}"
-        out.line(f"{action}: {namespace}/{name} in {choice.description} ({state})")
+        out.line(f"{action}: {display_address(namespace, name)} in {choice.description} ({state})")
         for line in change_lines(diff):
             out.line(f"  {line}")
         for note in notes:
@@ -95,7 +96,7 @@ def _change(
         if out.as_json:
             out.json(result)
         return
-    out.confirm(f"Write version {after} of {namespace}/{name}?", yes=yes)
+    out.confirm(f"Write version {after} of {display_address(namespace, name)}?", yes=yes)
     try:
         version = choice.sync().write(
             namespace, name, key, new_value, expected_version=before, updated_by=writer(action)
@@ -105,7 +106,7 @@ def _change(
     if out.as_json:
         out.json({**result, "version": version})
     else:
-        out.line(f"Wrote version {version}. Check it with `stateful show {namespace} {name}`.")
+        out.line(f"Wrote version {version}. Check it with `{command('stateful', 'show', namespace, name)}`.")
 
 
 def _json_kind(value: Any) -> str:
@@ -167,7 +168,8 @@ def set_command(
     doc = json.loads(watermark_model().to_state_json() if current is None else current.value)
     if not isinstance(doc, dict):
         raise CliError(
-            f"the stored value of {namespace}/{name} is not a JSON object; `stateful reset` replaces it."
+            f"the stored value of {display_address(namespace, name)} is not a JSON object; "
+            f"`{command('stateful', 'reset', namespace, name)}` replaces it."
         )
     if timestamp is not None:
         doc["timestamp"] = None if new_timestamp is None else format_utc(new_timestamp)
@@ -287,21 +289,21 @@ def rewind_command(
     current, oldest = versions[0], versions[-1]
     if isinstance(wanted, int):
         found = next((r for r in versions if r.version == wanted), None)
-        missing = f"version {wanted} is not in the history of {namespace}/{name}"
+        missing = f"version {wanted} is not in the history of {display_address(namespace, name)}"
     else:
         found = next((r for r in versions if r.updated_at <= wanted), None)
-        missing = f"no kept version of {namespace}/{name} was current at {format_utc(wanted)}"
+        missing = f"no kept version of {display_address(namespace, name)} was current at {format_utc(wanted)}"
     if found is None:
         raise NotFoundError(
             f"{missing}: it keeps versions {oldest.version} ({format_utc(oldest.updated_at)}) to "
-            f"{current.version} ({format_utc(current.updated_at)}). `stateful history {namespace} {name}` "
-            f"lists them."
+            f"{current.version} ({format_utc(current.updated_at)}). "
+            f"`{command('stateful', 'history', namespace, name)}` lists them."
         )
     try:
         validate(found.value, watermark_model)
     except ValueError as exc:
         raise CliError(
-            f"version {found.version} of {namespace}/{name} does not validate as "
+            f"version {found.version} of {display_address(namespace, name)} does not validate as "
             f"{model_name(watermark_model)}: {one_line(exc)}. Nothing was written."
         ) from None
     by = found.updated_by or "unknown"
@@ -330,17 +332,19 @@ def delete_command(
 
     \b
     Example:
-      stateful delete files /data/old-landing/*.csv
+      stateful delete files '/data/old-landing/*.csv'
     """
     out = Output(as_json)
     choice = choose_store(where)
     current = read_existing(choice, namespace, name, key)
     if not as_json:
-        out.line(f"delete: {namespace}/{name} in {choice.description} (version {current.version})")
+        out.line(
+            f"delete: {display_address(namespace, name)} in {choice.description} (version {current.version})"
+        )
         out.line(f"  {summarize(current.value).line()}")
     out.confirm(
-        f"Delete {namespace}/{name} and its history? This cannot be undone; a trigger that uses it "
-        f"starts from nothing.",
+        f"Delete {display_address(namespace, name)} and its history? This cannot be undone; a trigger "
+        f"that uses it starts from nothing.",
         yes=yes,
     )
     try:
@@ -359,4 +363,4 @@ def delete_command(
             }
         )
     else:
-        out.line(f"Deleted {namespace}/{name} (it was version {current.version}).")
+        out.line(f"Deleted {display_address(namespace, name)} (it was version {current.version}).")

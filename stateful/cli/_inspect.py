@@ -7,9 +7,17 @@ from typing import Any
 
 import click
 
+from stateful._address import command, display_address
 from stateful._document import DEFAULT_KEY, format_utc
 from stateful.backends.base import StateRecord
-from stateful.cli._common import address, model_option, read_existing, store_options, stored_records
+from stateful.cli._common import (
+    address,
+    check_part,
+    model_option,
+    read_existing,
+    store_options,
+    stored_records,
+)
 from stateful.cli._documents import (
     AnyWatermark,
     Summary,
@@ -50,7 +58,7 @@ def _when(record: StateRecord) -> str:
 
 
 @click.command("list")
-@click.option("--namespace", "-n", metavar="NS", help="Only this namespace.")
+@click.option("--namespace", "-n", metavar="NS", help="Only this namespace.", callback=check_part)
 @model_option
 @store_options
 def list_command(namespace: str | None, model: str | None, where: StoreOptions, as_json: bool) -> None:
@@ -141,14 +149,14 @@ def show_command(
         ("size", f"{summary.size_bytes} bytes"),
         ("valid", _validity(summary, key, watermark_model)),
     ]
-    out.line(f"{namespace}/{name}")
+    out.line(display_address(namespace, name))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         out.line(f"  {label:<{width}}  {'-' if value is None else value}")
     if summary.problem is not None:
         out.line(
             f"  Fix it with `stateful set`, go back to a good version with `stateful rewind` "
-            f"(see `stateful history {namespace} {name}`), or start over with `stateful reset`."
+            f"(see `{command('stateful', 'history', namespace, name)}`), or start over with `stateful reset`."
         )
 
 
@@ -190,7 +198,9 @@ def history_command(
             }
         )
         return
-    out.line(f"History of {namespace}/{name} in {choice.description}, newest first (* = current):")
+    out.line(
+        f"History of {display_address(namespace, name)} in {choice.description}, newest first (* = current):"
+    )
     rows = [
         [("* " if r.version == current else "  ") + str(r.version), _when(r), r.updated_by, *_columns(s)]
         for r, s in zip(versions, summaries, strict=True)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from stateful._address import command, display_address
 from stateful._document import canonical_json, format_utc
@@ -28,11 +29,12 @@ from stateful.cli._documents import (
     summarize,
     validate,
 )
-from stateful.cli._errors import CONFLICT, CliError, NotFoundError, UsageError
+from stateful.cli._errors import CONFLICT, FAILURE, CliError, NotFoundError, UsageError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
 from stateful.cli._values import parse_cursor, parse_timestamp, parse_version_or_time
 from stateful.errors import StateConflictError
+from stateful.types import Watermark
 
 __all__ = ["delete_command", "reset_command", "rewind_command", "set_command"]
 
@@ -109,6 +111,41 @@ def _change(
         out.line(f"Wrote version {version}. Check it with `{command('stateful', 'show', namespace, name)}`.")
 
 
+def _refused_set(
+    exc: ValueError,
+    changed: set[str],
+    current: StateRecord | None,
+    watermark_model: type[Watermark[Any]],
+    where: tuple[str, str],
+) -> CliError:
+    """Why ``set`` refused: the input (exit 2), or the stored value in what ``set`` leaves as it is (1).
+
+    The input is to blame when the stored value validates, or when a field given on the command
+    line is among those that do not; otherwise the stored value was already invalid, and the
+    input was fine.
+    """
+    problem = f"{model_name(watermark_model)}: {one_line(exc)}"
+    locations = (
+        {str(e["loc"][0]) for e in exc.errors() if e["loc"]} if isinstance(exc, ValidationError) else set()
+    )
+    stored_valid = True
+    if current is not None:
+        try:
+            validate(current.value, watermark_model)
+        except ValueError:
+            stored_valid = False
+    if stored_valid or locations & changed:
+        return UsageError(f"the new value does not validate as {problem}")
+    namespace, name = where
+    return CliError(
+        f"the stored value of {display_address(namespace, name)} does not validate as {problem}, in "
+        f"what this command leaves as it is; nothing was written (your input was fine). Inspect it "
+        f"(`{command('stateful', 'show', namespace, name)}`), then fix the model, or reset it on "
+        f"purpose (`{command('stateful', 'reset', namespace, name)}`).",
+        exit_code=FAILURE,
+    )
+
+
 def _json_kind(value: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}.get(
         type(value), type(value).__name__
@@ -165,7 +202,10 @@ def set_command(
             read_existing(choice, namespace, name, key)
         except NotFoundError as exc:
             raise NotFoundError(f"{exc} To create it, pass --create.") from None
-    doc = json.loads(watermark_model().to_state_json() if current is None else current.value)
+    try:
+        doc = json.loads(watermark_model().to_state_json() if current is None else current.value)
+    except ValueError:
+        doc = None
     if not isinstance(doc, dict):
         raise CliError(
             f"the stored value of {display_address(namespace, name)} is not a JSON object; "
@@ -192,9 +232,8 @@ def set_command(
     try:
         new_value = validate(canonical_json(doc), watermark_model).to_state_json()
     except ValueError as exc:
-        raise UsageError(
-            f"the new value does not validate as {model_name(watermark_model)}: {one_line(exc)}"
-        ) from None
+        changed = {f for f, given in (("timestamp", timestamp), ("cursor", cursor)) if given is not None}
+        raise _refused_set(exc, changed, current, watermark_model, (namespace, name)) from None
     _change(out, choice, (namespace, name, key), current, new_value, action="set", yes=yes, dry_run=dry_run)
 
 

@@ -28,6 +28,7 @@ from stateful.cli._documents import (
     short,
     summarize,
 )
+from stateful.cli._errors import CliError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreOptions, choose_store
 from stateful.types import Watermark
@@ -82,6 +83,7 @@ def list_command(namespace: str | None, model: str | None, where: StoreOptions, 
         if on_assets:
             entries = [{"asset": a, **e} for a, e in zip(assets, entries, strict=True)]
         out.json({"store": choice.description, "chosen_by": choice.reason, "watermarks": entries})
+        _check_valid(records, summaries)
         return
     out.line(f"store: {choice.description} (chosen by: {choice.reason})")
     if not records:
@@ -96,9 +98,7 @@ def list_command(namespace: str | None, model: str | None, where: StoreOptions, 
         rows = [[a, *row] for a, row in zip(assets, rows, strict=True)]
         headers = ["ASSET", *headers]
     out.table(headers, rows)
-    invalid = sum(1 for s in summaries if s.problem is not None)
-    if invalid:
-        out.line(f"{invalid} of them do not validate: `stateful show NAMESPACE NAME` says why.")
+    _check_valid(records, summaries)
 
 
 @click.command("show")
@@ -129,6 +129,7 @@ def show_command(
     if as_json:
         value: object = summary.doc if summary.doc is not None else record.value
         out.json({"store": choice.description, **record_json(record, summary), "value": value})
+        _check_valid([record], [summary])
         return
     rows: list[tuple[str, object]] = [
         ("store", f"{choice.description} (chosen by: {choice.reason})"),
@@ -153,11 +154,27 @@ def show_command(
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         out.line(f"  {label:<{width}}  {'-' if value is None else value}")
-    if summary.problem is not None:
-        out.line(
-            f"  Fix it with `stateful set`, go back to a good version with `stateful rewind` "
-            f"(see `{command('stateful', 'history', namespace, name)}`), or start over with `stateful reset`."
-        )
+    _check_valid([record], [summary])
+
+
+def _check_valid(records: list[StateRecord], summaries: list[Summary]) -> None:
+    """Exit status 1 once everything was printed, when a stored value listed does not validate."""
+    invalid = [(r, s) for r, s in zip(records, summaries, strict=True) if s.problem is not None]
+    if not invalid:
+        return
+    record, summary = invalid[0]
+    namespace, name = record.namespace, record.name
+    shown = display_address(namespace, name)
+    what = (
+        f"the stored value of {shown} does not validate"
+        if len(records) == 1
+        else f"{len(invalid)} of the {len(records)} watermarks listed do not validate, e.g. {shown}"
+    )
+    raise CliError(
+        f"{what}: {summary.problem}. Fix it with stateful set, go back to a good version with "
+        f"stateful rewind --to VERSION (the versions: `{command('stateful', 'history', namespace, name)}`), "
+        f"or start over with `{command('stateful', 'reset', namespace, name)}`."
+    )
 
 
 @click.command("history")

@@ -136,7 +136,7 @@ def test_unknown_name_suggests_close_names(cli: Cli) -> None:
     result = cli("show", "files", "/data/landng/*.csv")
 
     assert result.returncode == 4
-    assert "no watermark files//data/landng/*.csv" in result.stderr
+    assert "no watermark files/'/data/landng/*.csv'" in result.stderr
     assert "Did you mean '/data/landing/*.csv'?" in result.stderr
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from airflow.sdk import BaseSensorOperator, Context
@@ -30,7 +30,7 @@ def test_swapped_poke_parameters_are_named_as_such() -> None:
     with pytest.raises(StatefulUsageError) as caught:
 
         class Swapped(BaseSensorOperator):
-            @stateful(namespace="n", name="x", backend=MemoryBackend())
+            @stateful(namespace="n", name="x", backend=MemoryBackend())  # type: ignore[arg-type]
             def poke(self, watermark: Watermark, context: Context) -> bool:  # type: ignore[override]
                 return True
 
@@ -86,7 +86,7 @@ class Called(Labelled):
 
 
 async def _first(trigger: Labelled) -> Any:
-    events = trigger.run()
+    events = cast("AsyncGenerator[TriggerEvent, None]", trigger.run())
     try:
         return await events.__anext__()
     finally:

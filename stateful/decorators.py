@@ -261,13 +261,13 @@ def _inspect_form(
 
 def _swapped_poke(fn: Callable[..., Any], params: list[inspect.Parameter], qualname: str) -> str | None:
     """The message for ``poke(self, watermark, context)``: the watermark where ``context`` belongs."""
-    if len(params) < 2:
+    if len(params) < 3:  # (self, watermark) alone is no swap: a run() that is not async, say
         return None
-    second, third = params[1], params[2] if len(params) > 2 else None
+    second, third = params[1], params[2]
     watermark_second = _is_watermark_annotation(fn, second) or (
         second.name == "watermark" and second.annotation is inspect.Parameter.empty
     )
-    if not watermark_second or (third is not None and _is_watermark_annotation(fn, third)):
+    if not watermark_second or _is_watermark_annotation(fn, third):
         return None
     found = ", ".join(p.name for p in params)
     return (

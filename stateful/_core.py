@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
+from stateful._address import display_address
+from stateful._document import format_utc
 from stateful._layout import Layout
 from stateful._repair import History, invalid_state
 from stateful._shadow import Delta, Shadow, Tracker, Unconfirmed
@@ -68,7 +70,7 @@ class Scope:
         return self.address.key
 
     def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return display_address(self.namespace, self.name)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ class WatermarkSession(Generic[W]):
         repeats at-least-once implies.
         """
         self._seq += 1
+        self._log_late()
         delta = self._take()
         self.event_key = _keyed(self._key_seed, self._previous, delta.digest)
         self._previous = delta.digest
@@ -234,6 +237,7 @@ class WatermarkSession(Generic[W]):
 
     def finish(self) -> Save | None:
         """A normal return: save the watermark as user code left it, if it changed."""
+        self._log_late()
         delta = self._take()
         if self.commit == "never":
             self._pending.clear()
@@ -244,6 +248,7 @@ class WatermarkSession(Generic[W]):
     def abandon(self) -> None:
         """An error, a cancellation or a close: drop every pending snapshot, save nothing."""
         self._pending.clear()
+        self._log_late()
 
     def render(self, save: Save) -> str:
         """The text to write for ``save``: O(state), byte-identical to ``to_state_json()``.
@@ -277,6 +282,28 @@ class WatermarkSession(Generic[W]):
         """Record that the store acknowledged ``save`` as ``version``."""
         self.saved_digest = save.digest
         self.saved_version = version
+
+    def _log_late(self) -> None:
+        """Log, at INFO, the items skipped as older than the lookback since the last such line.
+
+        Called when an event is emitted, and when the run (or ``poke()``) ends: once per poll
+        for a trigger that polls, then yields what it found.
+        """
+        watermark = self._watermark
+        if watermark is None:
+            return
+        count, oldest = watermark._take_skipped_late()
+        if count:
+            _LOG.info(
+                "stateful: %s skipped %d item%s older than the lookback (%s before the newest timestamp "
+                "%s); the oldest was stamped %s. Raise lookback if such late items must still be emitted.",
+                self.scope,
+                count,
+                "" if count == 1 else "s",
+                watermark.lookback,
+                None if watermark.timestamp is None else format_utc(watermark.timestamp),
+                None if oldest is None else format_utc(oldest),
+            )
 
     def _take(self) -> Delta:
         if self._tracker is None:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stateful._address import command
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._repair import history_of
@@ -101,14 +102,13 @@ def commit(task: object) -> int:
             )
             _LOG.error(
                 "stateful: FAILED to save %s for %s in %s after the task succeeded: %s. Outcome: %s. "
-                "Inspect it with `stateful show %s %s`.",
+                "Inspect it with `%s`.",
                 scope,
                 item.qualname,
                 scope.store,
                 exc,
                 outcome,
-                scope.namespace,
-                scope.name,
+                command("stateful", "show", scope.namespace, scope.name),
             )
             failure = failure or exc
             continue

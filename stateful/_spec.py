@@ -86,6 +86,12 @@ class StatefulSpec:
 def _check_text(kind: str, value: str, where: str) -> str:
     if not value.strip():
         raise StateNameError(f"{kind} of {where} is empty; give @stateful a non-empty {kind}.")
+    if value != value.strip():
+        raise StateNameError(
+            f"{kind} of {where} has leading or trailing whitespace: {value!r}. It would be another "
+            f"address than {value.strip()!r} that looks the same in logs; remove the whitespace (for a "
+            f"template, from the attribute it reads or with a callable: name=lambda self: ...)."
+        )
     if len(value) > MAX_NAME_LENGTH:
         raise StateNameError(
             f"{kind} of {where} is {len(value)} characters long, over the limit of {MAX_NAME_LENGTH}: "

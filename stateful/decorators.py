@@ -247,6 +247,9 @@ def _inspect_form(
     # A sync function: the TaskFlow form when the first parameter is a watermark, else poke().
     if params and params[0].kind in positional and _is_watermark_annotation(fn, params[0]):
         return "taskflow", signature, params[0], _resolve_annotation(fn, params[0], qualname)
+    swapped = _swapped_poke(fn, params, qualname)
+    if swapped is not None:
+        raise StatefulUsageError(swapped)
     if len(params) < 3 or params[2].kind not in positional:
         raise StatefulUsageError(
             f"@stateful cannot decorate {qualname}: it is not an async generator function, and as a "
@@ -254,6 +257,25 @@ def _inspect_form(
             f"a poke() method, or first in a TaskFlow function). " + _FORMS
         )
     return "sensor", signature, params[2], _resolve_annotation(fn, params[2], qualname)
+
+
+def _swapped_poke(fn: Callable[..., Any], params: list[inspect.Parameter], qualname: str) -> str | None:
+    """The message for ``poke(self, watermark, context)``: the watermark where ``context`` belongs."""
+    if len(params) < 3:  # (self, watermark) alone is no swap: a run() that is not async, say
+        return None
+    second, third = params[1], params[2]
+    watermark_second = _is_watermark_annotation(fn, second) or (
+        second.name == "watermark" and second.annotation is inspect.Parameter.empty
+    )
+    if not watermark_second or _is_watermark_annotation(fn, third):
+        return None
+    found = ", ".join(p.name for p in params)
+    return (
+        f"@stateful on {qualname}: the watermark parameter {second.name!r} comes right after self, "
+        f"where Airflow passes the context; a sensor's poke() takes `context` first and the watermark "
+        f"after it: `def poke(self, context: Context, {second.name}: Watermark) -> bool` (found "
+        f"`poke({found})`). Swap the two parameters."
+    )
 
 
 def _check_backend(backend: AsyncStateBackend | StateBackend | None, form: Form, qualname: str) -> None:

@@ -32,6 +32,8 @@ Example:
 
 from __future__ import annotations
 
+from stateful._address import command, display_address
+
 __all__ = [
     "EventNotStoredError",
     "MissingDependencyError",
@@ -89,11 +91,11 @@ class StateConflictError(StatefulError):
         expected = "no stored state" if expected_version is None else f"version {expected_version}"
         actual = "no stored state" if actual_version is None else f"version {actual_version}"
         super().__init__(
-            f"state {namespace}/{name} (key {key!r}) in {backend} changed since it was read: "
+            f"state {display_address(namespace, name, key)} in {backend} changed since it was read: "
             f"expected {expected}, found {actual}. Nothing was written. Another writer (a second "
             f"triggerer or worker running the same state, or an operator) saved it first; make sure "
-            f"only one trigger or sensor owns {namespace}/{name}, then restart it so it reloads the "
-            f"stored state."
+            f"only one trigger or sensor owns {display_address(namespace, name)}, then restart it so "
+            f"it reloads the stored state."
         )
 
 
@@ -129,12 +131,12 @@ class StateRegressionError(StateConflictError):
         self.detail = detail
         where = f" ({detail})" if detail else ""
         self.args = (
-            f"state {namespace}/{name} (key {key!r}) in {backend} went backwards{where}: version "
+            f"state {display_address(namespace, name, key)} in {backend} went backwards{where}: version "
             f"{expected_version} was already loaded or saved, the store now holds version {actual_version}. "
             f"Nothing was written. Something wrote an older copy (a restored database, a document put "
             f"back by hand through the REST API, or a second writer with stale state). Inspect it "
-            f"(`stateful show {namespace} {name}`); to go back on purpose write a newer version "
-            f"(`stateful set` or `stateful rewind`), then restart the trigger or task.",
+            f"(`{command('stateful', 'show', namespace, name)}`); to go back on purpose write a newer "
+            f"version (`stateful set` or `stateful rewind`), then restart the trigger or task.",
         )
 
 
@@ -173,15 +175,16 @@ class StateValidationError(StatefulError):
         self.model = model
         self.detail = detail
         self.repair = repair or (
-            f"correct the value (`stateful set {namespace} {name} --field NAME=VALUE`, or "
+            f"correct the value (`{command('stateful', 'set', namespace, name)} --field NAME=VALUE`, or "
             f"`--drop-field NAME` for a field the model no longer has; VALUE is JSON)"
         )
         super().__init__(
-            f"stored state {namespace}/{name} (key {key!r}) in {backend} does not validate as "
+            f"stored state {display_address(namespace, name, key)} in {backend} does not validate as "
             f"{model}: {detail}\n"
-            f"It was left as it is; nothing was reset. Inspect it (`stateful show {namespace} {name}`), "
-            f"then either fix the model, {self.repair}, or reset it on "
-            f"purpose (`stateful reset {namespace} {name}`: everything is then new again)."
+            f"It was left as it is; nothing was reset. Inspect it "
+            f"(`{command('stateful', 'show', namespace, name)}`), then either fix the model, {self.repair}, "
+            f"or reset it on purpose (`{command('stateful', 'reset', namespace, name)}`: everything is "
+            f"then new again)."
         )
 
 
@@ -226,7 +229,8 @@ class StateModelVersionError(StateValidationError):
         if rewind_to is None:
             back = (
                 f"go back to a version written by model version {code_version} or older: {rewind} "
-                f"lists the kept versions, `stateful rewind {namespace} {name} --to VERSION` restores one"
+                f"lists the kept versions, `{command('stateful', 'rewind', namespace, name)} --to VERSION` "
+                f"restores one"
             )
         else:
             back = (
@@ -234,7 +238,7 @@ class StateModelVersionError(StateValidationError):
                 f"{code_version} or older: {rewind}"
             )
         self.args = (
-            f"stored state {namespace}/{name} (key {key!r}) in {backend} was written by model version "
+            f"stored state {display_address(namespace, name, key)} in {backend} was written by model version "
             f"{stored_version} of {model}, newer than this code's model version {code_version}. It was "
             f"left as it is. Deploy the code with model version {stored_version}, or {back} (the "
             f"newer versions stay in the history).",
@@ -300,7 +304,7 @@ class StateTooLargeError(StoreError):
         self.limit = limit
         self.backend = backend
         super().__init__(
-            f"state {namespace}/{name} (key {key!r}) would take {size:,} bytes in {backend}, over the "
+            f"state {display_address(namespace, name, key)} would take {size:,} bytes in {backend}, over the "
             f"limit of {limit:,} bytes ({setting}){detail}. Nothing was written: the last saved state "
             f"stays, so events since then repeat after a restart. Keep the watermark smaller: a shorter "
             f"lookback (fewer seen keys kept), a lower max_untimed_keys cap, or shorter keys; or raise "

@@ -205,6 +205,11 @@ class Watermark(BaseModel, Generic[CursorT]):
     _lookback: timedelta = PrivateAttr(default=timedelta(0))
     _max_untimed_keys: int = PrivateAttr(default=DEFAULT_MAX_UNTIMED_KEYS)
     _warned: bool = PrivateAttr(default=False)
+    # Items is_new() judged older than the lookback window: in all, and since the drivers last
+    # logged them (with the oldest timestamp among those). Counted, never stored.
+    _late_total: int = PrivateAttr(default=0)
+    _late_unlogged: int = PrivateAttr(default=0)
+    _late_oldest: datetime | None = PrivateAttr(default=None)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -287,6 +292,32 @@ class Watermark(BaseModel, Generic[CursorT]):
         """How far behind ``timestamp`` items still count as possibly new (see :meth:`configure`)."""
         lookback: timedelta = self._private()["_lookback"]
         return lookback
+
+    @property
+    def skipped_late(self) -> int:
+        """How many times :meth:`is_new` answered ``False`` because the item was older than the window.
+
+        That is, stamped before ``timestamp - lookback``: too late to tell whether it was emitted,
+        so it is skipped. Counted since the watermark was loaded (each run of a trigger, each
+        ``poke()``), in memory only: never stored. ``@stateful`` also logs these items at INFO once
+        per poll (see the triggers page of the docs); :meth:`summary` shows the count when not 0.
+
+        Example:
+            >>> t = datetime(2024, 5, 1, tzinfo=timezone.utc)
+            >>> wm = Watermark(timestamp=t).configure(lookback=timedelta(minutes=5))
+            >>> wm.is_new("old.csv", t - timedelta(hours=1)), wm.skipped_late
+            (False, 1)
+        """
+        count: int = self._private()["_late_total"]
+        return count
+
+    def _take_skipped_late(self) -> tuple[int, datetime | None]:
+        """The items skipped as late since the last call, and the oldest one's timestamp; reset."""
+        private = self._private()
+        count, oldest = private["_late_unlogged"], private["_late_oldest"]
+        if count:
+            private["_late_unlogged"], private["_late_oldest"] = 0, None
+        return count, oldest
 
     @property
     def max_untimed_keys(self) -> int:
@@ -391,8 +422,17 @@ class Watermark(BaseModel, Generic[CursorT]):
                     return True
                 floor = self._floor()
                 if floor is not None and ts < floor:
+                    self._count_late(ts)
                     return False
         return key not in self._seen_log()
+
+    def _count_late(self, ts: datetime) -> None:
+        private = self._private()
+        private["_late_total"] += 1
+        private["_late_unlogged"] += 1
+        oldest = private["_late_oldest"]
+        if oldest is None or ts < oldest:
+            private["_late_oldest"] = ts
 
     def advance(
         self, *, timestamp: datetime | None = None, cursor: CursorT | None = None, key: str | None = None
@@ -544,7 +584,10 @@ class Watermark(BaseModel, Generic[CursorT]):
         """
         ts = None if self.timestamp is None else format_utc(self.timestamp)
         n = len(self._seen_log())
-        return f"timestamp={ts}, cursor={_REPR.repr(self.cursor)}, seen={n} key{'' if n == 1 else 's'}"
+        late = self._private()["_late_total"]
+        return f"timestamp={ts}, cursor={_REPR.repr(self.cursor)}, seen={n} key{'' if n == 1 else 's'}" + (
+            f", skipped_late={late}" if late else ""
+        )
 
     def __repr__(self) -> str:
         extra = "".join(

@@ -211,7 +211,7 @@ async def _coroutine_poke(self: Any, context: Any, watermark: Watermark) -> bool
     ("function", "fragment"),
     [
         (_poke_without_watermark, "no watermark parameter where one is expected"),
-        (_watermark_in_the_wrong_place, "is annotated"),
+        (_watermark_in_the_wrong_place, "Swap the two parameters"),
         (_coroutine_poke, "coroutine function"),
     ],
 )

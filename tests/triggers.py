@@ -3,7 +3,7 @@
 * :class:`CounterBase` and :func:`make_trigger_class`: a counter trigger decorated with the
   store, commit mode and ack mode a test needs (the decorator, triggerer, ack-mode and store
   tests).
-* :class:`Numbers`, :class:`Orders` (with its model :class:`OrdersState`), :class:`Plain` and
+* :class:`Numbers`, :class:`Named`, :class:`Orders` (with its model :class:`OrdersState`), :class:`Plain` and
   :func:`own_store_trigger`: what the command-line tests give ``stateful run`` and ``--model``
   as ``tests.triggers:NAME``, in this process or in a subprocess.
 """
@@ -157,3 +157,26 @@ class Plain(BaseEventTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         yield TriggerEvent({})
+
+
+class Named(BaseEventTrigger):
+    """Emits the numbers after the stored cursor up to ``total``, stored as ``files``/``label``.
+
+    The command-line tests give it names that need quoting (a glob, spaces) to check the
+    commands the CLI suggests.
+    """
+
+    def __init__(self, label: str, total: int = 1) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.label, self.total = label, total
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("tests.triggers.Named", {"label": self.label, "total": self.total})
+
+    @stateful(namespace="files", name="{label}")
+    async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+        n = watermark.cursor or 0
+        while n < self.total:
+            n += 1
+            watermark.advance(cursor=n)
+            yield TriggerEvent({"n": n})

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
+from stateful._address import command, display_address
 from stateful._links import docs_url
 from stateful.backends._scoped import SCOPED, scoped_store
 from stateful.backends.base import AsyncStateBackend, StateBackend, StateRecord
@@ -237,13 +238,14 @@ def _check(choice: Choice[Any], found: StateRecord | None, namespace: str, name:
         keep = "set [stateful] backend = native (or auto) so the asset state store is used"
     by = f" by {found.updated_by}" if found.updated_by else ""
     raise StoreSwitchError(
-        f"state {namespace}/{name} (key {key!r}) is not in {chosen}, the store chosen now "
+        f"state {display_address(namespace, name, key)} is not in {chosen}, the store chosen now "
         f"({choice.reason}), but {other} holds it (version {found.version}, written "
         f"{found.updated_at:%Y-%m-%d %H:%M:%S} UTC{by}). Nothing was started: an empty "
-        f"watermark would emit everything again. Move it: `stateful export --namespace "
-        f"{namespace}` from the old store, then `stateful import FILE` into the new one "
-        f"({docs_url('stores', 'switching-stores')}); or keep the old store: {keep}; or, to start "
-        f"from nothing on purpose, delete it from {other} (`stateful delete {namespace} {name}`).",
+        f"watermark would emit everything again. Move it: "
+        f"`{command('stateful', 'export', '--namespace', namespace)}` from the old store, then "
+        f"`stateful import FILE` into the new one ({docs_url('stores', 'switching-stores')}); or "
+        f"keep the old store: {keep}; or, to start from nothing on purpose, delete it from {other} "
+        f"(`{command('stateful', 'delete', namespace, name)}`).",
         namespace=namespace,
         name=name,
         key=key,

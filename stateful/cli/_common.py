@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from stateful._address import command, display_address
 from stateful._document import DEFAULT_KEY
 from stateful.backends.base import StateBackend, StateRecord
 from stateful.cli._errors import NotFoundError
@@ -17,6 +18,7 @@ from stateful.cli._store import StoreChoice, StoreOptions
 
 __all__ = [
     "address",
+    "check_part",
     "json_option",
     "location_options",
     "model_option",
@@ -107,6 +109,27 @@ def model_option(f: F) -> F:
     )(f)
 
 
+def check_part(ctx: click.Context | None, param: click.Parameter, value: str | None) -> str | None:
+    """A namespace or name given on the command line: surrounding whitespace is refused (exit 2).
+
+    ``@stateful`` refuses such names too, so ``" files"`` is a typo (an unquoted paste, a stray
+    space), never a watermark; accepting it would show or change nothing, or create a second,
+    look-alike watermark.
+
+    Example:
+        >>> check_part(None, click.Argument(["name"]), "landing")
+        'landing'
+    """
+    if value is not None and value != value.strip():
+        raise click.BadParameter(
+            f"{value!r} has leading or trailing whitespace, which no watermark's namespace or name "
+            f"has (@stateful refuses it); did you mean {value.strip()!r}?",
+            ctx=ctx,
+            param=param,
+        )
+    return value
+
+
 def address(f: F) -> F:
     """The ``NAMESPACE NAME`` arguments and ``--key``."""
     f = click.option(
@@ -115,8 +138,8 @@ def address(f: F) -> F:
         show_default=True,
         help="Document key (@stateful stores its watermark under 'watermark').",
     )(f)
-    f = click.argument("name")(f)
-    return click.argument("namespace")(f)
+    f = click.argument("name", callback=check_part)(f)
+    return click.argument("namespace", callback=check_part)(f)
 
 
 def stored_records(
@@ -190,11 +213,14 @@ def _missing(store: StateBackend, where: str, namespace: str, name: str, key: st
     names = sorted({r.name for r in records if r.key == key})
     if name in {r.name for r in records}:
         keys = sorted(r.key for r in records if r.name == name)
-        return f"{namespace}/{name} has no document with key {key!r} in {where}; its keys: {', '.join(keys)}."
+        shown_keys = ", ".join(keys)
+        shown_address = display_address(namespace, name)
+        return f"{shown_address} has no document with key {key!r} in {where}; its keys: {shown_keys}."
     shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
     return (
-        f"no watermark {namespace}/{name} in {where}.{_close(name, names)} Names in namespace "
-        f"{namespace!r}: {shown or 'none'}; `stateful list --namespace {namespace}` shows them all."
+        f"no watermark {display_address(namespace, name)} in {where}.{_close(name, names)} Names in "
+        f"namespace {namespace!r}: {shown or 'none'}; "
+        f"`{command('stateful', 'list', '--namespace', namespace)}` shows them all."
     )
 
 

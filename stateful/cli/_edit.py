@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
+from stateful._address import command, display_address
 from stateful._document import MODEL_VERSION_KEY, canonical_json, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._common import address, model_option, read_existing, store_options, yes_option
@@ -29,11 +31,12 @@ from stateful.cli._documents import (
     summarize,
     validate,
 )
-from stateful.cli._errors import CONFLICT, CliError, NotFoundError, UsageError
+from stateful.cli._errors import CONFLICT, FAILURE, CliError, NotFoundError, UsageError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
 from stateful.cli._values import parse_cursor, parse_timestamp, parse_version_or_time
 from stateful.errors import StateConflictError
+from stateful.types import Watermark
 
 __all__ = ["delete_command", "reset_command", "rewind_command", "set_command"]
 
@@ -49,10 +52,10 @@ def _conflict(exc: StateConflictError, what: str) -> CliError:
     found = "nothing stored" if exc.actual_version is None else f"version {exc.actual_version}"
     read = "nothing stored" if exc.expected_version is None else f"version {exc.expected_version}"
     return CliError(
-        f"{exc.namespace}/{exc.name} changed while {what}: it was {read} when read, it is {found} now "
-        f"(a trigger or another operator saved it). Nothing was written. Look again (`stateful show "
-        f"{exc.namespace} {exc.name}`) and re-run the command if it still applies; stop or pause the "
-        f"trigger first if it keeps advancing.",
+        f"{display_address(exc.namespace, exc.name)} changed while {what}: it was {read} when read, it is "
+        f"{found} now (a trigger or another operator saved it). Nothing was written. Look again "
+        f"(`{command('stateful', 'show', exc.namespace, exc.name)}`) and re-run the command if it still "
+        f"applies; stop or pause the trigger first if it keeps advancing.",
         exit_code=CONFLICT,
     )
 
@@ -87,7 +90,7 @@ def _change(
     }
     if not out.as_json:
         state = "nothing stored yet" if current is None else f"version {before}"
-        out.line(f"{action}: {namespace}/{name} in {choice.description} ({state})")
+        out.line(f"{action}: {display_address(namespace, name)} in {choice.description} ({state})")
         for line in change_lines(diff):
             out.line(f"  {line}")
         for note in notes:
@@ -97,7 +100,7 @@ def _change(
         if out.as_json:
             out.json(result)
         return
-    out.confirm(f"Write version {after} of {namespace}/{name}?", yes=yes)
+    out.confirm(f"Write version {after} of {display_address(namespace, name)}?", yes=yes)
     try:
         version = choice.sync().write(
             namespace, name, key, new_value, expected_version=before, updated_by=writer(action)
@@ -107,7 +110,42 @@ def _change(
     if out.as_json:
         out.json({**result, "version": version})
     else:
-        out.line(f"Wrote version {version}. Check it with `stateful show {namespace} {name}`.")
+        out.line(f"Wrote version {version}. Check it with `{command('stateful', 'show', namespace, name)}`.")
+
+
+def _refused_set(
+    exc: ValueError,
+    changed: set[str],
+    current: StateRecord | None,
+    watermark_model: type[Watermark[Any]],
+    where: tuple[str, str],
+) -> CliError:
+    """Why ``set`` refused: the input (exit 2), or the stored value in what ``set`` leaves as it is (1).
+
+    The input is to blame when the stored value validates, or when a field given on the command
+    line is among those that do not; otherwise the stored value was already invalid, and the
+    input was fine.
+    """
+    problem = f"{model_name(watermark_model)}: {one_line(exc)}"
+    locations = (
+        {str(e["loc"][0]) for e in exc.errors() if e["loc"]} if isinstance(exc, ValidationError) else set()
+    )
+    stored_valid = True
+    if current is not None:
+        try:
+            validate(current.value, watermark_model)
+        except ValueError:
+            stored_valid = False
+    if stored_valid or locations & changed:
+        return UsageError(f"the new value does not validate as {problem}")
+    namespace, name = where
+    return CliError(
+        f"the stored value of {display_address(namespace, name)} does not validate as {problem}, in "
+        f"what this command leaves as it is; nothing was written (your input was fine). Inspect it "
+        f"(`{command('stateful', 'show', namespace, name)}`), then fix the model, or reset it on "
+        f"purpose (`{command('stateful', 'reset', namespace, name)}`).",
+        exit_code=FAILURE,
+    )
 
 
 def _json_kind(value: Any) -> str:
@@ -187,10 +225,14 @@ def set_command(
             read_existing(choice, namespace, name, key)
         except NotFoundError as exc:
             raise NotFoundError(f"{exc} To create it, pass --create.") from None
-    doc = json.loads(watermark_model().to_state_json() if current is None else current.value)
+    try:
+        doc = json.loads(watermark_model().to_state_json() if current is None else current.value)
+    except ValueError:
+        doc = None
     if not isinstance(doc, dict):
         raise CliError(
-            f"the stored value of {namespace}/{name} is not a JSON object; `stateful reset` replaces it."
+            f"the stored value of {display_address(namespace, name)} is not a JSON object; "
+            f"`{command('stateful', 'reset', namespace, name)}` replaces it."
         )
     if timestamp is not None:
         doc["timestamp"] = None if new_timestamp is None else format_utc(new_timestamp)
@@ -220,14 +262,9 @@ def set_command(
     try:
         new_value = validate(canonical_json(doc), watermark_model).to_state_json()
     except ValueError as exc:
-        problem = f"the new value does not validate as {model_name(watermark_model)}: {one_line(exc)}"
-        if current is not None and summarize(current.value, watermark_model).problem is not None:
-            # The stored value was already invalid: the input is fine, the repair is not complete.
-            raise CliError(
-                f"{problem}. The stored value does not validate either; nothing was written. Fix the "
-                f"fields named with --field NAME=JSON and --drop-field NAME."
-            ) from None
-        raise UsageError(problem) from None
+        changed = {f for f, given in (("timestamp", timestamp), ("cursor", cursor)) if given is not None}
+        changed |= {assignment.partition("=")[0].strip() for assignment in assignments}
+        raise _refused_set(exc, changed, current, watermark_model, (namespace, name)) from None
     _change(
         out,
         choice,
@@ -333,21 +370,21 @@ def rewind_command(
     current, oldest = versions[0], versions[-1]
     if isinstance(wanted, int):
         found = next((r for r in versions if r.version == wanted), None)
-        missing = f"version {wanted} is not in the history of {namespace}/{name}"
+        missing = f"version {wanted} is not in the history of {display_address(namespace, name)}"
     else:
         found = next((r for r in versions if r.updated_at <= wanted), None)
-        missing = f"no kept version of {namespace}/{name} was current at {format_utc(wanted)}"
+        missing = f"no kept version of {display_address(namespace, name)} was current at {format_utc(wanted)}"
     if found is None:
         raise NotFoundError(
             f"{missing}: it keeps versions {oldest.version} ({format_utc(oldest.updated_at)}) to "
-            f"{current.version} ({format_utc(current.updated_at)}). `stateful history {namespace} {name}` "
-            f"lists them."
+            f"{current.version} ({format_utc(current.updated_at)}). "
+            f"`{command('stateful', 'history', namespace, name)}` lists them."
         )
     try:
         validate(found.value, watermark_model)
     except ValueError as exc:
         raise CliError(
-            f"version {found.version} of {namespace}/{name} does not validate as "
+            f"version {found.version} of {display_address(namespace, name)} does not validate as "
             f"{model_name(watermark_model)}: {one_line(exc)}. Nothing was written."
         ) from None
     by = found.updated_by or "unknown"
@@ -376,17 +413,19 @@ def delete_command(
 
     \b
     Example:
-      stateful delete files /data/old-landing/*.csv
+      stateful delete files '/data/old-landing/*.csv'
     """
     out = Output(as_json)
     choice = choose_store(where)
     current = read_existing(choice, namespace, name, key)
     if not as_json:
-        out.line(f"delete: {namespace}/{name} in {choice.description} (version {current.version})")
+        out.line(
+            f"delete: {display_address(namespace, name)} in {choice.description} (version {current.version})"
+        )
         out.line(f"  {summarize(current.value).line()}")
     out.confirm(
-        f"Delete {namespace}/{name} and its history? This cannot be undone; a trigger that uses it "
-        f"starts from nothing.",
+        f"Delete {display_address(namespace, name)} and its history? This cannot be undone; a trigger "
+        f"that uses it starts from nothing.",
         yes=yes,
     )
     try:
@@ -405,4 +444,4 @@ def delete_command(
             }
         )
     else:
-        out.line(f"Deleted {namespace}/{name} (it was version {current.version}).")
+        out.line(f"Deleted {display_address(namespace, name)} (it was version {current.version}).")

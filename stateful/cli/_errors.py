@@ -8,7 +8,22 @@ or SIGTERM. The CLI page lists them too: https://airflow-stateful.github.io/airf
 
 from __future__ import annotations
 
-__all__ = ["CONFLICT", "FAILURE", "NOT_FOUND", "USAGE", "CliError", "NotFoundError", "UsageError"]
+import logging
+import traceback
+
+__all__ = [
+    "CONFLICT",
+    "FAILURE",
+    "NOT_FOUND",
+    "USAGE",
+    "CliError",
+    "NotFoundError",
+    "UsageError",
+    "raised",
+    "user_code_failed",
+]
+
+_LOG = logging.getLogger("stateful.cli")
 
 FAILURE = 1
 USAGE = 2
@@ -41,3 +56,35 @@ class NotFoundError(CliError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, exit_code=NOT_FOUND)
+
+
+def raised(exc: BaseException) -> str:
+    """``Type: message (file:line, in function)``: an exception in one line, where it was raised.
+
+    Example:
+        >>> try:
+        ...     int("x")
+        ... except ValueError as exc:
+        ...     print(raised(exc).split(" (")[0])
+        ValueError: invalid literal for int() with base 10: 'x'
+    """
+    text = " ".join(str(exc).split()) or "(no message)"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
+    return f"{type(exc).__name__}: {text}{where}"
+
+
+def user_code_failed(what: str, exc: BaseException, outcome: str, *, exit_code: int = FAILURE) -> CliError:
+    """The error for an exception raised by the user's own code (a trigger, a sensor, a module).
+
+    The message is one line; the traceback goes to the log at DEBUG (``stateful -vv``).
+
+    Example:
+        >>> error = user_code_failed("the trigger x:T", ValueError("boom"), "Nothing was saved.")
+        >>> str(error)
+        'the trigger x:T raised ValueError: boom. Nothing was saved. Run with -vv for the traceback.'
+    """
+    _LOG.debug("%s raised", what, exc_info=exc)
+    return CliError(
+        f"{what} raised {raised(exc)}. {outcome} Run with -vv for the traceback.", exit_code=exit_code
+    )

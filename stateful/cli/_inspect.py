@@ -7,9 +7,17 @@ from typing import Any
 
 import click
 
+from stateful._address import command, display_address
 from stateful._document import DEFAULT_KEY, format_utc
 from stateful.backends.base import StateRecord
-from stateful.cli._common import address, model_option, read_existing, store_options, stored_records
+from stateful.cli._common import (
+    address,
+    check_part,
+    model_option,
+    read_existing,
+    store_options,
+    stored_records,
+)
 from stateful.cli._documents import (
     AnyWatermark,
     Summary,
@@ -20,6 +28,7 @@ from stateful.cli._documents import (
     short,
     summarize,
 )
+from stateful.cli._errors import CliError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreOptions, choose_store
 from stateful.types import Watermark
@@ -50,7 +59,7 @@ def _when(record: StateRecord) -> str:
 
 
 @click.command("list")
-@click.option("--namespace", "-n", metavar="NS", help="Only this namespace.")
+@click.option("--namespace", "-n", metavar="NS", help="Only this namespace.", callback=check_part)
 @model_option
 @store_options
 def list_command(namespace: str | None, model: str | None, where: StoreOptions, as_json: bool) -> None:
@@ -74,6 +83,7 @@ def list_command(namespace: str | None, model: str | None, where: StoreOptions, 
         if on_assets:
             entries = [{"asset": a, **e} for a, e in zip(assets, entries, strict=True)]
         out.json({"store": choice.description, "chosen_by": choice.reason, "watermarks": entries})
+        _check_valid(records, summaries)
         return
     out.line(f"store: {choice.description} (chosen by: {choice.reason})")
     if not records:
@@ -88,9 +98,7 @@ def list_command(namespace: str | None, model: str | None, where: StoreOptions, 
         rows = [[a, *row] for a, row in zip(assets, rows, strict=True)]
         headers = ["ASSET", *headers]
     out.table(headers, rows)
-    invalid = sum(1 for s in summaries if s.problem is not None)
-    if invalid:
-        out.line(f"{invalid} of them do not validate: `stateful show NAMESPACE NAME` says why.")
+    _check_valid(records, summaries)
 
 
 @click.command("show")
@@ -121,6 +129,7 @@ def show_command(
     if as_json:
         value: object = summary.doc if summary.doc is not None else record.value
         out.json({"store": choice.description, **record_json(record, summary), "value": value})
+        _check_valid([record], [summary])
         return
     rows: list[tuple[str, object]] = [
         ("store", f"{choice.description} (chosen by: {choice.reason})"),
@@ -141,15 +150,31 @@ def show_command(
         ("size", f"{summary.size_bytes} bytes"),
         ("valid", _validity(summary, key, watermark_model)),
     ]
-    out.line(f"{namespace}/{name}")
+    out.line(display_address(namespace, name))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         out.line(f"  {label:<{width}}  {'-' if value is None else value}")
-    if summary.problem is not None:
-        out.line(
-            f"  Fix it with `stateful set`, go back to a good version with `stateful rewind` "
-            f"(see `stateful history {namespace} {name}`), or start over with `stateful reset`."
-        )
+    _check_valid([record], [summary])
+
+
+def _check_valid(records: list[StateRecord], summaries: list[Summary]) -> None:
+    """Exit status 1 once everything was printed, when a stored value listed does not validate."""
+    invalid = [(r, s) for r, s in zip(records, summaries, strict=True) if s.problem is not None]
+    if not invalid:
+        return
+    record, summary = invalid[0]
+    namespace, name = record.namespace, record.name
+    shown = display_address(namespace, name)
+    what = (
+        f"the stored value of {shown} does not validate"
+        if len(records) == 1
+        else f"{len(invalid)} of the {len(records)} watermarks listed do not validate, e.g. {shown}"
+    )
+    raise CliError(
+        f"{what}: {summary.problem}. Fix it with stateful set, go back to a good version with "
+        f"stateful rewind --to VERSION (the versions: `{command('stateful', 'history', namespace, name)}`), "
+        f"or start over with `{command('stateful', 'reset', namespace, name)}`."
+    )
 
 
 @click.command("history")
@@ -190,7 +215,9 @@ def history_command(
             }
         )
         return
-    out.line(f"History of {namespace}/{name} in {choice.description}, newest first (* = current):")
+    out.line(
+        f"History of {display_address(namespace, name)} in {choice.description}, newest first (* = current):"
+    )
     rows = [
         [("* " if r.version == current else "  ") + str(r.version), _when(r), r.updated_by, *_columns(s)]
         for r, s in zip(versions, summaries, strict=True)

@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from stateful._address import display_address
+from stateful._core import Scope, WatermarkSession
 from stateful._trigger_driver import IDEMPOTENCY_FIELD
 from stateful.backends.base import Address, AsyncStateBackend, StateRecord, default_writer, version_conflict
 from stateful.cli._documents import summarize
 from stateful.cli._errors import CliError
 from stateful.cli._output import Output, Status, dumps
+from stateful.types import Watermark
 
 __all__ = ["Observed", "Reporter", "pretend_save"]
 
@@ -44,12 +47,29 @@ class Reporter:
         )
         self.status.update(f"waiting for events: {self.events} taken, {saved} (Ctrl-C stops)")
 
-    def loaded(self, namespace: str, name: str, key: str, record: StateRecord | None) -> None:
+    def loaded(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        record: StateRecord | None,
+        model: type[Watermark[Any]],
+        store: str,
+    ) -> None:
+        """Print what was loaded, once it validates as ``model``: never "loaded" for a refused state.
+
+        Raises:
+            StateValidationError: ``record`` does not validate, as ``@stateful`` then refuses it.
+        """
+        if record is not None:
+            # The same check @stateful makes next, made first: "loaded ... version 7" must not
+            # be printed for a state the trigger is about to refuse.
+            WatermarkSession(model, Scope(Address(namespace, name, key), store), commit="never").load(record)
         where = {"namespace": namespace, "name": name, "key": key}
         if record is None:
             self.emit(
                 "loaded",
-                f"loaded   {namespace}/{name}: nothing stored yet, starting empty",
+                f"loaded   {display_address(namespace, name)}: nothing stored yet, starting empty",
                 **where,
                 version=None,
             )
@@ -58,7 +78,7 @@ class Reporter:
         self.saved_version = record.version
         self.emit(
             "loaded",
-            f"loaded   {namespace}/{name} version {record.version}: {summary.line()}",
+            f"loaded   {display_address(namespace, name)} version {record.version}: {summary.line()}",
             **where,
             version=record.version,
             **summary.as_json(),
@@ -95,8 +115,11 @@ class Observed:
     trigger runs exactly as it would, and the store is left as it was.
     """
 
-    def __init__(self, store: AsyncStateBackend, reporter: Reporter, *, dry_run: bool) -> None:
+    def __init__(
+        self, store: AsyncStateBackend, reporter: Reporter, model: type[Watermark[Any]], *, dry_run: bool
+    ) -> None:
         self._store, self._reporter, self._dry_run = store, reporter, dry_run
+        self._model = model
         self._overlay: dict[tuple[str, str, str], StateRecord] = {}
         self._writing = 0
         self.idle = asyncio.Event()
@@ -115,7 +138,10 @@ class Observed:
         record = self._overlay.get((namespace, name, key))
         if record is None:
             record = await self._store.aread(namespace, name, key)
-        self._reporter.loaded(namespace, name, key, record)
+        # Validating a large state is O(state): off the loop, as @stateful does.
+        await asyncio.to_thread(
+            self._reporter.loaded, namespace, name, key, record, self._model, self._store.description
+        )
         return record
 
     async def awrite(

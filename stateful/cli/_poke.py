@@ -16,11 +16,13 @@ import click
 
 from stateful.backends.base import Address, StateBackend, StateRecord
 from stateful.cli._common import json_option, location_options
-from stateful.cli._errors import UsageError
+from stateful.cli._errors import CliError, UsageError, user_code_failed
 from stateful.cli._observed import Reporter, pretend_save
 from stateful.cli._output import Output, dumps, logs_to_stderr
 from stateful.cli._store import StoreOptions, choose_trigger_store
 from stateful.cli._values import load_decorated, parse_json_object
+from stateful.errors import StatefulError
+from stateful.types import Watermark
 
 __all__ = ["poke_command"]
 
@@ -28,8 +30,11 @@ __all__ = ["poke_command"]
 class Watched:
     """The sensor's store, seen through: reports the load and the save; writes only when ``commit``."""
 
-    def __init__(self, store: StateBackend, reporter: Reporter, *, commit: bool) -> None:
+    def __init__(
+        self, store: StateBackend, reporter: Reporter, model: type[Watermark[Any]], *, commit: bool
+    ) -> None:
         self._store, self._reporter, self._commit = store, reporter, commit
+        self._model = model
         self.wrote = False
 
     @property
@@ -38,7 +43,7 @@ class Watched:
 
     def read(self, namespace: str, name: str, key: str) -> StateRecord | None:
         record = self._store.read(namespace, name, key)
-        self._reporter.loaded(namespace, name, key, record)
+        self._reporter.loaded(namespace, name, key, record, self._model, self._store.description)
         return record
 
     def write(
@@ -128,7 +133,7 @@ def poke_command(
             chosen_by=choice.reason,
             commit=commit,
         )
-        watched = Watched(choice.sync(), reporter, commit=commit)
+        watched = Watched(choice.sync(), reporter, spec.model, commit=commit)
         # The sensor's own @stateful settings, with the watched store: the decorator stays the
         # only code that loads and saves.
         poke: Callable[..., Any] = stateful(
@@ -139,7 +144,14 @@ def poke_command(
             commit=spec.commit,
             max_untimed_keys=spec.max_untimed_keys,
         )(original)
-        result = poke(sensor, {"task": sensor, **context})
+        try:
+            result = poke(sensor, {"task": sensor, **context})
+        except (StatefulError, CliError):
+            raise  # already one message, with its exit status
+        except Exception as exc:
+            raise user_code_failed(
+                f"poke() of {target}", exc, "Nothing was saved: Airflow would retry or fail the task."
+            ) from exc
         done = bool(result)
         value = getattr(result, "xcom_value", None)
         reporter.emit(

@@ -24,10 +24,12 @@ import click
 
 from stateful._links import docs_url
 from stateful.cli._common import json_option, location_options
+from stateful.cli._errors import CliError, user_code_failed
 from stateful.cli._observed import Observed, Reporter
 from stateful.cli._output import Output, logs_to_stderr
 from stateful.cli._store import StoreChoice, StoreOptions, choose_trigger_store
 from stateful.cli._values import load_decorated, parse_json_object
+from stateful.errors import StatefulError
 
 __all__ = ["drive", "run_command"]
 
@@ -190,7 +192,18 @@ def run_command(
     trigger, spec, original = _make_trigger(target, kwargs)
     choice = choose_trigger_store(spec, where)
     logs_to_stderr()  # importing the trigger imported Airflow
-    return asyncio.run(_main(out, target, trigger, spec, original, choice, max_events, timeout, dry_run))
+    try:
+        return asyncio.run(_main(out, target, trigger, spec, original, choice, max_events, timeout, dry_run))
+    except (StatefulError, CliError):
+        raise  # already one message, with its exit status
+    except Exception as exc:
+        # The trigger's own code raised: an expected failure, told in one line (or JSON object).
+        raise user_code_failed(
+            f"the trigger {target}",
+            exc,
+            "Nothing was saved for an event not yet taken: the next run starts from the last saved "
+            "watermark.",
+        ) from exc
 
 
 async def _main(
@@ -208,7 +221,7 @@ async def _main(
 
     with out.status() as status:
         reporter = Reporter(out, status)
-        observed = Observed(choice.store, reporter, dry_run=dry_run)
+        observed = Observed(choice.store, reporter, spec.model, dry_run=dry_run)
         reporter.emit(
             "start",
             f"run      {target} against {choice.description} (chosen by: {choice.reason})"

@@ -23,9 +23,17 @@ from typing import IO, Any, Literal
 
 import click
 
+from stateful._address import command, display_address
 from stateful._document import DEFAULT_KEY, canonical_json, format_utc
 from stateful.backends.base import StateBackend, StateRecord
-from stateful.cli._common import location_options, model_option, store_options, stored_records, yes_option
+from stateful.cli._common import (
+    check_part,
+    location_options,
+    model_option,
+    store_options,
+    stored_records,
+    yes_option,
+)
 from stateful.cli._documents import load_model, model_name, one_line, record_fields, validate
 from stateful.cli._errors import CONFLICT, CliError, UsageError
 from stateful.cli._output import Output
@@ -42,7 +50,7 @@ Action = Literal["create", "update", "overwrite", "unchanged", "refuse"]
 
 
 @click.command("export")
-@click.option("--namespace", "-n", metavar="NS", help="Only this namespace.")
+@click.option("--namespace", "-n", metavar="NS", help="Only this namespace.", callback=check_part)
 @click.option(
     "--output",
     "-o",
@@ -59,6 +67,8 @@ def export_command(namespace: str | None, output: Path | None, where: StoreOptio
       stateful export --namespace files --output files.jsonl
     """
     out = Output(as_json=False)
+    if output is not None:
+        _check_output(output)
     choice = choose_store(where)
     lines: list[str] = []
     skipped: list[str] = []
@@ -66,16 +76,27 @@ def export_command(namespace: str | None, output: Path | None, where: StoreOptio
         try:
             value = json.loads(record.value)
         except ValueError as exc:
-            skipped.append(f"{record.namespace}/{record.name} (key {record.key!r}): not JSON ({exc})")
+            skipped.append(f"{display_address(record.namespace, record.name, record.key)}: not JSON ({exc})")
             continue
         lines.append(json.dumps(_line(record, value, asset), ensure_ascii=False))
     stream: IO[str]
     with out.progress(len(lines), "exporting", data_on_stdout=output is None) as progress:
-        stream = sys.stdout if output is None else output.open("w", encoding="utf-8")
+        try:
+            stream = sys.stdout if output is None else output.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"--output {str(output)!r}: cannot write it ({exc.strerror}). Nothing was exported."
+            ) from None
         try:
             for line in lines:
                 stream.write(line + "\n")
                 progress.advance()
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise  # `stateful export | head`: the reader left
+            raise CliError(
+                f"writing {str(output or 'stdout')!r} failed ({exc.strerror}); it is incomplete."
+            ) from None
         finally:
             if output is not None:
                 stream.close()
@@ -86,6 +107,20 @@ def export_command(namespace: str | None, output: Path | None, where: StoreOptio
     if skipped:
         raise CliError(
             f"{len(skipped)} stored value(s) are not JSON and were not exported: " + "; ".join(skipped)
+        )
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an ``--output`` whose directory does not exist, before reading the store.
+
+    The directory is not created: a mistyped path would otherwise leave a file where nobody
+    looks for it.
+    """
+    parent = output.parent
+    if not parent.is_dir():
+        raise UsageError(
+            f"--output {str(output)!r}: the directory {str(parent)!r} does not exist; nothing was "
+            f"exported. Create it first (`{command('mkdir', '-p', str(parent))}`) or fix the path."
         )
 
 
@@ -110,7 +145,9 @@ class _Entry:
 
     @property
     def label(self) -> str:
-        return f"{self.namespace}/{self.name}" + ("" if self.key == DEFAULT_KEY else f" [{self.key}]")
+        return display_address(self.namespace, self.name) + (
+            "" if self.key == DEFAULT_KEY else f" [{self.key}]"
+        )
 
 
 @dataclass

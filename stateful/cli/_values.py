@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from stateful.cli._errors import UsageError
+from stateful.cli._errors import USAGE, UsageError, user_code_failed
 
 __all__ = [
     "load_decorated",
@@ -112,12 +112,17 @@ def load_object(path: str, option: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             raise UsageError(
                 f"{option}: cannot import module {module_name!r}: {exc}. Run from the directory that "
                 f"contains it, or add that directory to PYTHONPATH."
             ) from None
-        raise  # the module exists but one of its own imports is missing: show where
+        # The module exists but one of its own imports is missing: say which, and where.
+        raise user_code_failed(
+            f"importing {module_name!r} ({option})", exc, "Install the missing package, or fix the import."
+        ) from exc
+    except Exception as exc:  # the module's own code failed at import time
+        raise user_code_failed(f"importing {module_name!r} ({option})", exc, "Fix the module.") from exc
     value: Any = module
     for part in attribute.split("."):
         try:
@@ -160,4 +165,11 @@ def load_decorated(
         raise UsageError(
             f"cannot create {path} from --kwargs {kwargs}: {exc}. Its parameters: {inspect.signature(cls)}."
         ) from None
+    except Exception as exc:  # the constructor's own code refused these arguments
+        raise user_code_failed(
+            f"creating {path} from --kwargs {kwargs}",
+            exc,
+            "Check the constructor's arguments.",
+            exit_code=USAGE,
+        ) from exc
     return instance, spec, original

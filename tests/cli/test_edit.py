@@ -165,7 +165,7 @@ def test_confirmation_on_a_terminal(cli: Cli, terminal: OpenTerminal) -> None:
     cli.seed(NS, NAME, wm(1))
 
     declined = terminal("set", NS, NAME, "--cursor", "2")
-    declined.read_until("Write version 2 of files//data/landing/*.csv? [y/N]:")
+    declined.read_until("Write version 2 of files/'/data/landing/*.csv'? [y/N]:")
     declined.type("n\n")
     assert declined.wait() == 1
     assert "Not confirmed; nothing was changed." in declined.screen
@@ -255,7 +255,7 @@ def test_rewind_to_a_time_restores_the_version_current_then(cli: Cli) -> None:
     assert stored(cli) == (4, json.loads(wm(2).to_state_json()))
     assert (
         too_early.returncode == 4
-        and "no kept version of files//data/landing/*.csv was current" in too_early.stderr
+        and "no kept version of files/'/data/landing/*.csv' was current" in too_early.stderr
     )
 
 
@@ -281,7 +281,7 @@ def test_delete_removes_the_watermark_and_its_history(cli: Cli) -> None:
     again = cli("delete", NS, NAME, "--yes")
 
     assert result.returncode == 0, result.stderr
-    assert "Deleted files//data/landing/*.csv (it was version 2)." in result.stdout
+    assert "Deleted files/'/data/landing/*.csv' (it was version 2)." in result.stdout
     assert stored(cli) is None
     assert cli.store().history(NS, NAME, WM) == []
     assert stored(cli, NS, "kept") is not None

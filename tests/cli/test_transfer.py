@@ -100,8 +100,8 @@ def test_import_refuses_to_overwrite_newer_state_unless_forced(source: Cli, tmp_
     refused = source("import", str(exported_again), "--database-url", target, "--yes")
 
     assert refused.returncode == 3
-    assert "refuse    files//data/b/*.csv (target version 2 written" in refused.stdout
-    assert "update    files//data/a/*.csv" in refused.stdout
+    assert "refuse    files/'/data/b/*.csv' (target version 2 written" in refused.stdout
+    assert "update    files/'/data/a/*.csv'" in refused.stdout
     assert "nothing was imported" in refused.stderr and "--force" in refused.stderr
     assert contents(source, target) == before
 
@@ -128,7 +128,7 @@ def test_import_into_existing_watermarks_asks_first(source: Cli, tmp_path: Path)
 
     assert unconfirmed.returncode == 1 and "--yes" in unconfirmed.stderr
     assert dry.returncode == 0 and "Dry run: nothing was written." in dry.stderr
-    assert "update    files//data/b/*.csv" in dry.stdout
+    assert "update    files/'/data/b/*.csv'" in dry.stdout
     assert contents(source, target) == before
 
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
+from stateful._address import display_address
 from stateful._layout import Layout
 from stateful.backends.base import Address, AddressedStore, StateRecord
 from stateful.backends.sql import history as _history
@@ -363,7 +364,7 @@ class SqlBackend(AddressedStore):
 
 
 def _where(address: Address) -> str:
-    return f"state {address.namespace}/{address.name} (key {address.key!r})"
+    return f"state {display_address(*address)}"
 
 
 def _record(row: sa.Row[Any]) -> StateRecord:

@@ -1,0 +1,58 @@
+"""Showing a watermark's address unambiguously, and suggesting commands that paste into a shell.
+
+A leaf of the package (it imports only the standard library): error messages, log lines and
+the command line all show an address through :func:`display_address` and build every command
+they suggest with :func:`command`, so ``a/b`` + ``q`` and ``a`` + ``b/q`` never look alike and
+a name such as ``/data/landing/*.csv`` or ``daily reports`` survives a copy and paste.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+__all__ = ["command", "display_address", "display_part"]
+
+# What a part may hold and still be shown as it is: no "/", no space, nothing a shell treats
+# specially (shlex.quote's safe set, without the "/" that separates namespace and name).
+_PLAIN = re.compile(r"[\w@%+=:,.-]+", re.ASCII)
+
+
+def display_part(part: str) -> str:
+    """A namespace or name as shown: as it is when plain, else single-quoted the way a shell reads it.
+
+    Example:
+        >>> display_part("landing"), display_part("a/b"), display_part("it's")
+        ('landing', "'a/b'", '\\'it\\'"\\'"\\'s\\'')
+    """
+    if _PLAIN.fullmatch(part):
+        return part
+    return "'" + part.replace("'", "'\"'\"'") + "'"
+
+
+def display_address(namespace: str, name: str, key: str | None = None) -> str:
+    """The address ``namespace/name`` as shown in messages and logs; the key only when given.
+
+    A part holding ``/``, a space, a quote or another character a shell treats specially is
+    single-quoted, so two different addresses never print alike.
+
+    Example:
+        >>> display_address("a/b", "q"), display_address("a", "b/q")
+        ("'a/b'/q", "a/'b/q'")
+        >>> display_address("files", "landing")
+        'files/landing'
+        >>> display_address("files", "landing", key="cursor")
+        "files/landing (key 'cursor')"
+    """
+    shown = f"{display_part(namespace)}/{display_part(name)}"
+    return shown if key is None else f"{shown} (key {key!r})"
+
+
+def command(*args: str) -> str:
+    """A command line to suggest, each argument quoted for a POSIX shell (``shlex.join``).
+
+    Example:
+        >>> command("stateful", "show", "files", "/data/landing/*.csv")
+        "stateful show files '/data/landing/*.csv'"
+    """
+    return shlex.join(args)

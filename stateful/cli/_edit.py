@@ -141,9 +141,10 @@ def _refused_set(
     namespace, name = where
     return CliError(
         f"the stored value of {display_address(namespace, name)} does not validate as {problem}, in "
-        f"what this command leaves as it is; nothing was written (your input was fine). Inspect it "
-        f"(`{command('stateful', 'show', namespace, name)}`), then fix the model, or reset it on "
-        f"purpose (`{command('stateful', 'reset', namespace, name)}`).",
+        f"what this command leaves as it is (your input was fine). The stored value does not validate "
+        f"either; nothing was written. Inspect it (`{command('stateful', 'show', namespace, name)}`), "
+        f"then fix the fields named with --field NAME=JSON and --drop-field NAME, fix the model, or "
+        f"reset it on purpose (`{command('stateful', 'reset', namespace, name)}`).",
         exit_code=FAILURE,
     )
 

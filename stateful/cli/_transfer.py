@@ -27,6 +27,7 @@ from stateful._document import DEFAULT_KEY, canonical_json, format_utc
 from stateful.backends.base import StateBackend, StateRecord
 from stateful.cli._common import location_options, model_option, store_options, stored_records, yes_option
 from stateful.cli._documents import load_model, model_name, one_line, record_fields, validate
+from stateful.cli._edit import check_reason, reason_option
 from stateful.cli._errors import CONFLICT, CliError, UsageError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
@@ -203,6 +204,7 @@ def _plan(entry: _Entry, target: StateRecord | None, force: bool) -> Action:
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @click.option("--force", is_flag=True, help="Also overwrite watermarks written after the exported ones.")
 @click.option("--dry-run", is_flag=True, help="Show what would be imported; write nothing.")
+@reason_option
 @model_option
 @yes_option
 @store_options
@@ -210,6 +212,7 @@ def import_command(
     file: IO[str],
     force: bool,
     dry_run: bool,
+    reason: str | None,
     model: str | None,
     yes: bool,
     where: StoreOptions,
@@ -227,6 +230,7 @@ def import_command(
       stateful export --database-url sqlite:////opt/airflow/stateful.db > all.jsonl
       STATEFUL_DATABASE_URL=postgresql+psycopg://... stateful import all.jsonl
     """
+    reason = check_reason(reason)
     out = Output(as_json)
     watermark_model = load_model(model)
     source = "stdin" if file.name == "<stdin>" else file.name
@@ -280,6 +284,7 @@ def import_command(
                     e.value,
                     expected_version=expected,
                     updated_by=writer("import"),
+                    reason=reason,
                 )
             except StateConflictError as exc:
                 conflicts.append(f"{e.label} (now version {exc.actual_version})")

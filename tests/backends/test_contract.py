@@ -322,7 +322,6 @@ async def test_a_reason_is_kept_with_its_version_only(store: Store) -> None:
     assert record is not None and (record.value, record.reason) == ("c", None)
 
 
-@pytest.mark.parametrize("backend", LISTING_STORES, indirect=True)
 async def test_a_lost_compare_and_set_names_the_edit_that_won(store: Store) -> None:
     await store.write("a", expected_version=None)
     await store.write(
@@ -348,7 +347,6 @@ async def test_a_lost_compare_and_set_names_the_edit_that_won(store: Store) -> N
     assert "An operator edited it" in message and "continues from version 2" in message
 
 
-@pytest.mark.parametrize("backend", LISTING_STORES, indirect=True)
 async def test_a_conflict_with_another_writer_is_not_called_an_edit(store: Store) -> None:
     await store.write("a", expected_version=None, updated_by="triggerer-2:77")
 

@@ -184,3 +184,35 @@ def test_an_edit_while_the_trigger_runs_wins_and_a_restart_continues_from_it(
         assert current is not None and current.version >= edited
     finally:
         store.dispose()
+
+
+def test_an_edit_while_stateful_run_drives_the_trigger_ends_it_with_one_line(cli: Cli) -> None:
+    # `stateful run` saves after each event it takes: at most one event follows the edit.
+    proc = cli.popen("run", "tests.cli._ticking:PlainTicker", "--json")
+    running = Ticking(proc)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while sum(1 for line in list(running.lines) if line.get("type") == "saved") < 10:
+            assert proc.poll() is None and time.monotonic() < deadline, running._story()
+            time.sleep(0.05)
+        edit = _edit(cli, cli.url)
+        code = running.end()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+
+    assert code == 3, stderr  # a conflict, as docs/cli.md's table of exit statuses says
+    (error,) = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert error["type"] == "StateConflictError" and "Traceback" not in stderr
+    assert f"found version {edit['version']}, written " in error["error"]
+    assert "(reason: 'skip to 1000, INC-7')" in error["error"]
+    replaced = cli.store().history(NS, NAME, WM)[1]
+    assert replaced.version == edit["previous_version"]
+    taken = [line["payload"]["n"] for line in running.lines if line.get("type") == "event"]
+    assert len([n for n in taken if n > json.loads(replaced.value)["cursor"]]) <= 1
+
+    again = cli.process("run", "tests.cli._ticking:PlainTicker", "--json", "--max-events", "3")
+    assert again.returncode == 0, again.stderr
+    assert [line["payload"]["n"] for line in again.lines() if line["type"] == "event"] == [1001, 1002, 1003]

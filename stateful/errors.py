@@ -32,7 +32,13 @@ Example:
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from stateful._address import command, display_address
+
+#: How the ``updated_by`` of a write made with the ``stateful`` command starts
+#: (``stateful set by alice@ops-1``): such a write is an operator's edit.
+OPERATOR_EDIT_PREFIX = "stateful "
 
 __all__ = [
     "EventNotStoredError",
@@ -62,6 +68,9 @@ class StateConflictError(StatefulError):
 
     Nothing was written. Another process (a second triggerer running the same watcher, an
     operator using the CLI) saved this state since it was read; re-read it and decide again.
+    When the store says who wrote the version it found (the SQL and memory stores do), the
+    message names that write: when, by whom and why (``--reason``), and says so plainly when it
+    was an operator's edit made with the ``stateful`` command.
 
     Attributes:
         namespace: namespace of the state.
@@ -70,6 +79,20 @@ class StateConflictError(StatefulError):
         expected_version: the version the writer read (``None``: it expected no state).
         actual_version: the version found in the store (``None``: no state is stored).
         backend: a description of the store, with any password masked.
+        actual_by: who wrote ``actual_version`` (its ``updated_by``), if the store said.
+        actual_at: when ``actual_version`` was written, if the store said.
+        actual_reason: why ``actual_version`` was written (its ``reason``), if given.
+
+    Example:
+        >>> error = StateConflictError(
+        ...     namespace="files", name="landing", key="watermark", expected_version=5,
+        ...     actual_version=6, backend="MemoryBackend", actual_by="stateful set by alice@ops-1",
+        ...     actual_reason="skip the broken batch",
+        ... )
+        >>> "by stateful set by alice@ops-1 (reason: 'skip the broken batch')" in str(error)
+        True
+        >>> error.edited
+        True
     """
 
     def __init__(
@@ -81,6 +104,9 @@ class StateConflictError(StatefulError):
         expected_version: int | None,
         actual_version: int | None,
         backend: str,
+        actual_by: str | None = None,
+        actual_at: datetime | None = None,
+        actual_reason: str | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -88,15 +114,41 @@ class StateConflictError(StatefulError):
         self.expected_version = expected_version
         self.actual_version = actual_version
         self.backend = backend
+        self.actual_by = actual_by
+        self.actual_at = actual_at
+        self.actual_reason = actual_reason
         expected = "no stored state" if expected_version is None else f"version {expected_version}"
         actual = "no stored state" if actual_version is None else f"version {actual_version}"
-        super().__init__(
+        written = ""
+        if actual_version is not None and (actual_at or actual_by):
+            when = "" if actual_at is None else f" {actual_at.isoformat().replace('+00:00', 'Z')}"
+            who = "" if actual_by is None else f" by {actual_by}"
+            why = "" if actual_reason is None else f" (reason: {actual_reason!r})"
+            written = f", written{when}{who}{why}"
+        head = (
             f"state {display_address(namespace, name, key)} in {backend} changed since it was read: "
-            f"expected {expected}, found {actual}. Nothing was written. Another writer (a second "
-            f"triggerer or worker running the same state, or an operator) saved it first; make sure "
-            f"only one trigger or sensor owns {display_address(namespace, name)}, then restart it so "
-            f"it reloads the stored state."
+            f"expected {expected}, found {actual}{written}. Nothing was written."
         )
+        if self.edited:
+            history = command("stateful", "history", namespace, name)
+            advice = (
+                f" An operator edited it with the stateful command while this trigger or sensor held "
+                f"{expected}: the edit stands, and this run stops here (it emits nothing more). Restart "
+                f"it (retry its task; the triggerer starts an asset watcher again) and it continues from "
+                f"{actual}, the edited state. `{history}` lists both versions."
+            )
+        else:
+            advice = (
+                f" Another writer (a second triggerer or worker running the same state, or an operator) "
+                f"saved it first; make sure only one trigger or sensor owns "
+                f"{display_address(namespace, name)}, then restart it so it reloads the stored state."
+            )
+        super().__init__(head + advice)
+
+    @property
+    def edited(self) -> bool:
+        """Whether the version found was written by the ``stateful`` command (an operator's edit)."""
+        return self.actual_version is not None and (self.actual_by or "").startswith(OPERATOR_EDIT_PREFIX)
 
 
 class StateRegressionError(StateConflictError):

@@ -62,7 +62,11 @@ class StateRecord:
         value: the JSON text.
         version: 1 for the first write, then +1 per write.
         updated_at: when it was last written (timezone-aware, UTC).
-        updated_by: who wrote it (by default ``host:pid``), or ``None`` if unknown.
+        updated_by: who wrote it (by default ``host:pid``; a CLI edit records the command, the
+            user and the host, e.g. ``stateful set by alice@ops-1``), or ``None`` if unknown.
+        reason: why it was written, as the writer said (``stateful set --reason ...``), or
+            ``None``: saves of triggers and sensors give none, and a store that cannot keep one
+            reads ``None``.
     """
 
     namespace: str
@@ -72,6 +76,7 @@ class StateRecord:
     version: int
     updated_at: datetime
     updated_by: str | None
+    reason: str | None = None
 
 
 def default_writer() -> str:
@@ -101,8 +106,12 @@ class StateBackend(Protocol):
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """Store ``value`` if the stored version is ``expected_version``; return the new version.
+
+        ``updated_by`` says who writes (``host:pid`` when ``None``), ``reason`` why (kept with
+        the version, and in its history, where the store keeps one).
 
         Raises:
             StateConflictError: the stored version is not ``expected_version`` (``None`` means
@@ -145,6 +154,7 @@ class AsyncStateBackend(Protocol):
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """Async :meth:`StateBackend.write`."""
         ...
@@ -190,6 +200,7 @@ class SupportsLayout(Protocol):
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """:meth:`StateBackend.write` of ``layout.text()``, written as the store sees fit."""
         ...
@@ -203,6 +214,7 @@ class SupportsLayout(Protocol):
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """Async :meth:`write_layout`."""
         ...
@@ -223,9 +235,16 @@ class Address(NamedTuple):
 
 
 def version_conflict(
-    store: str, address: Address, expected: int | None, actual: int | None
+    store: str,
+    address: Address,
+    expected: int | None,
+    actual: int | None,
+    current: StateRecord | None = None,
 ) -> StateConflictError:
     """The error of a compare-and-set that found ``actual`` where ``expected`` was named.
+
+    ``current``, the record the store holds (or its version, writer, time and reason), lets the
+    error say who wrote it and why: an operator's edit is named as such.
 
     Example:
         >>> error = version_conflict("MemoryBackend", Address("files", "landing", "watermark"), 3, 4)
@@ -239,6 +258,9 @@ def version_conflict(
         expected_version=expected,
         actual_version=actual,
         backend=store,
+        actual_by=None if current is None else current.updated_by,
+        actual_at=None if current is None else current.updated_at,
+        actual_reason=None if current is None else current.reason,
     )
 
 
@@ -269,6 +291,7 @@ class AddressedStore(abc.ABC):
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """Compare-and-set ``value``; return the new version. See :class:`StateBackend`.
 
@@ -276,7 +299,7 @@ class AddressedStore(abc.ABC):
             StateConflictError: the stored version is not ``expected_version``.
             StoreError: the store failed.
         """
-        return self._write(Address(namespace, name, key), value, expected_version, updated_by)
+        return self._write(Address(namespace, name, key), value, expected_version, updated_by, reason)
 
     def write_layout(
         self,
@@ -287,6 +310,7 @@ class AddressedStore(abc.ABC):
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """Compare-and-set the text ``layout`` stands for; return the new version.
 
@@ -296,7 +320,7 @@ class AddressedStore(abc.ABC):
             StateConflictError: the stored version is not ``expected_version``.
             StoreError: the store failed.
         """
-        return self._write_layout(Address(namespace, name, key), layout, expected_version, updated_by)
+        return self._write_layout(Address(namespace, name, key), layout, expected_version, updated_by, reason)
 
     def delete(self, namespace: str, name: str, key: str, *, expected_version: int | None = None) -> bool:
         """Delete the document; return whether one existed. See :class:`StateBackend`.
@@ -326,9 +350,10 @@ class AddressedStore(abc.ABC):
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """Async :meth:`write`."""
-        return await self._awrite(Address(namespace, name, key), value, expected_version, updated_by)
+        return await self._awrite(Address(namespace, name, key), value, expected_version, updated_by, reason)
 
     async def awrite_layout(
         self,
@@ -339,9 +364,12 @@ class AddressedStore(abc.ABC):
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """Async :meth:`write_layout`."""
-        return await self._awrite_layout(Address(namespace, name, key), layout, expected_version, updated_by)
+        return await self._awrite_layout(
+            Address(namespace, name, key), layout, expected_version, updated_by, reason
+        )
 
     async def adelete(
         self, namespace: str, name: str, key: str, *, expected_version: int | None = None
@@ -359,13 +387,20 @@ class AddressedStore(abc.ABC):
     def _read(self, address: Address) -> StateRecord | None: ...
 
     @abc.abstractmethod
-    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int: ...
+    def _write(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
+    ) -> int: ...
 
     def _write_layout(
-        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        layout: Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
         # A store that keeps no parts writes the joined text (in _call's thread, if it has one).
-        return self._write(address, layout.text(), expected, updated_by)
+        return self._write(address, layout.text(), expected, updated_by, reason)
 
     @abc.abstractmethod
     def _delete(self, address: Address, expected: int | None) -> bool: ...
@@ -377,16 +412,21 @@ class AddressedStore(abc.ABC):
         return await self._call(self._read, address)
 
     async def _awrite(
-        self, address: Address, value: str, expected: int | None, updated_by: str | None
+        self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
     ) -> int:
-        return await self._call(self._write, address, value, expected, updated_by)
+        return await self._call(self._write, address, value, expected, updated_by, reason)
 
     async def _awrite_layout(
-        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        layout: Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
         # Joining is O(state): a large text is joined in a worker thread, off the event loop.
         text = layout.text() if layout.size <= INLINE_JOIN_CHARS else await asyncio.to_thread(layout.text)
-        return await self._awrite(address, text, expected, updated_by)
+        return await self._awrite(address, text, expected, updated_by, reason)
 
     async def _adelete(self, address: Address, expected: int | None) -> bool:
         return await self._call(self._delete, address, expected)

@@ -66,18 +66,30 @@ class MemoryBackend(AddressedStore):
     def _read(self, address: Address) -> StateRecord | None:
         return self._whole(address)
 
-    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
-        return self._put(address, value, None, expected, updated_by)
+    def _write(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
+    ) -> int:
+        return self._put(address, value, None, expected, updated_by, reason)
 
     def _write_layout(
-        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        layout: Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
-        return self._put(address, "", layout, expected, updated_by)
+        return self._put(address, "", layout, expected, updated_by, reason)
 
     async def _awrite_layout(
-        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        layout: Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
-        return self._write_layout(address, layout, expected, updated_by)  # a dict operation
+        return self._write_layout(address, layout, expected, updated_by, reason)  # a dict operation
 
     def _put(
         self,
@@ -86,6 +98,7 @@ class MemoryBackend(AddressedStore):
         layout: Layout | None,
         expected: int | None,
         updated_by: str | None,
+        reason: str | None,
     ) -> int:
         writer = default_writer() if updated_by is None else updated_by
         with self._lock:
@@ -93,7 +106,12 @@ class MemoryBackend(AddressedStore):
             self._check(address, expected, current)
             version = 1 if current is None else current.version + 1
             self._records[address] = StateRecord(
-                *address, value, version, updated_at=datetime.now(timezone.utc), updated_by=writer
+                *address,
+                value,
+                version,
+                updated_at=datetime.now(timezone.utc),
+                updated_by=writer,
+                reason=reason,
             )
             if layout is None:
                 self._layouts.pop(address, None)
@@ -137,4 +155,4 @@ class MemoryBackend(AddressedStore):
     def _check(self, address: Address, expected: int | None, current: StateRecord | None) -> None:
         actual = None if current is None else current.version
         if actual != expected:
-            raise version_conflict(self.description, address, expected, actual)
+            raise version_conflict(self.description, address, expected, actual, current)

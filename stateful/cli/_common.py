@@ -186,7 +186,7 @@ def read_existing(choice: StoreChoice, namespace: str, name: str, key: str) -> S
     store = choice.sync()
     record = store.read(namespace, name, key)
     if record is None and not store.list():
-        raise NotFoundError(f"no watermark {namespace}/{name}: {_empty(choice)}")
+        raise NotFoundError(f"no watermark {display_address(namespace, name)}: {_empty(choice)}")
     if record is None:
         raise NotFoundError(_missing(store, choice.description, namespace, name, key) + choice.hint())
     return record

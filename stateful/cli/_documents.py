@@ -257,6 +257,7 @@ def record_fields(record: StateRecord) -> dict[str, Any]:
         "version": record.version,
         "updated_at": format_utc(record.updated_at),
         "updated_by": record.updated_by,
+        "reason": record.reason,
     }
 
 

@@ -3,6 +3,10 @@
 Every change reads the stored version, shows what would change, asks (unless ``--yes``), and
 writes with compare-and-set against the version it read: if a trigger or another operator
 saved in between, the change is refused (exit status 3) and nothing is overwritten.
+
+Every write records who made it (``updated_by``: the command, the user and the host, e.g.
+``stateful set by alice@ops-1``) and, with ``--reason``, why; both are kept with the version and
+shown by ``stateful show`` and ``stateful history``.
 """
 
 from __future__ import annotations
@@ -38,14 +42,65 @@ from stateful.cli._values import parse_cursor, parse_timestamp, parse_version_or
 from stateful.errors import StateConflictError
 from stateful.types import Watermark
 
-__all__ = ["delete_command", "reset_command", "rewind_command", "set_command"]
+__all__ = [
+    "MAX_REASON_CHARS",
+    "check_reason",
+    "delete_command",
+    "reason_option",
+    "reset_command",
+    "rewind_command",
+    "set_command",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NONE = {"none", "null"}
 
+#: The longest reason kept (a sentence or two, and a ticket number).
+MAX_REASON_CHARS = 500
+
 
 def dry_run_option(f: F) -> F:
     return click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")(f)
+
+
+def check_reason(reason: str | None) -> str | None:
+    """``--reason`` as stored: one line of text, stripped, at most :data:`MAX_REASON_CHARS` long.
+
+    Raises:
+        UsageError: it is empty, spans lines (or holds other control characters) or is too long.
+
+    Example:
+        >>> check_reason("  replay Monday's files, INC-4211 ")
+        "replay Monday's files, INC-4211"
+        >>> check_reason(None) is None
+        True
+    """
+    if reason is None:
+        return None
+    text = reason.strip()
+    if not text:
+        raise UsageError("--reason is empty: say why you make this change, or leave the option out.")
+    if any(not c.isprintable() for c in text):
+        raise UsageError(
+            "--reason must be one line of text (no line breaks, tabs or other control characters): "
+            "`stateful history` shows it on one line."
+        )
+    if len(text) > MAX_REASON_CHARS:
+        raise UsageError(
+            f"--reason is {len(text)} characters long; at most {MAX_REASON_CHARS} are kept. Shorten it, "
+            f"e.g. to a sentence and a ticket number."
+        )
+    return text
+
+
+def reason_option(f: F) -> F:
+    """``--reason TEXT``: why, stored with the version this command writes (optional)."""
+    return click.option(
+        "--reason",
+        metavar="TEXT",
+        help="Why you make this change, kept with the version it writes and shown by `stateful history` "
+        "and `stateful show` (one line, at most 500 characters).",
+    )(f)
 
 
 def _conflict(exc: StateConflictError, what: str) -> CliError:
@@ -70,6 +125,7 @@ def _change(
     action: str,
     yes: bool,
     dry_run: bool,
+    reason: str | None,
     notes: tuple[str, ...] = (),
 ) -> None:
     """Show the change, ask, and write it with compare-and-set against ``current``."""
@@ -87,12 +143,16 @@ def _change(
         "version": None,
         "dry_run": dry_run,
         "changes": diff,
+        "updated_by": writer(action),
+        "reason": reason,
     }
     if not out.as_json:
         state = "nothing stored yet" if current is None else f"version {before}"
         out.line(f"{action}: {display_address(namespace, name)} in {choice.description} ({state})")
         for line in change_lines(diff):
             out.line(f"  {line}")
+        if reason is not None:
+            out.line(f"  reason: {reason}")
         for note in notes:
             out.line(f"  note: {note}")
     if not diff or dry_run:
@@ -103,7 +163,13 @@ def _change(
     out.confirm(f"Write version {after} of {display_address(namespace, name)}?", yes=yes)
     try:
         version = choice.sync().write(
-            namespace, name, key, new_value, expected_version=before, updated_by=writer(action)
+            namespace,
+            name,
+            key,
+            new_value,
+            expected_version=before,
+            updated_by=result["updated_by"],
+            reason=reason,
         )
     except StateConflictError as exc:
         raise _conflict(exc, "you were deciding") from None
@@ -177,6 +243,7 @@ def _json_kind(value: Any) -> str:
     help="Remove a stored field your model no longer has (repeatable).",
 )
 @click.option("--create", is_flag=True, help="Create the watermark if nothing is stored yet.")
+@reason_option
 @model_option
 @yes_option
 @dry_run_option
@@ -191,6 +258,7 @@ def set_command(
     assignments: tuple[str, ...],
     drops: tuple[str, ...],
     create: bool,
+    reason: str | None,
     model: str | None,
     yes: bool,
     dry_run: bool,
@@ -214,6 +282,7 @@ def set_command(
         raise UsageError(
             "nothing to set: give --timestamp, --cursor, --field, --drop-field and/or --clear-seen."
         )
+    reason = check_reason(reason)
     out = Output(as_json)
     watermark_model = load_model(model)
     new_timestamp: datetime | None = None
@@ -276,11 +345,13 @@ def set_command(
         yes=yes,
         dry_run=dry_run,
         notes=notes,
+        reason=reason,
     )
 
 
 @click.command("reset")
 @address
+@reason_option
 @model_option
 @yes_option
 @dry_run_option
@@ -289,6 +360,7 @@ def reset_command(
     namespace: str,
     name: str,
     key: str,
+    reason: str | None,
     model: str | None,
     yes: bool,
     dry_run: bool,
@@ -299,8 +371,9 @@ def reset_command(
 
     \b
     Example:
-      stateful reset files /data/landing/*.csv
+      stateful reset files /data/landing/*.csv --reason "reprocess everything after INC-4211"
     """
+    reason = check_reason(reason)
     out = Output(as_json)
     watermark_model = load_model(model)
     choice = choose_store(where)
@@ -323,6 +396,7 @@ def reset_command(
         action="reset",
         yes=yes,
         dry_run=dry_run,
+        reason=reason,
         notes=notes,
     )
 
@@ -336,6 +410,7 @@ def reset_command(
     metavar="VERSION|ISO-TIME",
     help="A version from `stateful history`, or a date-time: the version that was current then.",
 )
+@reason_option
 @model_option
 @yes_option
 @dry_run_option
@@ -345,6 +420,7 @@ def rewind_command(
     name: str,
     key: str,
     target: str,
+    reason: str | None,
     model: str | None,
     yes: bool,
     dry_run: bool,
@@ -359,8 +435,9 @@ def rewind_command(
     \b
     Examples:
       stateful rewind files /data/landing/*.csv --to 41 --dry-run
-      stateful rewind files /data/landing/*.csv --to 2025-06-02T09:00:00Z
+      stateful rewind files /data/landing/*.csv --to 2025-06-02T09:00:00Z --reason "bad deploy"
     """
+    reason = check_reason(reason)
     out = Output(as_json)
     watermark_model = load_model(model)
     wanted = parse_version_or_time(target, "--to")
@@ -389,7 +466,8 @@ def rewind_command(
             f"{model_name(watermark_model)}: {one_line(exc)}. Nothing was written."
         ) from None
     by = found.updated_by or "unknown"
-    note = f"restores version {found.version}, written {format_utc(found.updated_at)} by {by}"
+    why = "" if found.reason is None else f" (reason: {found.reason})"
+    note = f"restores version {found.version}, written {format_utc(found.updated_at)} by {by}{why}"
     _change(
         out,
         choice,
@@ -399,6 +477,7 @@ def rewind_command(
         action=f"rewind to version {found.version}",
         yes=yes,
         dry_run=dry_run,
+        reason=reason,
         notes=(note,),
     )
 
@@ -411,6 +490,8 @@ def delete_command(
     namespace: str, name: str, key: str, yes: bool, where: StoreOptions, as_json: bool
 ) -> None:
     """Delete a watermark and its history, for good (`stateful reset` keeps the history).
+
+    It takes no --reason: nothing is left to keep one with (reset keeps one in the history).
 
     \b
     Example:

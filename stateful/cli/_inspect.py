@@ -36,6 +36,8 @@ from stateful.types import Watermark
 __all__ = ["history_command", "list_command", "show_command"]
 
 _COLUMNS = ("TIMESTAMP", "CURSOR", "SEEN", "SIZE")
+#: A reason longer than this is cut short in the history table (``--json`` has it whole).
+_REASON_CHARS = 60
 
 
 def _columns(summary: Summary) -> list[object]:
@@ -52,6 +54,10 @@ def _validity(summary: Summary, key: str, model: type[Watermark[Any]]) -> str:
 
 def _label(record: StateRecord) -> str:
     return record.name if record.key == DEFAULT_KEY else f"{record.name} [{record.key}]"
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _when(record: StateRecord) -> str:
@@ -137,6 +143,7 @@ def show_command(
         ("version", record.version),
         ("updated_at", format_utc(record.updated_at)),
         ("updated_by", record.updated_by),
+        ("reason", record.reason),
     ]
     if summary.doc is not None:
         seen = summary.seen
@@ -186,8 +193,9 @@ def history_command(
 ) -> None:
     """List the kept versions of a watermark, newest first (the SQL store keeps the last 100).
 
-    Each line says when the version was written and by whom (host:pid of a triggerer or worker,
-    or the CLI command and user), and what it held. `stateful rewind` restores one.
+    Each line says when the version was written, by whom (host:pid of a triggerer or worker,
+    or the CLI command, user and host) and why (the --reason of an edit), and what it held.
+    `stateful rewind` restores one.
 
     \b
     Example:
@@ -219,10 +227,17 @@ def history_command(
         f"History of {display_address(namespace, name)} in {choice.description}, newest first (* = current):"
     )
     rows = [
-        [("* " if r.version == current else "  ") + str(r.version), _when(r), r.updated_by, *_columns(s)]
+        [
+            ("* " if r.version == current else "  ") + str(r.version),
+            _when(r),
+            r.updated_by,
+            *_columns(s),
+            _cut(r.reason, _REASON_CHARS),
+        ]
         for r, s in zip(versions, summaries, strict=True)
     ]
-    out.table(["  VERSION", "UPDATED_AT", "UPDATED_BY", *_COLUMNS], rows)
+    # The reason last: free text, with spaces, after the columns a script may split on.
+    out.table(["  VERSION", "UPDATED_AT", "UPDATED_BY", *_COLUMNS, "REASON"], rows)
     kept = getattr(history, "history_versions", None)
     if kept:
         out.line(f"(the store keeps the last {kept} versions of each watermark)")

@@ -279,7 +279,14 @@ def list_asset(
                 continue
         records.append(
             StateRecord(
-                doc.namespace, doc.name, doc.key, doc.value, doc.version, doc.updated_at, doc.updated_by
+                doc.namespace,
+                doc.name,
+                doc.key,
+                doc.value,
+                doc.version,
+                doc.updated_at,
+                doc.updated_by,
+                doc.reason,
             )
         )
     return sorted(records, key=lambda r: (r.namespace, r.name, r.key))

@@ -153,6 +153,7 @@ class Observed:
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         self._writing += 1
         self.idle.clear()
@@ -161,7 +162,13 @@ class Observed:
                 version = self._pretend(namespace, name, key, value, expected_version)
             else:
                 version = await self._store.awrite(
-                    namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
+                    namespace,
+                    name,
+                    key,
+                    value,
+                    expected_version=expected_version,
+                    updated_by=updated_by,
+                    reason=reason,
                 )
         finally:
             self._writing -= 1

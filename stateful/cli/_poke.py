@@ -55,10 +55,17 @@ class Watched:
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         if self._commit:
             version = self._store.write(
-                namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
+                namespace,
+                name,
+                key,
+                value,
+                expected_version=expected_version,
+                updated_by=updated_by,
+                reason=reason,
             )
         else:
             current = self._store.read(namespace, name, key)  # a conflict shows, as with --commit

@@ -35,6 +35,7 @@ from stateful.cli._common import (
     yes_option,
 )
 from stateful.cli._documents import load_model, model_name, one_line, record_fields, validate
+from stateful.cli._edit import check_reason, reason_option
 from stateful.cli._errors import CONFLICT, CliError, UsageError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreChoice, StoreOptions, choose_store, writer
@@ -240,6 +241,7 @@ def _plan(entry: _Entry, target: StateRecord | None, force: bool) -> Action:
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @click.option("--force", is_flag=True, help="Also overwrite watermarks written after the exported ones.")
 @click.option("--dry-run", is_flag=True, help="Show what would be imported; write nothing.")
+@reason_option
 @model_option
 @yes_option
 @store_options
@@ -247,6 +249,7 @@ def import_command(
     file: IO[str],
     force: bool,
     dry_run: bool,
+    reason: str | None,
     model: str | None,
     yes: bool,
     where: StoreOptions,
@@ -264,6 +267,7 @@ def import_command(
       stateful export --database-url sqlite:////opt/airflow/stateful.db > all.jsonl
       STATEFUL_DATABASE_URL=postgresql+psycopg://... stateful import all.jsonl
     """
+    reason = check_reason(reason)
     out = Output(as_json)
     watermark_model = load_model(model)
     source = "stdin" if file.name == "<stdin>" else file.name
@@ -317,6 +321,7 @@ def import_command(
                     e.value,
                     expected_version=expected,
                     updated_by=writer("import"),
+                    reason=reason,
                 )
             except StateConflictError as exc:
                 conflicts.append(f"{e.label} (now version {exc.actual_version})")

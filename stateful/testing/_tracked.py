@@ -65,6 +65,7 @@ class Tracked:
         *,
         expected_version: int | None,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         """Write to the watched store, unless the simulated process crashed."""
         if self.crashed:
@@ -78,7 +79,13 @@ class Tracked:
         self._idle.clear()
         try:
             version = await self._store.awrite(
-                namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
+                namespace,
+                name,
+                key,
+                value,
+                expected_version=expected_version,
+                updated_by=updated_by,
+                reason=reason,
             )
         finally:
             self._writing -= 1

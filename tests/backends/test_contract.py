@@ -55,13 +55,26 @@ class Store:
         name: str = NAME,
         key: str = KEY,
         updated_by: str | None = None,
+        reason: str | None = None,
     ) -> int:
         if self.use_async:
             return await self.backend.awrite(
-                namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
+                namespace,
+                name,
+                key,
+                value,
+                expected_version=expected_version,
+                updated_by=updated_by,
+                reason=reason,
             )
         return self.backend.write(
-            namespace, name, key, value, expected_version=expected_version, updated_by=updated_by
+            namespace,
+            name,
+            key,
+            value,
+            expected_version=expected_version,
+            updated_by=updated_by,
+            reason=reason,
         )
 
     async def write_layout(self, layout: Layout, expected_version: int | None) -> int:
@@ -287,6 +300,62 @@ async def test_updated_by_defaults_to_this_process_and_can_be_given(store: Store
     await store.write("c", expected_version=2)
     record = await store.read()
     assert record is not None and record.updated_by == default_writer()
+
+
+async def test_a_reason_is_kept_with_its_version_only(store: Store) -> None:
+    await store.write("a", expected_version=None)
+    record = await store.read()
+    assert record is not None and record.reason is None
+
+    await store.write(
+        "b", expected_version=1, updated_by="stateful set by alice@ops-1", reason="replay Monday"
+    )
+    record = await store.read()
+    assert record is not None and (record.updated_by, record.reason) == (
+        "stateful set by alice@ops-1",
+        "replay Monday",
+    )
+
+    # The trigger's next save gives none: it does not inherit the edit's.
+    await store.write("c", expected_version=2)
+    record = await store.read()
+    assert record is not None and (record.value, record.reason) == ("c", None)
+
+
+async def test_a_lost_compare_and_set_names_the_edit_that_won(store: Store) -> None:
+    await store.write("a", expected_version=None)
+    await store.write(
+        "b", expected_version=1, updated_by="stateful set by alice@ops-1", reason="skip batch 7"
+    )
+
+    with pytest.raises(StateConflictError) as caught:
+        await store.write("stale", expected_version=1)
+
+    err = caught.value
+    winner = await store.read()
+    assert winner is not None
+    assert (err.actual_version, err.actual_by, err.actual_reason) == (
+        2,
+        "stateful set by alice@ops-1",
+        "skip batch 7",
+    )
+    assert err.actual_at == winner.updated_at
+    assert err.edited
+    message = str(err)
+    assert "found version 2, written " in message
+    assert "by stateful set by alice@ops-1 (reason: 'skip batch 7')" in message
+    assert "An operator edited it" in message and "continues from version 2" in message
+
+
+async def test_a_conflict_with_another_writer_is_not_called_an_edit(store: Store) -> None:
+    await store.write("a", expected_version=None, updated_by="triggerer-2:77")
+
+    with pytest.raises(StateConflictError) as caught:
+        await store.write("b", expected_version=None)
+
+    assert caught.value.actual_by == "triggerer-2:77" and not caught.value.edited
+    assert "by triggerer-2:77." in str(caught.value)
+    assert "make sure only one trigger or sensor owns" in str(caught.value)
 
 
 async def test_updated_at_is_timezone_aware_utc(store: Store) -> None:

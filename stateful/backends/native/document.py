@@ -143,6 +143,7 @@ class NativeDocument:
             from the store until its parts are joined: see ``seen``).
         head: in a manifest, the state without ``seen``.
         seen: in a manifest, where the parts holding ``seen`` are.
+        reason: why it was written (``stateful set --reason``), or ``None`` (stored only when given).
 
     Example:
         >>> doc = NativeDocument.create("files", "landing", "watermark", '{"cursor":3}', updated_by="me")
@@ -165,17 +166,27 @@ class NativeDocument:
     value: str
     head: dict[str, Any] | None = None
     seen: SeenParts | None = None
+    reason: str | None = None
 
     @classmethod
     def create(
-        cls, namespace: str, name: str, key: str, value: str, *, updated_by: str | None, version: int = 1
+        cls,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str,
+        *,
+        updated_by: str | None,
+        version: int = 1,
+        reason: str | None = None,
     ) -> NativeDocument:
         """A new document (a new lineage) holding ``value``."""
-        return cls(
-            namespace, name, key, version, uuid.uuid4().hex, datetime.now(timezone.utc), updated_by, value
-        )
+        now = datetime.now(timezone.utc)
+        return cls(namespace, name, key, version, uuid.uuid4().hex, now, updated_by, value, reason=reason)
 
-    def successor(self, value: str, *, updated_by: str | None, version: int | None = None) -> NativeDocument:
+    def successor(
+        self, value: str, *, updated_by: str | None, version: int | None = None, reason: str | None = None
+    ) -> NativeDocument:
         """The next document of this lineage: ``version`` (default: this one's + 1) holding ``value``."""
         return NativeDocument(
             self.namespace,
@@ -186,6 +197,7 @@ class NativeDocument:
             datetime.now(timezone.utc),
             updated_by,
             value,
+            reason=reason,
         )
 
     def in_parts(self, head: dict[str, Any], seen: SeenParts) -> NativeDocument:
@@ -220,6 +232,8 @@ class NativeDocument:
             "lineage": self.lineage,
             "updated_at": format_utc(self.updated_at),
             "updated_by": self.updated_by,
+            # Only when given: a document without one is what earlier releases wrote and read.
+            **({} if self.reason is None else {"reason": self.reason}),
             **body,
         }
 
@@ -250,6 +264,9 @@ class NativeDocument:
         updated_by = data.get("updated_by")
         if updated_by is not None and not isinstance(updated_by, str):
             bad.append("updated_by")
+        reason = data.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            bad.append("reason")
         has_value, has_text = "value" in data, "text" in data
         in_parts = fmt == MANIFEST_FORMAT or (fmt == FORMAT and ("seen" in data or "head" in data))
         if has_value + has_text + in_parts != 1 or (has_text and not isinstance(data["text"], str)):
@@ -287,6 +304,7 @@ class NativeDocument:
             value,
             data["head"] if in_parts else None,
             seen,
+            reason,
         )
 
 

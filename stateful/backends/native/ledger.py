@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from stateful.backends.base import Address, version_conflict
+from stateful.backends.base import Address, StateRecord, version_conflict
 from stateful.backends.native.document import NativeDocument
 from stateful.errors import StateRegressionError
 
@@ -118,7 +118,13 @@ class Ledger:
             actual = None if doc is None else doc.version
             if actual is not None and want is not None and actual < want and same_lineage:
                 raise _regression(where, label, want, actual)
-            raise version_conflict(where.backend, where.address, want, actual)
+            # Who wrote what was found, and why, for the error (the value is not needed there).
+            found = (
+                None
+                if doc is None
+                else StateRecord(*where.address, "", doc.version, doc.updated_at, doc.updated_by, doc.reason)
+            )
+            raise version_conflict(where.backend, where.address, want, actual, found)
 
 
 def _regression(where: Where, label: str, expected: int, actual: int) -> StateRegressionError:

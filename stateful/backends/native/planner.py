@@ -161,7 +161,7 @@ class Planner:
             doc = doc.joined(join_seen(doc.head, seen, bodies))
             if seen.bits is None:  # the previous layout (buckets) is packed afresh at the next save
                 self._known[plan.key] = Packing.read(self._limit, seen, bodies)
-        return StateRecord(*address, doc.value, doc.version, doc.updated_at, doc.updated_by)
+        return StateRecord(*address, doc.value, doc.version, doc.updated_at, doc.updated_by, doc.reason)
 
     def torn(self, address: Address, k: str, attempts: int, exc: PartMismatch) -> StoreError:
         """The error of a read whose parts kept changing (or went missing) under it."""
@@ -181,6 +181,7 @@ class Planner:
         expected: int | None,
         updated_by: str | None,
         docs: Sequence[NativeDocument | None],
+        reason: str | None = None,
     ) -> WritePlan:
         """What to write to each asset (parts first, then the manifest) and delete after.
 
@@ -204,9 +205,9 @@ class Planner:
         base = next((d for d in present if d.version == expected), None)
         text = "" if isinstance(value, Layout) else value
         if base is None:
-            new = NativeDocument.create(*address, text, updated_by=writer, version=version)
+            new = NativeDocument.create(*address, text, updated_by=writer, version=version, reason=reason)
         else:
-            new = base.successor(text, updated_by=writer, version=version)
+            new = base.successor(text, updated_by=writer, version=version, reason=reason)
         # A value longer than the limit is over it once stored: no need to measure (10 MB of JSON).
         size = value.size if isinstance(value, Layout) else len(value)
         stored = {} if 0 < self._limit < size else new.to_json_value()

@@ -140,21 +140,33 @@ class NativeBackend(AddressedStore):
                     raise self._plan.torn(address, k, attempt, exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
-        return self._save(address, value, expected, updated_by)
+    def _write(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
+    ) -> int:
+        return self._save(address, value, expected, updated_by, reason)
 
     def _write_layout(
-        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        layout: Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
         """A save handed in parts: packed from the runs that changed, not from the whole text."""
-        return self._save(address, layout, expected, updated_by)
+        return self._save(address, layout, expected, updated_by, reason)
 
     def _save(
-        self, address: Address, value: str | Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        value: str | Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
         k, assets = native_key(*address), self._require()
         docs = [self._get(a, address, k) for a in assets]
-        plan = self._plan.plan_write(address, k, value, expected, updated_by, docs)
+        plan = self._plan.plan_write(address, k, value, expected, updated_by, docs, reason)
         failures: builtins.list[BaseException | None] = []
         for asset, parts in zip(assets, plan.parts, strict=True):
             try:
@@ -218,27 +230,37 @@ class NativeBackend(AddressedStore):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _awrite(
-        self, address: Address, value: str, expected: int | None, updated_by: str | None
+        self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
     ) -> int:
-        return await self._asave(address, value, expected, updated_by)
+        return await self._asave(address, value, expected, updated_by, reason)
 
     async def _awrite_layout(
-        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        layout: Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
-        return await self._asave(address, layout, expected, updated_by)
+        return await self._asave(address, layout, expected, updated_by, reason)
 
     async def _asave(
-        self, address: Address, value: str | Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        value: str | Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
         k, assets = native_key(*address), self._require()
         docs = await self._aget_all(assets, address, k)
         size = value.size if isinstance(value, Layout) else len(value)
         if self._limit > 0 and size > self._limit // 2:  # it may need splitting: CPU work
             plan = await asyncio.to_thread(
-                self._plan.plan_write, address, k, value, expected, updated_by, docs
+                self._plan.plan_write, address, k, value, expected, updated_by, docs, reason
             )
         else:
-            plan = self._plan.plan_write(address, k, value, expected, updated_by, docs)
+            plan = self._plan.plan_write(address, k, value, expected, updated_by, docs, reason)
 
         async def save(asset: WatchedAsset, parts: Sequence[tuple[str, Any]]) -> None:
             for key, body in (*parts, (k, plan.manifest)):  # the manifest last: the commit

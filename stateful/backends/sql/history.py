@@ -11,7 +11,7 @@ without CREATE permission on a table a DBA created), the store keeps working wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -110,21 +110,30 @@ class History:
 
 
 def select_history(
-    table: sa.Table, address: tuple[str, str, str], limit: int | None, current: int
+    columns: Sequence[sa.Column[Any]], address: tuple[str, str, str], limit: int | None, current: int
 ) -> sa.Select[Any]:
-    """The kept versions of the document at ``address`` up to version ``current``, newest first."""
+    """The kept versions of the document at ``address`` up to version ``current``, newest first.
+
+    ``columns`` are the history table's columns to read (its ``reason`` only where it has one).
+    """
+    table = columns[0].table
     # Rows above the current version are left over from before a delete (see record()).
     stmt = (
-        sa.select(table)
+        sa.select(*columns)
         .where(*_pk(table, *address), table.c.version <= current)
         .order_by(table.c.version.desc())
     )
     return stmt if limit is None else stmt.limit(limit)
 
 
+def _written(record: StateRecord) -> tuple[str, object, str | None]:
+    # Not the reason: a table may have gained its column after the other (see tables.py).
+    return record.value, record.updated_at, record.updated_by
+
+
 def versions(current: StateRecord, kept: list[StateRecord], limit: int | None) -> list[StateRecord]:
     """The versions to show: ``kept`` (newest first, up to ``current``) checked against ``current``."""
-    if kept and kept[0].version == current.version and kept[0] != current:
+    if kept and kept[0].version == current.version and _written(kept[0]) != _written(current):
         # Left over from before a delete made by a writer that knows nothing of history (an
         # earlier release): these rows describe an earlier document at this address.
         kept = []

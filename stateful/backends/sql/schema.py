@@ -1,4 +1,8 @@
-"""The SQL store's tables: the state table, its history and parts tables, a UTC timestamp type."""
+"""The SQL store's tables: the state table, its history and parts tables, a UTC timestamp type.
+
+The state and history tables keep, with each version, who wrote it (``updated_by``) and why
+(``reason``, given to ``stateful set --reason``); both are nullable.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ def state_table(table_name: str) -> sa.Table:
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.Column("updated_by", sa.Text, nullable=True),
+        # Added by the release that keeps reasons: a table made before it gains the column at
+        # first use (see tables.py).
+        sa.Column("reason", sa.Text, nullable=True),
     )
 
 
@@ -57,6 +64,7 @@ def history_table(table_name: str) -> sa.Table:
         sa.Column("value", sa.Text, nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.Column("updated_by", sa.Text, nullable=True),
+        sa.Column("reason", sa.Text, nullable=True),
     )
 
 

@@ -201,23 +201,35 @@ class SqlBackend(AddressedStore):
     def _read(self, address: Address) -> StateRecord | None:
         def run(engine: Engine) -> StateRecord | None:
             with read_transaction(engine) as conn:
-                row = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
+                row = conn.execute(self._select().where(*self._pk(address))).first()
                 return None if row is None else self._expand(conn, [_record(row)])[0]
 
         return self._run("read", _where(address), run)
 
-    def _write(self, address: Address, value: str, expected: int | None, updated_by: str | None) -> int:
-        job = self.write_job(address, value, expected, updated_by)
+    def _write(
+        self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
+    ) -> int:
+        job = self.write_job(address, value, expected, updated_by, reason)
         return self._run("write", _where(address), lambda engine: in_transaction(engine, job))
 
     def _write_layout(
-        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        layout: Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
-        job = self.write_job(address, layout, expected, updated_by)
+        job = self.write_job(address, layout, expected, updated_by, reason)
         return self._run("write", _where(address), lambda engine: in_transaction(engine, job))
 
     def write_job(
-        self, address: Address, content: str | Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        content: str | Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None = None,
     ) -> WriteJob:
         """The compare-and-set write of ``content``, as a job to run in a write transaction.
 
@@ -232,7 +244,7 @@ class SqlBackend(AddressedStore):
         store opens it). The sync methods run it in a transaction of its own; the async ones
         hand it to the group committer.
         """
-        return self._writes.write_job(address, content, expected, updated_by)
+        return self._writes.write_job(address, content, expected, updated_by, reason)
 
     def _delete(self, address: Address, expected: int | None) -> bool:
         job = self._writes.delete_job(address, expected)
@@ -242,7 +254,7 @@ class SqlBackend(AddressedStore):
         # Sorted by AddressedStore.list rather than by ORDER BY: the database's collation may not
         # order strings by code point, and every store must order alike.
         def run(engine: Engine) -> list[StateRecord]:
-            stmt = sa.select(self._table)
+            stmt = self._select()
             if namespace is not None:
                 stmt = stmt.where(self._table.c.namespace == namespace)
             with read_transaction(engine) as conn:
@@ -283,11 +295,11 @@ class SqlBackend(AddressedStore):
             if self._tables.no_history is not None:
                 raise StoreError(f"{self._description} keeps no history: {self._tables.no_history}.")
             with read_transaction(engine) as conn:
-                current = conn.execute(sa.select(self._table).where(*self._pk(address))).first()
+                current = conn.execute(self._select().where(*self._pk(address))).first()
                 if current is None:
                     return []
                 rows = conn.execute(
-                    _history.select_history(self._tables.history.table, address, limit, current.version)
+                    _history.select_history(self._tables.history_columns(), address, limit, current.version)
                 )
                 kept = _history.versions(_record(current), [_record(row) for row in rows], limit)
                 return self._expand(conn, kept)
@@ -303,15 +315,20 @@ class SqlBackend(AddressedStore):
         return await asyncio.to_thread(function, *args)
 
     async def _awrite_layout(
-        self, address: Address, layout: Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        layout: Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> int:
-        job = self.write_job(address, layout, expected, updated_by)
+        job = self.write_job(address, layout, expected, updated_by, reason)
         return await self._async.submit("write", _where(address), job)
 
     async def _awrite(
-        self, address: Address, value: str, expected: int | None, updated_by: str | None
+        self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
     ) -> int:
-        job = self.write_job(address, value, expected, updated_by)
+        job = self.write_job(address, value, expected, updated_by, reason)
         return await self._async.submit("write", _where(address), job)
 
     async def _adelete(self, address: Address, expected: int | None) -> bool:
@@ -358,6 +375,10 @@ class SqlBackend(AddressedStore):
         # A manifest in a table without its parts table is left as it is (and fails to load).
         return records if self._tables.no_parts is not None else self._tables.parts.expand(conn, records)
 
+    def _select(self) -> sa.Select[Any]:
+        """Select the state table's columns (``reason`` only once the table has it)."""
+        return sa.select(*self._tables.state_columns())
+
     def _pk(self, address: Address) -> tuple[sa.ColumnElement[bool], ...]:
         c = self._table.c
         return (c.namespace == address.namespace, c.name == address.name, c.key == address.key)
@@ -376,4 +397,5 @@ def _record(row: sa.Row[Any]) -> StateRecord:
         version=row.version,
         updated_at=row.updated_at,
         updated_by=row.updated_by,
+        reason=row._mapping.get("reason"),
     )

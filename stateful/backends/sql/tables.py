@@ -5,6 +5,11 @@ and the parts table (:mod:`~stateful.backends.sql.parts`) are optional: a user w
 write a state table a DBA created, but may not create tables, still gets a working store, which
 then keeps no history or writes every state whole (each logged once, with what to do).
 
+The ``reason`` column of the state and history tables (why an operator made an edit, see
+``stateful set --reason``) came after them: a table made by an earlier release gains it at
+first use (``ALTER TABLE ... ADD COLUMN reason``); where it cannot be added, the store keeps
+working without reasons (logged once, with the statement to run).
+
 Example:
     >>> tables = Tables("stateful_process_state", "SqlBackend(sqlite://)", keep=5)
     >>> (tables.history.name, tables.parts.name, tables.keep)
@@ -16,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -27,7 +33,10 @@ from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.schema import state_table
 from stateful.errors import StoreNotFoundError
 
-__all__ = ["Tables"]
+__all__ = ["REASON", "Tables"]
+
+#: The column that keeps why a version was written (``--reason``), added to older tables.
+REASON = "reason"
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +63,10 @@ class Tables:
         self.purge = False
         #: Why large states are written whole, once known (``None``: parts are kept).
         self.no_parts: str | None = None
+        #: Why the state table keeps no reasons, once known (``None``: it does).
+        self.no_reason: str | None = None
+        #: Why the history table keeps no reasons, once known (``None``: it does, or no history).
+        self.no_history_reason: str | None = None
         #: The store, for errors.
         self.description = description
         #: Whether :meth:`create` created the state table: a new, empty store.
@@ -64,10 +77,19 @@ class Tables:
         """How many versions each write keeps in the history (0: it records none)."""
         return self.keep if self.no_history is None and self.keep else 0
 
+    def state_columns(self) -> list[sa.Column[Any]]:
+        """The columns of the state table to read (``reason`` only where the table has it)."""
+        return [c for c in self.state.c if c.name != REASON or self.no_reason is None]
+
+    def history_columns(self) -> list[sa.Column[Any]]:
+        """The columns of the history table to read (``reason`` only where the table has it)."""
+        return [c for c in self.history.table.c if c.name != REASON or self.no_history_reason is None]
+
     def create(self, engine: Engine, redactor: Redactor) -> None:
         """Create the missing tables; note which optional ones cannot be (a warning each)."""
         self.created = not sa.inspect(engine).has_table(self.state.name)
         _create(engine, self.state)
+        self.no_reason = self._add_reason(engine, self.state, redactor)
         try:
             _create(engine, self.parts.table)
         except sa.exc.SQLAlchemyError as exc:
@@ -102,6 +124,35 @@ class Tables:
             )
         else:
             self.no_history, self.purge = None, True
+            self.no_history_reason = self._add_reason(engine, self.history.table, redactor)
+
+    def _add_reason(self, engine: Engine, table: sa.Table, redactor: Redactor) -> str | None:
+        """Add the ``reason`` column to ``table`` if it lacks it; return why it cannot keep one, else None."""
+        if _has_column(engine, table.name, REASON):
+            return None
+        preparer = engine.dialect.identifier_preparer
+        column = table.c[REASON]
+        ddl = (
+            f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} "
+            f"{column.type.compile(dialect=engine.dialect)}"
+        )
+        try:
+            with write_transaction(engine) as conn:
+                conn.exec_driver_sql(ddl)
+        except sa.exc.SQLAlchemyError as exc:
+            if _has_column(engine, table.name, REASON):  # another process added it meanwhile
+                return None
+            why = f"table {table.name!r} has no column {REASON!r} and it cannot be added"
+            _log.warning(
+                "stateful: %s keeps no reasons for edits: %s (%s). Add it with: %s",
+                self.description,
+                why,
+                redactor.summary(exc),
+                ddl,
+            )
+            return why
+        _log.info("stateful: %s added column %r to table %r", self.description, REASON, table.name)
+        return None
 
     def open_existing(self, engine: Engine, where: str) -> None:
         """Use the tables there are, creating none; a missing state table is a StoreNotFoundError.
@@ -124,6 +175,17 @@ class Tables:
             self.no_history = f"table {self.history.name!r} is missing"
         else:
             self.no_history = None
+        # Read-only: the reason column is looked for, never added (a later write adds it).
+        lacks = f"table {{}} has no column {REASON!r} (it is added at the store's first write)"
+        has_reason = _has_column(engine, self.state.name, REASON)
+        self.no_reason = None if has_reason else lacks.format(repr(self.state.name))
+        if self.purge:
+            has_reason = _has_column(engine, self.history.name, REASON)
+            self.no_history_reason = None if has_reason else lacks.format(repr(self.history.name))
+
+
+def _has_column(engine: Engine, table_name: str, column: str) -> bool:
+    return any(c["name"] == column for c in sa.inspect(engine).get_columns(table_name))
 
 
 def _create(engine: Engine, table: sa.Table) -> None:

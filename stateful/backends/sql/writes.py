@@ -15,7 +15,7 @@ table up to date; a large state (a manifest) always takes that way.
 Example:
     >>> from stateful.backends.sql.tables import Tables
     >>> writes = Writes(Tables("stateful_process_state", "SqlBackend(sqlite://)", keep=5))
-    >>> callable(writes.write_job(Address("ns", "n", "k"), "{}", None, None))
+    >>> callable(writes.write_job(Address("ns", "n", "k"), "{}", None, None, None))
     True
 """
 
@@ -29,10 +29,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from stateful._layout import Layout
-from stateful.backends.base import Address, default_writer, version_conflict
+from stateful.backends.base import Address, StateRecord, default_writer, version_conflict
 from stateful.backends.sql.group import Job, savepoint
 from stateful.backends.sql.parts import INLINE_MAX_CHARS, MARKER, encode_manifest
 from stateful.backends.sql.tables import Tables
+from stateful.errors import StateConflictError
 
 __all__ = ["Writes"]
 
@@ -62,14 +63,25 @@ class Writes:
         not_manifest = sa.func.substr(t.c.value, 1, len(_PREFIX)) != _PREFIX
         self._update_whole = self._update.where(not_manifest)
         self._insert = sa.insert(t)
-        self._version = sa.select(t.c.version).where(*pk)
+        # Who wrote the version a lost compare-and-set found, for its error.
+        self._current = sa.select(t.c.version, t.c.updated_at, t.c.updated_by, t.c.reason).where(*pk)
+        self._current_no_reason = sa.select(t.c.version, t.c.updated_at, t.c.updated_by).where(*pk)
         self._delete = sa.delete(t).where(*pk)
         self._delete_expected = self._delete.where(t.c.version == sa.bindparam("w_expected"))
 
     def write_job(
-        self, address: Address, content: str | Layout, expected: int | None, updated_by: str | None
+        self,
+        address: Address,
+        content: str | Layout,
+        expected: int | None,
+        updated_by: str | None,
+        reason: str | None,
     ) -> Job[int]:
-        """The compare-and-set write of ``content`` (see :meth:`SqlBackend.write_job`)."""
+        """The compare-and-set write of ``content`` (see :meth:`SqlBackend.write_job`).
+
+        ``reason`` is stored with the version (``NULL`` for a save that gives none, so a trigger's
+        save after an operator's edit does not inherit the edit's reason).
+        """
 
         def job(conn: Connection) -> int:
             tables = self._tables
@@ -82,6 +94,8 @@ class Writes:
                 "updated_at": datetime.now(timezone.utc),
                 "updated_by": default_writer() if updated_by is None else updated_by,
             }
+            if tables.no_reason is None:
+                columns["reason"] = reason
             layout = (
                 content if isinstance(content, Layout) and parts and content.size > INLINE_MAX_CHARS else None
             )
@@ -99,7 +113,7 @@ class Writes:
                     columns["value"] = text
                     update = self._update_whole if parts else self._update
                     if conn.execute(update, {**params, "value": text}).rowcount == 1:
-                        self._record(conn, address, version, columns, keep)
+                        self._record(conn, address, version, columns, keep, reason)
                         return version  # the row was no manifest: no part held, none to hold
                 if parts:
                     held = tables.parts.held(conn, address)
@@ -109,9 +123,8 @@ class Writes:
                     assert text is not None
                     columns["value"] = tables.parts.whole_value(text, held, version, keep)
                 if conn.execute(self._update, {**params, "value": columns["value"]}).rowcount != 1:
-                    actual = conn.execute(self._version, where).scalar_one_or_none()
-                    raise version_conflict(tables.description, address, expected, actual)
-            self._record(conn, address, version, columns, keep)
+                    raise self._conflict(conn, address, expected, where)
+            self._record(conn, address, version, columns, keep, reason)
             if held is not None:
                 tables.parts.store(conn, address, version, layout, held)
                 tables.parts.collect(conn, address, version, keep)
@@ -120,10 +133,33 @@ class Writes:
         return job
 
     def _record(
-        self, conn: Connection, address: Address, version: int, columns: dict[str, Any], keep: int
+        self,
+        conn: Connection,
+        address: Address,
+        version: int,
+        columns: dict[str, Any],
+        keep: int,
+        reason: str | None,
     ) -> None:
         if keep:
-            self._tables.history.record(conn, address, version, columns, keep)
+            kept = {k: v for k, v in columns.items() if k != "reason"}
+            if self._tables.no_history_reason is None:
+                kept["reason"] = reason
+            self._tables.history.record(conn, address, version, kept, keep)
+
+    def _conflict(
+        self, conn: Connection, address: Address, expected: int | None, where: dict[str, str]
+    ) -> StateConflictError:
+        """The error of a lost compare-and-set, naming who wrote the version found, and why."""
+        tables = self._tables
+        stmt = self._current if tables.no_reason is None else self._current_no_reason
+        row = conn.execute(stmt, where).first()
+        if row is None:
+            return version_conflict(tables.description, address, expected, None)
+        found = StateRecord(
+            *address, "", row.version, row.updated_at, row.updated_by, row._mapping.get("reason")
+        )
+        return version_conflict(tables.description, address, expected, found.version, found)
 
     def _insert_first(
         self, conn: Connection, address: Address, row: dict[str, Any], where: dict[str, str]
@@ -133,10 +169,10 @@ class Writes:
             with savepoint(conn, "stateful_insert"):  # PostgreSQL aborts the transaction otherwise
                 conn.execute(self._insert, row)
         except IntegrityError:
-            actual = conn.execute(self._version, where).scalar_one_or_none()  # the winner's
-            if actual is None:
+            conflict = self._conflict(conn, address, None, where)  # the winner's
+            if conflict.actual_version is None:
                 raise  # not a duplicate key after all: reported as a StoreError
-            raise version_conflict(self._tables.description, address, None, actual) from None
+            raise conflict from None
 
     def delete_job(self, address: Address, expected: int | None) -> Job[bool]:
         """The (compare-and-set) delete of one document, with its history and parts."""
@@ -156,7 +192,6 @@ class Writes:
                 return True
             if expected is None:
                 return False
-            actual = conn.execute(self._version, where).scalar_one_or_none()
-            raise version_conflict(tables.description, address, expected, actual)
+            raise self._conflict(conn, address, expected, where)
 
         return job

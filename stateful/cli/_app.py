@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "set": (
         "stateful.cli._edit",
         "set_command",
-        "Set a watermark's timestamp or cursor (backwards too), validated and compare-and-set.",
+        "Set a watermark's timestamp, cursor or fields (backwards too), validated and compare-and-set.",
     ),
     "reset": (
         "stateful.cli._edit",

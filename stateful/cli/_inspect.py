@@ -9,6 +9,7 @@ import click
 
 from stateful._document import DEFAULT_KEY, format_utc
 from stateful.backends.base import StateRecord
+from stateful.backends.native import NativeBackend
 from stateful.cli._common import address, model_option, read_existing, store_options, stored_records
 from stateful.cli._documents import (
     AnyWatermark,
@@ -159,7 +160,10 @@ def show_command(
 def history_command(
     namespace: str, name: str, key: str, limit: int | None, where: StoreOptions, as_json: bool
 ) -> None:
-    """List the kept versions of a watermark, newest first (the SQL store keeps the last 100).
+    """List the kept versions of a watermark, newest first (see the footer for how many are kept).
+
+    The SQL store keeps the last 100 versions, the Airflow-native store (an asset's state store,
+    with --airflow-url and --asset) the last 10; both are settings.
 
     Each line says when the version was written and by whom (host:pid of a triggerer or worker,
     or the CLI command and user), and what it held. `stateful rewind` restores one.
@@ -176,6 +180,7 @@ def history_command(
         read_existing(choice, namespace, name, key)  # raises NotFoundError with hints
     current = versions[0].version
     summaries = [summarize(r.value, model_for(key, AnyWatermark)) for r in versions]
+    kept = getattr(history, "history_versions", None)
     if as_json:
         out.json(
             {
@@ -183,6 +188,7 @@ def history_command(
                 "name": name,
                 "key": key,
                 "store": choice.description,
+                "history_versions": kept,
                 "versions": [
                     {**record_json(r, s), "current": r.version == current}
                     for r, s in zip(versions, summaries, strict=True)
@@ -196,6 +202,17 @@ def history_command(
         for r, s in zip(versions, summaries, strict=True)
     ]
     out.table(["  VERSION", "UPDATED_AT", "UPDATED_BY", *_COLUMNS], rows)
-    kept = getattr(history, "history_versions", None)
-    if kept:
+    if isinstance(history, NativeBackend):
+        out.line(_native_footer(kept or 0))
+    elif kept:
         out.line(f"(the store keeps the last {kept} versions of each watermark)")
+
+
+def _native_footer(kept: int) -> str:
+    """What the native store keeps: each save keeps as many versions as its writer is set to."""
+    setting = "[stateful] native_history_versions (STATEFUL_NATIVE_HISTORY_VERSIONS) where it runs"
+    if kept <= 1:
+        return f"(no earlier version is kept: the trigger or task that writes it keeps none, {setting})"
+    return (
+        f"(its writer keeps the last {kept} versions of this watermark in the asset's state store: {setting})"
+    )

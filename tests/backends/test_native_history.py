@@ -115,6 +115,8 @@ def test_no_history_keeps_what_the_store_kept_before(
     monkeypatch.setenv("STATEFUL_NATIVE_HISTORY_VERSIONS", "many")
     with pytest.raises(StoreConfigError, match="STATEFUL_NATIVE_HISTORY_VERSIONS must be a whole number"):
         NativeBackend(airflow.accessors(asset))
+    with pytest.raises(StoreConfigError, match=r"NativeBackend\(history_versions=...\) must be a whole"):
+        NativeBackend(airflow.accessors(asset), history_versions=-1)
 
 
 def test_a_document_of_an_earlier_release_has_no_history_until_its_next_save(

@@ -51,6 +51,7 @@ from stateful.backends.base import Address, AddressedStore, StateRecord
 from stateful.backends.native.document import NativeDocument, native_key
 from stateful.backends.native.history import (
     PartialHistory,
+    check_history_versions,
     entry_keys,
     history_setting,
     read_entries,
@@ -121,7 +122,12 @@ class NativeBackend(AddressedStore):
         else:
             self._limit = configured_size_limit() if max_value_bytes is None else max_value_bytes
             if not self._inherit_history:
-                keep = history_setting() if history_versions is None else history_versions
+                where = f"{self.__class__.__name__}(history_versions=...)"
+                keep = (
+                    history_setting()
+                    if history_versions is None
+                    else check_history_versions(history_versions, where)
+                )
         labels = ", ".join(a.label.removeprefix("asset ") for a in self._assets)
         plural = "s" if len(self._assets) > 1 else ""
         self._description = (

@@ -13,8 +13,10 @@ tests/_airflow.py). Three shapes of keys:
   and the lookback drops the K oldest.
 
 For each it prints the state-store values written per save (count and bytes, as Airflow measures
-them), and the mean seconds per save. Run ``python bench/native_burst.py`` (``--keys 10000,100000
---saves 50 --per-save 100``); it migrates a metadata database first (about 20 s).
+them), and the mean seconds per save, for each number of versions kept (``--history``: 1 keeps
+no history; with history a save also writes the entry of the version it replaces). Run ``python
+bench/native_burst.py`` (``--keys 10000,100000 --saves 50 --per-save 100 --history 1,10``); it
+migrates a metadata database first (about 20 s).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def key_of(shape: str, i: int, rng: Random) -> str:
     return f"landing/objects/{uuid.UUID(int=rng.getrandbits(128))}.parquet"
 
 
-async def burst(airflow: AirflowStateStore, shape: str, n: int, saves: int, per_save: int) -> str:
+async def burst(airflow: AirflowStateStore, shape: str, n: int, saves: int, per_save: int, keep: int) -> str:
     asset = airflow.new_asset()
     scope = airflow.accessors(asset)
     seam = scope._by_name[asset.name] = Seam(name=asset.name)
@@ -58,8 +60,10 @@ async def burst(airflow: AirflowStateStore, shape: str, n: int, saves: int, per_
     wm = Watermark().configure(lookback=lookback)
     for i in range(n):
         wm.advance(key=key_of(shape, i, rng), timestamp=T0 + i * STEP)
-    await NativeBackend(scope).awrite(NS, NAME, WM, wm.to_state_json(), expected_version=None)
-    store = NativeBackend(scope)  # a restart: the burst's store loads what the last one saved
+    await NativeBackend(scope, history_versions=keep).awrite(
+        NS, NAME, WM, wm.to_state_json(), expected_version=None
+    )
+    store = NativeBackend(scope, history_versions=keep)  # a restart: it loads what the last one saved
     record = await store.aread(NS, NAME, WM)
     assert record is not None and record.value == wm.to_state_json()
     version = record.version
@@ -84,7 +88,7 @@ async def burst(airflow: AirflowStateStore, shape: str, n: int, saves: int, per_
     check = await NativeBackend(airflow.accessors(asset)).aread(NS, NAME, WM)
     assert check is not None and check.value == wm.to_state_json()
     return (
-        f"{shape:<7} {n:>7,} keys ({len(wm.seen):>7,} after)  per save of {per_save}: "
+        f"history {keep:>2}  {shape:<7} {n:>7,} keys ({len(wm.seen):>7,} after)  per save of {per_save}: "
         f"{statistics.mean(counts):5.1f} writes, {statistics.mean(sizes) / 1e3:8.1f} KB "
         f"(max {max(sizes) / 1e3:8.1f} KB), {statistics.mean(seconds):6.3f} s"
     )
@@ -96,6 +100,7 @@ async def main() -> None:
     parser.add_argument("--shapes", default="files,uuids,expiry")
     parser.add_argument("--saves", type=int, default=50)
     parser.add_argument("--per-save", type=int, default=100)
+    parser.add_argument("--history", default="1,10", help="versions kept, comma-separated (1: none)")
     args = parser.parse_args()
     from airflow.sdk.execution_time.supervisor import set_supervisor_comms
 
@@ -108,7 +113,9 @@ async def main() -> None:
                 await NativeBackend(airflow.accessors(airflow.new_asset())).aread(NS, NAME, WM)  # warm up
                 for n in (int(k) for k in args.keys.split(",")):
                     for shape in args.shapes.split(","):
-                        print(await burst(airflow, shape, n, args.saves, args.per_save), flush=True)
+                        for keep in (int(h) for h in args.history.split(",")):
+                            line = await burst(airflow, shape, n, args.saves, args.per_save, keep)
+                            print(line, flush=True)
                 await comms.aclose()
     print(f"python {sys.version.split()[0]}")
 

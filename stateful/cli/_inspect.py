@@ -10,6 +10,7 @@ import click
 from stateful._address import command, display_address
 from stateful._document import DEFAULT_KEY, format_utc
 from stateful.backends.base import StateRecord
+from stateful.backends.native import NativeBackend
 from stateful.cli._common import (
     address,
     check_part,
@@ -191,7 +192,10 @@ def _check_valid(records: list[StateRecord], summaries: list[Summary]) -> None:
 def history_command(
     namespace: str, name: str, key: str, limit: int | None, where: StoreOptions, as_json: bool
 ) -> None:
-    """List the kept versions of a watermark, newest first (the SQL store keeps the last 100).
+    """List the kept versions of a watermark, newest first (see the footer for how many are kept).
+
+    The SQL store keeps the last 100 versions, the Airflow-native store (an asset's state store,
+    with --airflow-url and --asset) the last 10; both are settings.
 
     Each line says when the version was written, by whom (host:pid of a triggerer or worker,
     or the CLI command, user and host) and why (the --reason of an edit), and what it held.
@@ -209,6 +213,7 @@ def history_command(
         read_existing(choice, namespace, name, key)  # raises NotFoundError with hints
     current = versions[0].version
     summaries = [summarize(r.value, model_for(key, AnyWatermark)) for r in versions]
+    kept = getattr(history, "history_versions", None)
     if as_json:
         out.json(
             {
@@ -216,6 +221,7 @@ def history_command(
                 "name": name,
                 "key": key,
                 "store": choice.description,
+                "history_versions": kept,
                 "versions": [
                     {**record_json(r, s), "current": r.version == current}
                     for r, s in zip(versions, summaries, strict=True)
@@ -238,6 +244,17 @@ def history_command(
     ]
     # The reason last: free text, with spaces, after the columns a script may split on.
     out.table(["  VERSION", "UPDATED_AT", "UPDATED_BY", *_COLUMNS, "REASON"], rows)
-    kept = getattr(history, "history_versions", None)
-    if kept:
+    if isinstance(history, NativeBackend):
+        out.line(_native_footer(kept or 0))
+    elif kept:
         out.line(f"(the store keeps the last {kept} versions of each watermark)")
+
+
+def _native_footer(kept: int) -> str:
+    """What the native store keeps: each save keeps as many versions as its writer is set to."""
+    setting = "[stateful] native_history_versions (STATEFUL_NATIVE_HISTORY_VERSIONS) where it runs"
+    if kept <= 1:
+        return f"(no earlier version is kept: the trigger or task that writes it keeps none, {setting})"
+    return (
+        f"(its writer keeps the last {kept} versions of this watermark in the asset's state store: {setting})"
+    )

@@ -204,10 +204,13 @@ def rest_accessor(api: AirflowApi, asset: Asset) -> Any:
 class RestNativeStore(NativeBackend):
     """The native store of one asset, through the REST API; both store Protocols.
 
-    Reading, writing and deleting are :class:`NativeBackend`'s own (compare-and-set emulated with
-    the version in the document); listing reads the asset's whole state store, which the
-    Execution API cannot.
+    Reading, writing, deleting and the history are :class:`NativeBackend`'s own (compare-and-set
+    emulated with the version in the document); listing reads the asset's whole state store,
+    which the Execution API cannot. A write keeps as many versions as the document it replaces
+    says (what the trigger's or task's store keeps): an operator's edit never shortens it.
     """
+
+    _inherit_history = True
 
     def __init__(self, api: AirflowApi, asset: Asset) -> None:
         super().__init__(rest_accessor(api, asset))

@@ -125,7 +125,8 @@ class StoreChoice:
         """The store's history, or a clear error when it keeps none."""
         if not isinstance(self.store, SupportsHistory):
             raise CliError(
-                f"{self.description} keeps no history of earlier versions; only the SQL store does "
+                f"{self.description} keeps no history of earlier versions; the SQL store and the "
+                f"Airflow-native store (--airflow-url URL --asset NAME) do "
                 f"(see {docs_url('cli', 'history')})."
             )
         return self.store

@@ -222,7 +222,10 @@ async def test_several_assets_get_every_write_and_a_read_takes_the_oldest(
     assert await payloads(airflow.watch(WatchTrigger("src", [1, 2, 3, 4, 5]), a, b).run()) == [4, 5]
     assert any("hold different states" in r.getMessage() for r in caplog.records)
     doc_a, doc_b = airflow.stored(a, KEY), airflow.stored(b, KEY)
+    history_a, history_b = doc_a.pop("history"), doc_b.pop("history")
     assert doc_a == doc_b and doc_a["version"] == 6 and cursor_of(doc_a) == 5
+    # Each asset's history names the versions it held: asset b never held version 4.
+    assert (history_a["versions"], history_b["versions"]) == ([5, 4, 3, 2, 1], [5, 3, 2, 1])
 
 
 async def test_a_newly_watched_asset_makes_everything_fire_again(

@@ -5,7 +5,8 @@ Saves are made as the trigger driver makes them (the watermark's change journal,
 asset state store (tests/_airflow.py); what each save writes is counted on Airflow's own
 accessor (:class:`~tests.backends.test_native_parts.Seam`). Before arrival-ordered parts, each
 save of 100 new keys into 10,000 rewrote about every part (a megabyte); here it writes the
-newest part or two (and, under a lookback, the oldest), then the manifest.
+newest part or two (and, under a lookback, the oldest), then the manifest; keeping history adds
+one value per save (the entry of the version replaced, a copy of its manifest), never a part.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from stateful._shadow import Shadow, Tracker
 from stateful.backends import NativeBackend
 from stateful.backends.native import FORMAT, MANIFEST_FORMAT, native_key
 from tests._airflow import AirflowStateStore
-from tests.backends.test_native_parts import referenced, seamed
+from tests.backends.test_native_parts import named, referenced, seamed
 
 pytestmark = pytest.mark.airflow_min("3.3", reason="AIP-103 asset state store")
 
@@ -90,11 +91,11 @@ class Burst:
         return len(self.seam.written), sum(size for _, size in self.seam.written)
 
     async def check(self) -> dict[str, Any]:
-        """The watermark reads back whole in a new process, and no part is left unnamed."""
+        """The watermark reads back whole in a new process, and no part or entry is left unnamed."""
         record = await NativeBackend(self.airflow.accessors(self.asset)).aread(NS, NAME, WM)
         assert record is not None and record.value == self.wm.to_state_json()
         manifest: dict[str, Any] = self.airflow.stored(self.asset, KEY)
-        assert set(self.airflow.keys(self.asset)) == {KEY} | referenced(manifest)
+        assert set(self.airflow.keys(self.asset)) == named(self.airflow, self.asset)
         assert (
             max(len(json.dumps(self.airflow.stored(self.asset, k))) for k in self.airflow.keys(self.asset))
             <= LIMIT
@@ -115,9 +116,17 @@ def manifest_size(manifest: dict[str, Any]) -> int:
     ],
     ids=["files", "random-names", "random-names-expiring"],
 )
+@pytest.mark.parametrize("keep", [1, 10], ids=["no-history", "history-10"])
 async def test_each_save_of_a_burst_writes_what_changed_not_the_whole_state(
-    airflow_state_store: AirflowStateStore, name: Any, lookback: timedelta, parts_per_save: int
+    airflow_state_store: AirflowStateStore,
+    name: Any,
+    lookback: timedelta,
+    parts_per_save: int,
+    keep: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("STATEFUL_NATIVE_HISTORY_VERSIONS", str(keep))
+    entry = 1 if keep > 1 else 0  # the history entry of the version replaced: one value more
     burst = Burst(airflow_state_store, 10_000, name, lookback=lookback)
     await burst.start()
     state = len(burst.wm.to_state_json())
@@ -130,13 +139,17 @@ async def test_each_save_of_a_burst_writes_what_changed_not_the_whole_state(
         if save == 25:
             await burst.restart()  # a new process picks the burst up from what it read
         writes, size = await burst.save(100)
-        assert writes <= parts_per_save + 1, f"save {save} wrote {writes} values"
+        assert writes <= parts_per_save + 1 + entry, f"save {save} wrote {writes} values"
         sizes.append(size)
     manifest = await burst.check()
     assert manifest["format"] == MANIFEST_FORMAT and manifest["seen"]["count"] == len(burst.wm.seen)
+    assert len(manifest["history"]["versions"]) == keep - 1  # the window is full, and no larger
     # Bounded by the change (100 keys, about 14 KB) and one part's limit, not by the state's size.
-    bound = parts_per_save * LIMIT + manifest_size(manifest)
+    bound = parts_per_save * LIMIT + (1 + entry) * manifest_size(manifest)
     assert max(sizes) <= bound < state / 5
+    # What the history holds besides the current state: the parts the kept versions replaced.
+    held = set(airflow_state_store.keys(burst.asset)) - {KEY} - referenced(manifest)
+    assert len(held) <= (keep - 1) * (parts_per_save + 1)
     if lookback < timedelta(days=1):  # expiry drops whole parts: the state does not grow
         assert len(manifest["seen"]["parts"]) <= parts_before + 2
 
@@ -152,7 +165,7 @@ async def test_keys_without_a_timestamp_are_appended_to_their_own_parts(
     assert untimed > 0
     for _ in range(20):
         writes, _ = await burst.save(100)
-        assert writes <= 3
+        assert writes <= 4  # a part of each stream, the history entry, the manifest
     manifest = await burst.check()
     assert manifest["seen"]["untimed"] > untimed  # the new ones went to the untimed parts
 
@@ -181,15 +194,26 @@ async def test_a_bucketed_manifest_of_the_previous_release_loads_and_is_repacked
 
     upgraded = airflow.stored(asset, KEY)
     assert upgraded["format"] == MANIFEST_FORMAT and upgraded["lineage"] == manifest["lineage"]
-    assert not old_parts & set(airflow.keys(asset))  # the buckets are gone
-    assert set(airflow.keys(asset)) == {KEY} | referenced(upgraded)
-    reread = NativeBackend(airflow.accessors(asset), max_value_bytes=limit).read(NS, NAME, WM)
-    assert reread is not None and reread.value == watermark.to_state_json()
+    assert not old_parts & referenced(upgraded)  # repacked: no bucket is named by the manifest
+    assert set(airflow.keys(asset)) == named(airflow, asset)  # the buckets: kept for version 2
+    reread = NativeBackend(airflow.accessors(asset), max_value_bytes=limit)
+    assert [(r.version, r.value) for r in reread.history(NS, NAME, WM)] == [
+        (3, watermark.to_state_json()),
+        (2, fixture["value"]),  # the previous release's manifest, whole, from its history entry
+    ]
 
-    seam.written.clear()  # from now on, a save writes the newest part and the manifest
+    seam.written.clear()  # from now on, a save writes the newest part, the entry and the manifest
     watermark.advance(key="landing/2026/01/02/later.csv", timestamp=watermark.timestamp + STEP)
     assert store.write(NS, NAME, WM, watermark.to_state_json(), expected_version=3) == 4
-    assert len(seam.written) == 2
+    assert len(seam.written) == 3
+
+    # Once version 2 falls out of a two-version history, the buckets are deleted.
+    two = NativeBackend(scope, max_value_bytes=limit, history_versions=2)
+    assert two.read(NS, NAME, WM) is not None
+    assert two.write(NS, NAME, WM, watermark.to_state_json(), expected_version=4) == 5
+    assert not old_parts & set(airflow.keys(asset))
+    assert set(airflow.keys(asset)) == named(airflow, asset)
+    assert [r.version for r in two.history(NS, NAME, WM)] == [5, 4]
 
 
 def test_the_previous_releases_document_in_one_value_is_read_and_kept_readable(

@@ -25,6 +25,7 @@ from stateful import Watermark, stateful
 from stateful._document import canonical_json
 from stateful.backends import NativeBackend
 from stateful.backends.native import FORMAT, MANIFEST_FORMAT, native_key
+from stateful.backends.native.history import entry_key
 from stateful.backends.native.parts import is_part_key, part_key
 from stateful.errors import StateConflictError, StateRegressionError, StoreError
 from tests._airflow import AirflowStateStore
@@ -50,11 +51,31 @@ def s3_state(keys: range, cursor: int | None = None) -> str:
     return canonical_json({"cursor": cursor, "schema_version": 1, "seen": seen, "timestamp": TS})
 
 
+@pytest.fixture(autouse=True)
+def _no_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests count the values of the parts layout itself: the stores here keep no history.
+
+    test_native_history.py checks the parts with history (entries keep the parts they name), and
+    test_native_burst.py measures saves both ways.
+    """
+    monkeypatch.setenv("STATEFUL_NATIVE_HISTORY_VERSIONS", "1")
+
+
 def referenced(manifest: Any) -> set[str]:
     """The keys of the parts a stored manifest names."""
     if "seen" not in manifest:
         return set()
     return {part_key(KEY, ref.rpartition(":")[0]) for ref in manifest["seen"]["parts"]}
+
+
+def named(airflow: AirflowStateStore, asset: Asset, key: str = KEY) -> set[str]:
+    """Every key the document under ``key`` needs: itself, its parts, its history entries and theirs."""
+    document = airflow.stored(asset, key)
+    keys = {key} | referenced(document)
+    for version in document.get("history", {}).get("versions", []):
+        entry = entry_key(key, version)
+        keys |= {entry} | referenced(airflow.stored(asset, entry))
+    return keys
 
 
 class Seam(AssetStateStoreAccessor):

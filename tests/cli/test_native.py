@@ -20,13 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stateful._links import docs_url
 from stateful.backends import NativeBackend
 from stateful.backends.native import NativeDocument, native_key
 from stateful.backends.native.parts import part_key
 from stateful.types import Watermark
 from tests._airflow import AirflowStateStore
-from tests.backends.test_native_parts import s3_state
+from tests.backends.test_native_parts import named, s3_state
 from tests.cli.conftest import WM, Cli, OpenTerminal
 
 pytestmark = [pytest.mark.airflow_db, pytest.mark.airflow_min("3.3", reason="AIP-103 state-store REST API")]
@@ -123,8 +122,104 @@ async def test_operators_see_and_fix_what_the_trigger_wrote(
         airflow_state_store.stored(asset, native_key("files", "landing/in/"))
     )
     assert stored.updated_by is not None and stored.updated_by.startswith("stateful set by ")
-    assert history.returncode == 1 and "keeps no history" in history.stderr
-    assert docs_url("cli", "history") in history.stderr
+    assert history.returncode == 0, history.stderr
+    rows = [line.split() for line in history.stdout.splitlines()[2:-1]]
+    assert [row[1] if row[0] == "*" else row[0] for row in rows] == ["3", "2", "1"]
+
+
+async def test_history_and_rewind_through_the_rest_api(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli
+) -> None:
+    asset = airflow_state_store.new_asset("rewind")
+    trigger_store = NativeBackend(airflow_state_store.accessors(asset))  # keeps 10 versions (default)
+    version = None
+    for cursor in (41, 99, 7):
+        version = await trigger_store.awrite("files", NAME, WM, wm(cursor), expected_version=version)
+    where = ["--airflow-url", api_server, "--asset", asset.name]
+
+    history = cli("history", "files", NAME, *where)
+    as_json = cli("history", "files", NAME, *where, "--json", "--limit", "2")
+    preview = cli("rewind", "files", NAME, "--to", "1", *where, "--dry-run")
+    unchanged = await trigger_store.aread("files", NAME, WM)
+    done = cli("rewind", "files", NAME, "--to", "1", *where, "--yes")
+
+    assert history.returncode == 0, history.stderr
+    lines = history.stdout.splitlines()
+    assert lines[
+        0
+    ] == f"History of files/{NAME} in NativeBackend(asset {asset.name!r}) via {api_server}, " + (
+        "newest first (* = current):"
+    )
+    rows = [line.split() for line in lines[2:-1]]
+    assert [row[1] if row[0] == "*" else row[0] for row in rows] == ["3", "2", "1"]
+    assert lines[-1].startswith("(its writer keeps the last 10 versions of this watermark in the asset's")
+    assert as_json.returncode == 0, as_json.stderr
+    doc = as_json.json()
+    assert [(v["version"], v["cursor"], v["current"]) for v in doc["versions"]] == [
+        (3, 7, True),
+        (2, 99, False),
+    ]
+    assert doc["history_versions"] == 10
+    assert preview.returncode == 0, preview.stderr
+    assert "cursor     7 -> 41" in preview.stdout and "restores version 1, written " in preview.stdout
+    assert unchanged is not None and unchanged.version == 3  # a dry run writes nothing
+    assert done.returncode == 0, done.stderr
+    assert "Wrote version 4." in done.stdout
+    # The trigger's next load continues from the rewound state; the history keeps what it replaced.
+    record = await trigger_store.aread("files", NAME, WM)
+    assert record is not None and (record.version, record.value) == (4, wm(41))
+    kept = trigger_store.history("files", NAME, WM)
+    assert [(r.version, r.value) for r in kept] == [(4, wm(41)), (3, wm(7)), (2, wm(99)), (1, wm(41))]
+    assert kept[0].updated_by is not None and kept[0].updated_by.startswith(
+        "stateful rewind to version 1 by "
+    )
+
+
+async def test_a_save_by_the_trigger_while_a_rewind_is_confirmed_is_a_conflict(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli, terminal: OpenTerminal
+) -> None:
+    asset = airflow_state_store.new_asset("rewind-conflict")
+    trigger_store = NativeBackend(airflow_state_store.accessors(asset))
+    await trigger_store.awrite("files", NAME, WM, wm(1), expected_version=None)
+    await trigger_store.awrite("files", NAME, WM, wm(2), expected_version=1)
+    term = terminal("rewind", "files", NAME, "--to", "1", "--airflow-url", api_server, "--asset", asset.name)
+    term.read_until("Write version 3")
+    await trigger_store.awrite("files", NAME, WM, wm(3), expected_version=2)
+    term.type("y\n")
+
+    assert term.wait() == 3
+    assert "it was version 2 when read, it is version 3 now" in term.screen
+    record = await trigger_store.aread("files", NAME, WM)
+    assert record is not None and (record.version, record.value) == (3, wm(3))
+
+
+async def test_an_operators_edit_keeps_the_history_the_trigger_keeps(
+    airflow_state_store: AirflowStateStore, api_server: str, cli: Cli
+) -> None:
+    asset = airflow_state_store.new_asset("keep")
+    # The trigger's store splits at 4 KB and keeps 3 versions; the CLI has its own default (10).
+    trigger_store = NativeBackend(
+        airflow_state_store.accessors(asset), max_value_bytes=4000, history_versions=3
+    )
+    values = [s3_state(range(20 * n, 300 + 20 * n)) for n in range(4)]
+    version = None
+    for value in values:
+        version = await trigger_store.awrite("s3", "landing/", WM, value, expected_version=version)
+    where = ["--airflow-url", api_server, "--asset", asset.name]
+
+    done = cli("rewind", "s3", "landing/", "--to", "3", *where, "--yes")
+    history = cli("history", "s3", "landing/", *where, "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert history.returncode == 0, history.stderr
+    assert [v["version"] for v in history.json()["versions"]] == [5, 4, 3]  # still 3, not 10
+    assert history.json()["history_versions"] == 3
+    kept = trigger_store.history("s3", "landing/", WM)
+    assert [(r.version, r.value) for r in kept] == [(5, values[2]), (4, values[3]), (3, values[2])]
+    # No key is left that no kept version names (the fallen entries' parts went too).
+    doc = airflow_state_store.stored(asset, native_key("s3", "landing/"))
+    assert doc["history"] == {"keep": 3, "versions": [4, 3]}
+    assert set(airflow_state_store.keys(asset)) == named(airflow_state_store, asset)
 
 
 async def test_a_save_by_the_trigger_while_deciding_is_a_conflict(
@@ -228,8 +323,12 @@ async def test_a_watermark_kept_in_parts_is_shown_whole_and_deleted_whole(
     record = await trigger_store.aread("s3", "landing/", WM)
     assert record is not None and record.version == 2
     assert json.loads(record.value) == {**json.loads(value), "cursor": 7}
-    # Written through the REST API at Airflow's 64 KB: one value again, the parts deleted.
-    assert airflow_state_store.keys(asset) == [native_key("s3", "landing/")]
+    # Written through the REST API at Airflow's 64 KB: one value again; the parts stay for the
+    # history entry of version 1, which names them.
+    doc = airflow_state_store.stored(asset, native_key("s3", "landing/"))
+    assert "seen" not in doc and doc["history"]["versions"] == [1]
+    assert set(airflow_state_store.keys(asset)) == named(airflow_state_store, asset)
+    assert len(airflow_state_store.keys(asset)) == 10  # the document, entry 1 and its 8 parts
 
     await trigger_store.awrite("s3", "landing/", WM, s3_state(range(310)), expected_version=2)
     airflow_state_store.put(asset, part_key(native_key("s3", "landing/"), "99.0"), {"left": "behind"})

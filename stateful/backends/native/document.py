@@ -23,6 +23,12 @@ whose parts hold ``seen`` by CRC-32 bucket; ``airflow-stateful/3`` is a manifest
 ``seen`` in arrival order. ``airflow-stateful/1`` (one key, before manifests) and bucket manifests
 are read as they are and replaced at the next save (a document in one value is still written as
 ``airflow-stateful/2``, so the release before this one reads it).
+
+History (see :mod:`stateful.backends.native.history`): a document may carry
+``"history": {"keep": 10, "versions": [6, 5, 4]}``, the earlier versions kept as entries under
+keys of their own, newest first, and ``"reason"``, why an operator wrote it. Both are optional,
+so documents of the layouts above (and of the release before) read as documents with no history;
+that release reads these documents too (it ignores both fields).
 """
 
 from __future__ import annotations
@@ -143,7 +149,9 @@ class NativeDocument:
             from the store until its parts are joined: see ``seen``).
         head: in a manifest, the state without ``seen``.
         seen: in a manifest, where the parts holding ``seen`` are.
-        reason: why it was written (``stateful set --reason``), or ``None`` (stored only when given).
+        history: the versions kept as history entries, newest first (see ``history``).
+        keep: how many versions its writer keeps, this one included (``None``: no history).
+        reason: why it was written (an operator's ``--reason``), or ``None``.
 
     Example:
         >>> doc = NativeDocument.create("files", "landing", "watermark", '{"cursor":3}', updated_by="me")
@@ -166,6 +174,8 @@ class NativeDocument:
     value: str
     head: dict[str, Any] | None = None
     seen: SeenParts | None = None
+    history: tuple[int, ...] = ()
+    keep: int | None = None
     reason: str | None = None
 
     @classmethod
@@ -187,7 +197,10 @@ class NativeDocument:
     def successor(
         self, value: str, *, updated_by: str | None, version: int | None = None, reason: str | None = None
     ) -> NativeDocument:
-        """The next document of this lineage: ``version`` (default: this one's + 1) holding ``value``."""
+        """The next document of this lineage: ``version`` (default: this one's + 1) holding ``value``.
+
+        It carries no history yet (the planner gives it the history it keeps).
+        """
         return NativeDocument(
             self.namespace,
             self.name,
@@ -199,6 +212,14 @@ class NativeDocument:
             value,
             reason=reason,
         )
+
+    def with_history(self, versions: tuple[int, ...], keep: int | None) -> NativeDocument:
+        """This document naming ``versions`` as its history entries, kept by a writer keeping ``keep``."""
+        return replace(self, history=versions, keep=keep)
+
+    def as_entry(self) -> NativeDocument:
+        """This document as a history entry stores it: without a history of its own."""
+        return replace(self, history=(), keep=None)
 
     def in_parts(self, head: dict[str, Any], seen: SeenParts) -> NativeDocument:
         """This document as a manifest: ``head`` here, ``seen`` in the parts named."""
@@ -235,6 +256,7 @@ class NativeDocument:
             # Only when given: a document without one is what earlier releases wrote and read.
             **({} if self.reason is None else {"reason": self.reason}),
             **body,
+            **({} if self.keep is None else {"history": {"keep": self.keep, "versions": list(self.history)}}),
         }
 
     @classmethod
@@ -261,12 +283,14 @@ class NativeDocument:
         version = data.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             bad.append("version")
-        updated_by = data.get("updated_by")
+        updated_by, reason = data.get("updated_by"), data.get("reason")
         if updated_by is not None and not isinstance(updated_by, str):
             bad.append("updated_by")
-        reason = data.get("reason")
         if reason is not None and not isinstance(reason, str):
             bad.append("reason")
+        history, keep = _history(data.get("history"), version)
+        if keep == 0:
+            bad.append("history")
         has_value, has_text = "value" in data, "text" in data
         in_parts = fmt == MANIFEST_FORMAT or (fmt == FORMAT and ("seen" in data or "head" in data))
         if has_value + has_text + in_parts != 1 or (has_text and not isinstance(data["text"], str)):
@@ -304,8 +328,27 @@ class NativeDocument:
             value,
             data["head"] if in_parts else None,
             seen,
+            history,
+            keep,
             reason,
         )
+
+
+def _history(data: object, version: object) -> tuple[tuple[int, ...], int | None]:
+    """``(versions, keep)`` of a ``history`` field; ``keep`` 0 when it is malformed, ``None`` if absent."""
+    if data is None:
+        return (), None
+    if not isinstance(data, dict) or not isinstance(version, int):
+        return (), 0
+    keep, versions = data.get("keep"), data.get("versions")
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1 or not isinstance(versions, list):
+        return (), 0
+    previous = version
+    for v in versions:
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v < previous:
+            return (), 0  # newest first, each older than the one before
+        previous = v
+    return tuple(versions), keep
 
 
 def stored_size(document: dict[str, Any]) -> int:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from stateful._layout import Layout
 from stateful.backends.base import Address, StateRecord, default_writer
 from stateful.backends.native.document import FORMAT, NativeDocument, stored_size
+from stateful.backends.native.history import DEFAULT_HISTORY_VERSIONS, Carry, carry_over, history_field
 from stateful.backends.native.ledger import Ledger, Where, ident, oldest
 from stateful.backends.native.packing import EntryTooLarge, Packing, pack_layout, pack_text
 from stateful.backends.native.parts import PartMismatch, join_seen, part_key
@@ -54,9 +55,13 @@ class WritePlan:
 
     Attributes:
         new: the document written.
-        manifest: its JSON object, under the document's key: the commit point.
-        parts: per asset, the parts to write before the manifest (key, JSON object), in order.
+        manifests: per asset, its JSON object, under the document's key: the commit point (the
+            assets' differ only in the history entries each names).
+        parts: per asset, what to write before the manifest (key, JSON object), in order: the
+            history entry of the document replaced, then the new parts.
         stale: per asset, the parts to delete once the manifest is written.
+        carries: per asset, what the save does with its history (the entries that fell out of
+            it are deleted after the commit).
         probe: ``(version, n)`` when this store has not saved this document yet: a save of
             ``version`` cut short (a killed process) may have left parts ``<version>.<n>``,
             ``<version>.<n+1>``... named by no manifest; they are deleted after this one.
@@ -64,11 +69,12 @@ class WritePlan:
     """
 
     new: NativeDocument
-    manifest: dict[str, Any]
+    manifests: tuple[dict[str, Any], ...]
     parts: tuple[tuple[tuple[str, dict[str, Any]], ...], ...]
     stale: tuple[tuple[str, ...], ...]
     probe: tuple[int, int] | None
     packing: Packing | None = None
+    carries: tuple[Carry, ...] = ()
 
 
 def _suffixes(doc: NativeDocument | None) -> set[str]:
@@ -82,12 +88,16 @@ class Planner:
         labels: the assets' labels, in the order the store reads and writes them.
         description: the store's description, for messages.
         limit: the size limit of a stored document (0: none).
+        keep: how many versions of each document to keep, the current one included (0 or 1:
+            no history); ``None``: as many as the document replaced says (the command line's
+            writes keep what the trigger's store chose), else the default.
     """
 
-    def __init__(self, labels: Sequence[str], description: str, limit: int) -> None:
+    def __init__(self, labels: Sequence[str], description: str, limit: int, keep: int | None = None) -> None:
         self._labels = tuple(labels)
         self._description = description
         self._limit = limit
+        self.keep = keep
         self._ledger = Ledger(self._labels)
         # Per document key: the parts a failed save may have left, by asset index; the keys
         # this store has saved (a first save probes for parts a killed process left).
@@ -208,6 +218,10 @@ class Planner:
             new = NativeDocument.create(*address, text, updated_by=writer, version=version, reason=reason)
         else:
             new = base.successor(text, updated_by=writer, version=version, reason=reason)
+        keep = max(1, self.kept_by(base))
+        carries = [carry_over(d, version, keep=keep, k=k, lineage=new.lineage) for d in docs]
+        longest = max(carries, key=lambda c: len(str(c.kept))).kept  # measured with the largest field
+        new = replace(new, reason=reason).with_history(longest, keep)
         # A value longer than the limit is over it once stored: no need to measure (10 MB of JSON).
         size = value.size if isinstance(value, Layout) else len(value)
         stored = {} if 0 < self._limit < size else new.to_json_value()
@@ -243,10 +257,29 @@ class Planner:
             parts.append(
                 tuple((part_key(k, s), bodies[s]) for s, digest in wanted.items() if has.get(s) != digest)
             )
-            gone = (set(has) | orphans.get(i, set())) - set(wanted)
+            carry = carries[i] = self._carry(carries[i], wanted)
+            if carry.entry is not None:  # the entry of the document replaced needs its parts
+                parts[-1] = (carry.entry, *parts[-1])
+                gone = orphans.get(i, set()) - set(wanted) - set(has)
+            else:
+                gone = (set(has) | orphans.get(i, set())) - set(wanted)
             stale.append(tuple(sorted(part_key(k, s) for s in gone)))
         probe = None if k in self._probed else (version, fresh)
-        return WritePlan(new, stored, tuple(parts), tuple(stale), probe, packing)
+        manifests = tuple({**stored, "history": history_field(c.kept, keep)} for c in carries)
+        return WritePlan(new, manifests, tuple(parts), tuple(stale), probe, packing, tuple(carries))
+
+    def kept_by(self, base: NativeDocument | None) -> int:
+        """How many versions a save over ``base`` keeps (see ``keep``)."""
+        if self.keep is not None:
+            return self.keep
+        return DEFAULT_HISTORY_VERSIONS if base is None or base.keep is None else base.keep
+
+    @staticmethod
+    def _carry(carry: Carry, wanted: dict[str, str]) -> Carry:
+        """``carry`` with the new document's parts as the oldest kept, when nothing older is kept."""
+        if carry.entry is None:
+            return replace(carry, keeper_parts=frozenset(wanted))
+        return carry
 
     def _pack(
         self, address: Address, packing: Packing | None, value: str | Layout, size: int
@@ -281,7 +314,9 @@ class Planner:
             if failure is None:
                 orphans.pop(i, None)
             else:  # the parts it may have written are named by no manifest: delete them next time
-                orphans.setdefault(i, set()).update(key.rsplit("/", 1)[1] for key, _ in plan.parts[i])
+                entry = plan.carries[i].entry if plan.carries else None  # rewritten by the next save
+                made = (key for key, _ in plan.parts[i] if entry is None or key != entry[0])
+                orphans.setdefault(i, set()).update(key.rsplit("/", 1)[1] for key in made)
         if not failed:
             self._probed.add(k)
             if plan.packing is not None:
@@ -299,6 +334,20 @@ class Planner:
             f"{', '.join(written) or 'none'}. The next read takes the oldest document, so events "
             f"since the last complete save are emitted again, none are skipped."
         ) from failed[0][1]
+
+    def history_cut(self, address: Address, k: str, exc: PartMismatch) -> None:
+        """Log that the history of ``address`` is shown up to an entry that cannot be read."""
+        _log.warning(
+            "stateful: the history of %s/%s (key %r, state store key %r) in %s ends early: %s. Older "
+            "versions cannot be read (their parts were deleted by hand, or by a release that kept no "
+            "history); the next saves replace them.",
+            address[0],
+            address[1],
+            address[2],
+            k,
+            self._description,
+            exc,
+        )
 
     def left_behind(self, k: str, index: int, keys: Sequence[str]) -> None:
         """Parts that could not be deleted after a save: the next save deletes them."""

@@ -26,6 +26,9 @@ What AIP-103 does not give, and what this store does about it:
   writing, with :class:`~stateful.errors.StateTooLargeError`.
 * **No listing** through the Execution API: :meth:`NativeBackend.list` raises; list keys with
   ``GET /api/v2/assets/{asset_id}/state-store``.
+* **No history**: the store keeps the last ``history_versions`` versions of each watermark as
+  entries beside its parts (:mod:`stateful.backends.native.history`); :meth:`NativeBackend.history`
+  lists them, for ``stateful history`` and ``stateful rewind``.
 
 Example:
     >>> from stateful.backends.native import NativeBackend, native_key
@@ -39,12 +42,23 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from stateful._layout import Layout
 from stateful.backends.base import Address, AddressedStore, StateRecord
 from stateful.backends.native.document import NativeDocument, native_key
+from stateful.backends.native.history import (
+    PartialHistory,
+    check_history_versions,
+    entry_keys,
+    history_setting,
+    read_entries,
+    to_read,
+    trim,
+    with_entries,
+)
 from stateful.backends.native.parts import PartMismatch, part_key
 from stateful.backends.native.planner import Planner, WritePlan
 from stateful.backends.native.scope import WatchedAsset, assets_of, configured_size_limit
@@ -71,6 +85,9 @@ class NativeBackend(AddressedStore):
         max_value_bytes: the largest value written under one key (0: no limit, one key per
             document); larger watermarks are split into parts; by default
             ``[state_store] max_value_storage_bytes`` (see :func:`configured_size_limit`).
+        history_versions: how many versions of each watermark to keep, the current one
+            included (0 or 1: no history); by default ``STATEFUL_NATIVE_HISTORY_VERSIONS``, else
+            ``[stateful] native_history_versions``, else 10.
 
     Raises:
         StoreConfigError: ``scope`` is not an asset state store, or Airflow is older than 3.3.
@@ -85,19 +102,39 @@ class NativeBackend(AddressedStore):
         stateful.errors.StoreConfigError: NativeBackend() is not bound to an asset state store...
     """
 
-    def __init__(self, scope: object | None = None, *, max_value_bytes: int | None = None) -> None:
+    #: Whether a save keeps as many versions as the document it replaces says (the command
+    #: line's stores: an operator's edit never shortens the history the trigger's store keeps).
+    _inherit_history = False
+
+    def __init__(
+        self,
+        scope: object | None = None,
+        *,
+        max_value_bytes: int | None = None,
+        history_versions: int | None = None,
+    ) -> None:
         self._max_value_bytes = max_value_bytes
+        self._history_versions = history_versions
         self._assets: tuple[WatchedAsset, ...] = () if scope is None else assets_of(scope)
+        keep: int | None = None
         if scope is None:
             self._limit = 0
         else:
             self._limit = configured_size_limit() if max_value_bytes is None else max_value_bytes
+            if not self._inherit_history:
+                where = f"{self.__class__.__name__}(history_versions=...)"
+                keep = (
+                    history_setting()
+                    if history_versions is None
+                    else check_history_versions(history_versions, where)
+                )
         labels = ", ".join(a.label.removeprefix("asset ") for a in self._assets)
         plural = "s" if len(self._assets) > 1 else ""
         self._description = (
             f"NativeBackend(asset{plural} {labels})" if scope is not None else "NativeBackend(unbound)"
         )
-        self._plan = Planner([a.label for a in self._assets], self._description, self._limit)
+        self._plan = Planner([a.label for a in self._assets], self._description, self._limit, keep)
+        self._last_kept: int | None = None
 
     @property
     def description(self) -> str:
@@ -119,9 +156,22 @@ class NativeBackend(AddressedStore):
         """The size limit enforced on each value written (0: none)."""
         return self._limit
 
+    @property
+    def history_versions(self) -> int:
+        """How many versions of each watermark a save keeps, the current one included.
+
+        For a store that keeps what the document says (the command line's), what the document
+        last read by :meth:`history` says.
+        """
+        if self._plan.keep is not None:
+            return self._plan.keep
+        return self._last_kept if self._last_kept is not None else self._plan.kept_by(None)
+
     def bind(self, scope: object) -> NativeBackend:
         """A store for ``scope`` with this store's settings (this one is left unchanged)."""
-        return NativeBackend(scope, max_value_bytes=self._max_value_bytes)
+        return NativeBackend(
+            scope, max_value_bytes=self._max_value_bytes, history_versions=self._history_versions
+        )
 
     def __repr__(self) -> str:
         return self._description
@@ -168,9 +218,9 @@ class NativeBackend(AddressedStore):
         docs = [self._get(a, address, k) for a in assets]
         plan = self._plan.plan_write(address, k, value, expected, updated_by, docs, reason)
         failures: builtins.list[BaseException | None] = []
-        for asset, parts in zip(assets, plan.parts, strict=True):
+        for asset, parts, manifest in zip(assets, plan.parts, plan.manifests, strict=True):
             try:
-                for key, body in (*parts, (k, plan.manifest)):  # the manifest last: the commit
+                for key, body in (*parts, (k, manifest)):  # the manifest last: the commit
                     asset.accessor.set(key, body)
                 failures.append(None)
             except Exception as exc:
@@ -185,7 +235,8 @@ class NativeBackend(AddressedStore):
         docs = [self._get(a, address, k) for a in assets]
         targets = self._plan.plan_delete(address, k, expected, docs)
         for i, parts in targets:
-            for key in (k, *parts):  # the document first: a part without it is never read
+            entries = [(key, self._fetch(assets[i], key)) for key in entry_keys(k, docs[i])]
+            for key in (k, *parts, *with_entries(k, parts, entries)):  # the document first
                 try:
                     assets[i].accessor.delete(key)
                 except Exception as exc:
@@ -196,6 +247,48 @@ class NativeBackend(AddressedStore):
         """Not available: the Execution API cannot list an asset's keys (the error says how to)."""
         raise self._plan.no_list()
 
+    def history(
+        self, namespace: str, name: str, key: str, *, limit: int | None = None
+    ) -> builtins.list[StateRecord]:
+        """The kept versions of a document, newest first, the current one included (``[]``: none).
+
+        Read from the asset a read takes (the oldest document, see above). Each entry is checked
+        against the document naming it; one that a concurrent save dropped makes the whole
+        history read again. An entry that stays unreadable (its parts deleted by hand, or by a
+        save of a release that kept no history) ends the list there, with a warning.
+
+        Example:
+            >>> NativeBackend().history("files", "landing", "watermark")
+            Traceback (most recent call last):
+            ...
+            stateful.errors.StoreConfigError: NativeBackend() is not bound to an asset state store...
+        """
+        address, assets = Address(namespace, name, key), self._require()
+        k = native_key(*address)
+        for attempt in range(1, _READS + 1):
+            plan = self._plan.on_read(address, k, [self._get(a, address, k) for a in assets])
+            asset, doc = assets[plan.index], plan.doc
+            try:
+                current = self._plan.finish_read(address, plan, [self._fetch(asset, p) for p in plan.keys])
+            except PartMismatch as exc:
+                if attempt == _READS:
+                    raise self._plan.torn(address, k, attempt, exc) from None
+                continue
+            if current is None or doc is None:
+                return []
+            self._last_kept = self._plan.kept_by(doc)
+            records = [current]
+            try:
+                entries = doc.history[: None if limit is None else max(0, limit - 1)]
+                records += read_entries(k, doc, entries, functools.partial(self._fetch, asset))
+            except PartialHistory as exc:
+                if attempt < _READS:
+                    continue
+                self._plan.history_cut(address, k, exc)
+                records += exc.records
+            return records
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _clean(self, i: int, asset: WatchedAsset, k: str, plan: WritePlan) -> None:
         """After a save: delete the parts it made unused, and those a killed save left behind."""
         stale = builtins.list(plan.stale[i])
@@ -205,6 +298,9 @@ class NativeBackend(AddressedStore):
                 while asset.accessor.get(part_key(k, f"{version}.{n}")) is not None:
                     stale.append(part_key(k, f"{version}.{n}"))
                     n += 1
+            carry = plan.carries[i]
+            stale += trim(k, carry, [asset.accessor.get(key) for key in to_read(k, carry)])
+            stale = builtins.list(dict.fromkeys(stale))
             while stale:
                 asset.accessor.delete(stale[-1])
                 stale.pop()
@@ -262,12 +358,13 @@ class NativeBackend(AddressedStore):
         else:
             plan = self._plan.plan_write(address, k, value, expected, updated_by, docs, reason)
 
-        async def save(asset: WatchedAsset, parts: Sequence[tuple[str, Any]]) -> None:
-            for key, body in (*parts, (k, plan.manifest)):  # the manifest last: the commit
+        async def save(asset: WatchedAsset, parts: Sequence[tuple[str, Any]], manifest: Any) -> None:
+            for key, body in (*parts, (k, manifest)):  # the manifest last: the commit
                 await asset.accessor.aset(key, body)
 
         results = await asyncio.gather(
-            *(save(a, parts) for a, parts in zip(assets, plan.parts, strict=True)), return_exceptions=True
+            *(save(*job) for job in zip(assets, plan.parts, plan.manifests, strict=True)),
+            return_exceptions=True,
         )
         failures = [r if isinstance(r, BaseException) else None for r in results]
         version = self._plan.after_write(address, k, plan, failures)
@@ -279,7 +376,8 @@ class NativeBackend(AddressedStore):
         docs = await self._aget_all(assets, address, k)
         targets = self._plan.plan_delete(address, k, expected, docs)
         for i, parts in targets:
-            for key in (k, *parts):  # the document first: a part without it is never read
+            entries = [(key, await self._afetch(assets[i], key)) for key in entry_keys(k, docs[i])]
+            for key in (k, *parts, *with_entries(k, parts, entries)):  # the document first
                 try:
                     await assets[i].accessor.adelete(key)
                 except Exception as exc:
@@ -297,6 +395,9 @@ class NativeBackend(AddressedStore):
                 while await asset.accessor.aget(part_key(k, f"{version}.{n}")) is not None:
                     stale.append(part_key(k, f"{version}.{n}"))
                     n += 1
+            carry = plan.carries[i]
+            stale += trim(k, carry, [await asset.accessor.aget(key) for key in to_read(k, carry)])
+            stale = builtins.list(dict.fromkeys(stale))
             while stale:
                 await asset.accessor.adelete(stale[-1])
                 stale.pop()

@@ -60,7 +60,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "history": (
         "stateful.cli._inspect",
         "history_command",
-        "List the kept versions of a watermark, newest first (the SQL store keeps the last 100).",
+        "List the kept versions of a watermark, newest first (see the footer for how many are kept).",
     ),
     "rewind": (
         "stateful.cli._edit",

@@ -203,7 +203,7 @@ def history_command(
 
     \b
     Example:
-      stateful history files /data/landing/*.csv --limit 10
+      stateful history files '/data/landing/*.csv' --limit 10
     """
     out = Output(as_json)
     choice = choose_store(where)

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stateful._address import display_address
 from stateful.backends import NativeBackend
 from stateful.backends.native import NativeDocument, native_key
 from stateful.backends.native.parts import part_key
@@ -145,10 +146,10 @@ async def test_history_and_rewind_through_the_rest_api(
 
     assert history.returncode == 0, history.stderr
     lines = history.stdout.splitlines()
-    assert lines[
-        0
-    ] == f"History of files/{NAME} in NativeBackend(asset {asset.name!r}) via {api_server}, " + (
-        "newest first (* = current):"
+    assert (
+        lines[0]
+        == f"History of {display_address('files', NAME)} in NativeBackend(asset {asset.name!r}) "
+        + f"via {api_server}, newest first (* = current):"
     )
     rows = [line.split() for line in lines[2:-1]]
     assert [row[1] if row[0] == "*" else row[0] for row in rows] == ["3", "2", "1"]

@@ -27,6 +27,7 @@ import pytest
 from examples.local_files import NewFilesTrigger
 from stateful import Watermark
 from stateful.backends.native import NativeDocument, native_key
+from stateful.backends.native.history import entry_keys
 from tests._figures import Figures
 from tests.e2e.conftest import LOOP_WATCHDOG_SLEEP, Store
 from tests.e2e.deferred import DAG_ID as DEFERRED_DAG
@@ -85,17 +86,18 @@ def test_d_the_watermark_holds_exactly_the_emitted_files(world: WatchedFiles, st
     stamps = [watermark.seen_at(key) for key in watermark.seen]
     assert None not in stamps  # every key was recorded with its file's mtime
     assert watermark.timestamp == max(s for s in stamps if s is not None)
-    # Through REST: the native store's document is the asset's only state-store entry; the SQL
-    # store keeps nothing there.
+    # Through REST: the native store's entries are the document and the history entries it names
+    # (one per earlier version kept); the SQL store keeps nothing there.
     entries = world.deployment.asset_state_store(world.landing.asset_id)
     if store.native:
         key = native_key("files", name)
-        assert [e["key"] for e in entries] == [key]
         entry = world.deployment.asset_state_store_entry(world.landing.asset_id, key)
-        assert entry["value"] == entries[0]["value"]
         document = NativeDocument.from_json_value(entry["value"])
         assert (document.namespace, document.name, document.key) == ("files", name, "watermark")
         assert document.value == text  # what the store read is what REST shows
+        assert document.history  # the earlier saves are kept as history entries
+        assert sorted(e["key"] for e in entries) == sorted([key, *entry_keys(key, document)])
+        assert [e["value"] for e in entries if e["key"] == key] == [entry["value"]]
     else:
         assert entries == []
 

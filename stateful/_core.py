@@ -157,6 +157,16 @@ class WatermarkSession(Generic[W]):
         return len(self._pending)
 
     @property
+    def emitted_count(self) -> int:
+        """How many events this run emitted so far."""
+        return self._seq
+
+    @property
+    def digest(self) -> str:
+        """The state's digest as of the latest event (as loaded before any): changes when the state does."""
+        return self._previous
+
+    @property
     def size(self) -> int:
         """How many keys the confirmed state's ``seen`` holds: what rendering it costs."""
         return 0 if self._shadow is None else self._shadow.size

@@ -26,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from datetime import timedelta
 from typing import Any, TypeGuard
 
 from stateful._airflowconf import stateful_setting
 from stateful._core import Save, WatermarkSession
+from stateful._metrics import metrics_of
 from stateful.backends.base import AsyncStateBackend, SupportsLayout
-from stateful.errors import StatefulUsageError
+from stateful.errors import StateConflictError, StatefulUsageError
 
 __all__ = [
     "DEFAULT_SAVE_BATCH",
@@ -80,13 +82,21 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     # Bringing the runs of seen up to date is O(change), but a run's first one sorts seen: a
     # small state costs less than the hop to a worker thread.
     inline = session.size <= INLINE_RENDER_KEYS
-    if _takes_layout(store):
-        layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
-        version = await store.awrite_layout(*scope.address, layout, expected_version=expected)
-    else:
-        value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
-        version = await store.awrite(*scope.address, value, expected_version=expected)
+    started = time.perf_counter()
+    try:
+        if _takes_layout(store):
+            layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
+            size = layout.size
+            version = await store.awrite_layout(*scope.address, layout, expected_version=expected)
+        else:
+            value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
+            size = len(value)
+            version = await store.awrite(*scope.address, value, expected_version=expected)
+    except StateConflictError:
+        metrics_of(session).conflict()
+        raise
     session.saved(decision, version)
+    metrics_of(session).saved(session, size, time.perf_counter() - started)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
 
 

@@ -29,6 +29,7 @@ The life of one try::
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +37,11 @@ from typing import Any
 from stateful._address import command
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
+from stateful._metrics import metrics_of
 from stateful._repair import history_of
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, StateBackend
-from stateful.errors import StateConflictError, StatefulUsageError
+from stateful.errors import StateConflictError, StatefulUsageError, StateValidationError
 
 __all__ = ["commit", "sync_driver"]
 
@@ -92,7 +94,7 @@ def commit(task: object) -> int:
     for item in staged.values():
         save, scope = item.save, item.save.scope
         try:
-            version = _write(item.store, save, item.value)
+            version = _write(item.store, save, item.value, item.session)
         except Exception as exc:
             # Airflow logs callback errors and swallows them; this line is the operator's signal.
             outcome = (
@@ -250,7 +252,11 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     )
     # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
     # and in poke mode an earlier poke of this try that returned False saved nothing.
-    watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
+    try:
+        watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
+    except StateValidationError:
+        metrics_of(session).validation_failure()
+        raise
     log_loaded(session, qualname)
     try:
         result = call(watermark)
@@ -260,20 +266,29 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     # PokeReturnValue is falsy when is_done is False, like a plain False.
     if not result:
         session.abandon()
+        metrics_of(session).flush(session)  # the late items this poke skipped
         return result
     seq = session.emitted()
+    metrics_of(session).flush(session)
     now = session.before_yield(seq)
     if now is not None:  # commit="before_event": at-most-once, saved as soon as poke() is done
-        session.saved(now, _write(store, now, session.render(now)))
+        session.saved(now, _write(store, now, session.render(now), session))
     later = session.after_resume(seq)
     if later is not None:  # rendered now: a worker has no event loop to keep free
         _stage(task, _Staged(store, session, later, session.render(later), qualname))
     return result
 
 
-def _write(store: StateBackend, save: Save, value: str) -> int:
+def _write(store: StateBackend, save: Save, value: str, session: WatermarkSession[Any]) -> int:
     scope = save.scope
-    return store.write(*scope.address, value, expected_version=save.expected_version)
+    started = time.perf_counter()
+    try:
+        version = store.write(*scope.address, value, expected_version=save.expected_version)
+    except StateConflictError:
+        metrics_of(session).conflict()
+        raise
+    metrics_of(session).saved(session, len(value), time.perf_counter() - started)
+    return version
 
 
 def _stage(task: Any, item: _Staged) -> None:

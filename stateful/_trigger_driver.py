@@ -18,10 +18,13 @@ from typing import Any, Protocol
 from stateful._core import Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._flow import Pacer
+from stateful._metrics import metrics_of
 from stateful._repair import history_of
 from stateful._saver import Coalescer, save, save_batching, save_spacing
 from stateful._spec import StatefulSpec
+from stateful._stuck import RunWatch
 from stateful.backends.base import Address, AsyncStateBackend
+from stateful.errors import StateValidationError
 
 __all__ = ["IDEMPOTENCY_FIELD", "Gate", "async_driver", "emit", "keyed", "open_session"]
 
@@ -65,7 +68,11 @@ async def open_session(
     )
     record = await aload(choice, *scope.address)
     # Parsing and validating a large state is O(state): a worker thread's job, not the loop's.
-    await asyncio.to_thread(session.load, record, history_of(store, scope.address))
+    try:
+        await asyncio.to_thread(session.load, record, history_of(store, scope.address))
+    except StateValidationError:
+        metrics_of(session).validation_failure()
+        raise
     log_loaded(session, qualname)
     return store, session
 
@@ -117,6 +124,7 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
     async def wrapper(self: Any, /, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         # Everything happens on the first iteration: never at import or construction time.
         store, session = await open_session(spec, self, qualname)
+        watch = RunWatch.start(session, spec.max_lag, qualname)  # metrics, max_lag
         inner = fn(self, session.watermark, *args, **kwargs)
         events = emit(inner, session, spec)
         coalescer = _coalescer(spec, store, session, qualname)
@@ -146,6 +154,7 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
             session.abandon()
             raise
         finally:
+            watch.stop()
             await events.aclose()
             await inner.aclose()
 

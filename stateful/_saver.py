@@ -24,15 +24,18 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeGuard
 
 from stateful._airflowconf import stateful_setting
 from stateful._core import Save, WatermarkSession
+from stateful._retry import aretry
 from stateful.backends.base import AsyncStateBackend, SupportsLayout
-from stateful.errors import StatefulUsageError
+from stateful.errors import StateConflictError, StatefulUsageError, StoreUnavailableError
 
 __all__ = [
     "DEFAULT_SAVE_BATCH",
@@ -80,14 +83,56 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     # Bringing the runs of seen up to date is O(change), but a run's first one sorts seen: a
     # small state costs less than the hop to a worker thread.
     inline = session.size <= INLINE_RENDER_KEYS
+    write: Callable[[], Awaitable[int]]
     if _takes_layout(store):
         layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
-        version = await store.awrite_layout(*scope.address, layout, expected_version=expected)
+        write = functools.partial(store.awrite_layout, *scope.address, layout, expected_version=expected)
+        text: Callable[[], str] = layout.text
     else:
         value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
-        version = await store.awrite(*scope.address, value, expected_version=expected)
+        write = functools.partial(store.awrite, *scope.address, value, expected_version=expected)
+        text = functools.partial(str, value)
+    version = await _write_retrying(store, decision, write, text)
     session.saved(decision, version)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
+
+
+async def _write_retrying(
+    store: AsyncStateBackend, decision: Save, write: Callable[[], Awaitable[int]], text: Callable[[], str]
+) -> int:
+    """``write()``, tried again while the store cannot be reached (:mod:`stateful._retry`).
+
+    A write whose connection was lost may have been committed all the same: when a later attempt
+    then loses its compare-and-set, the stored document is read, and if it holds exactly this
+    save's text as the version after the expected one, this save is what is stored.
+    """
+    scope = decision.scope
+    unsure = False
+
+    async def attempt() -> int:
+        nonlocal unsure
+        try:
+            return await write()
+        except StoreUnavailableError:
+            unsure = True
+            raise
+        except StateConflictError:
+            if not unsure:
+                raise
+            stored = await store.aread(*scope.address)
+            expected = decision.expected_version
+            if stored is None or stored.version != (expected or 0) + 1:
+                raise
+            if stored.value != await asyncio.to_thread(text):
+                raise
+            _LOG.info(
+                "stateful: a save of %s lost its connection but was committed (version %d)",
+                scope,
+                stored.version,
+            )
+            return stored.version
+
+    return await aretry(attempt, f"save {scope} in {scope.store}")
 
 
 # Whether a store's class takes layouts. A runtime-checkable Protocol's isinstance() inspects the

@@ -37,6 +37,7 @@ from stateful._address import command
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._repair import history_of
+from stateful._retry import retry
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, StateBackend
 from stateful.errors import StateConflictError, StatefulUsageError
@@ -250,7 +251,12 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     )
     # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
     # and in poke mode an earlier poke of this try that returned False saved nothing.
-    watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
+    # A store that cannot be reached is tried again with backoff (stateful._retry); once the
+    # attempts are spent the try fails with StoreUnavailableError and Airflow retries the task.
+    record = retry(
+        lambda: load(choice, *scope.address), f"load {scope} for {qualname} from {store.description}"
+    )
+    watermark = session.load(record, history_of(store, scope.address))
     log_loaded(session, qualname)
     try:
         result = call(watermark)
@@ -273,7 +279,10 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
 
 def _write(store: StateBackend, save: Save, value: str) -> int:
     scope = save.scope
-    return store.write(*scope.address, value, expected_version=save.expected_version)
+    return retry(
+        lambda: store.write(*scope.address, value, expected_version=save.expected_version),
+        f"save {scope} in {scope.store}",
+    )
 
 
 def _stage(task: Any, item: _Staged) -> None:

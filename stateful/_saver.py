@@ -64,6 +64,9 @@ DEFAULT_SAVE_DELAY = 1.0
 #: of its events waits (chosen from ``bench/many_triggers.py``: see docs/performance.md).
 DEFAULT_SAVE_INTERVAL = 5.0
 
+#: The longest a stopping trigger waits for its best-effort save of the events it handed over.
+CLOSE_SAVE_SECONDS = 5.0
+
 BATCH_ENV = "STATEFUL_SAVE_BATCH"
 DELAY_ENV = "STATEFUL_SAVE_DELAY"
 INTERVAL_ENV = "STATEFUL_SAVE_INTERVAL"
@@ -132,7 +135,7 @@ async def _write_retrying(
             )
             return stored.version
 
-    return await aretry(attempt, f"save {scope} in {scope.store}")
+    return await aretry(attempt, f"save {scope}")
 
 
 # Whether a store's class takes layouts. A runtime-checkable Protocol's isinstance() inspects the
@@ -295,10 +298,9 @@ class Coalescer:
         self._closed = True
         self._cancel_timer()
         try:
-            if self._task is not None:
-                await asyncio.shield(self._task)
-            if self._failure is None and self._taken > self._durable:
-                await self._save_up_to(self._taken)
+            # Bounded: with the store away a save retries for up to a minute, longer than a
+            # triggerer shutting down should wait.
+            await asyncio.wait_for(self._last_save(), CLOSE_SAVE_SECONDS)
         except Exception as exc:
             _LOG.warning(
                 "stateful: %s stopped; saving %s in %s for the events it handed over failed: %s. "
@@ -308,6 +310,17 @@ class Coalescer:
                 self._session.scope.store,
                 exc,
             )
+
+    async def _last_save(self) -> None:
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.cancel()  # the wait timed out: the save in the background stops too
+                raise
+        if self._failure is None and self._taken > self._durable:
+            await self._save_up_to(self._taken)
 
     def _start_at_or_after(self, at: float) -> None:
         """Start a save at loop time ``at`` (now if it is past) or when the interval allows."""

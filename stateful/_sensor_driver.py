@@ -253,9 +253,7 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     # and in poke mode an earlier poke of this try that returned False saved nothing.
     # A store that cannot be reached is tried again with backoff (stateful._retry); once the
     # attempts are spent the try fails with StoreUnavailableError and Airflow retries the task.
-    record = retry(
-        lambda: load(choice, *scope.address), f"load {scope} for {qualname} from {store.description}"
-    )
+    record = retry(lambda: load(choice, *scope.address), f"load {scope} for {qualname}")
     watermark = session.load(record, history_of(store, scope.address))
     log_loaded(session, qualname)
     try:
@@ -281,7 +279,7 @@ def _write(store: StateBackend, save: Save, value: str) -> int:
     scope = save.scope
     return retry(
         lambda: store.write(*scope.address, value, expected_version=save.expected_version),
-        f"save {scope} in {scope.store}",
+        f"save {scope}",
     )
 
 

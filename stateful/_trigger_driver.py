@@ -64,7 +64,7 @@ async def open_session(
         lookback=spec.lookback,
         max_untimed_keys=spec.max_untimed_keys,
     )
-    record = await aretry(lambda: aload(choice, *scope.address), f"load {scope} from {store.description}")
+    record = await aretry(lambda: aload(choice, *scope.address), f"load {scope} for {qualname}")
     # Parsing and validating a large state is O(state): a worker thread's job, not the loop's.
     await asyncio.to_thread(session.load, record, history_of(store, scope.address))
     log_loaded(session, qualname)

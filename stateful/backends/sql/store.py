@@ -364,20 +364,18 @@ class SqlBackend(AddressedStore):
         ``detail`` (a sentence or more, with a leading space) follows the database's message.
         """
         summary = self._redactor.summary(exc)
-        head = (
-            f"{self._description} failed to {operation} {where}: {summary}"
-            f"{'' if summary.endswith(('.', '?', '!')) else '.'}{detail}"
-        )
+        head = f"{self._description} failed to {operation} {where}: {summary}"
+        head += "" if summary.endswith((".", "?", "!")) else "."
         if unreachable(exc):
+            # The batch's refusal (``detail``) says what a trigger did before retries: not news here.
             error: StoreError = StoreUnavailableError(
-                f"{head} The database cannot be reached now (down, restarting, locked or a network "
-                f"error); nothing was written by this call. Check that it is up and reachable from "
-                f"this host."
+                f"{head} The database cannot be reached now (down, restarting, locked, or a network "
+                f"error); nothing was written by this call."
             )
         else:
             error = StoreError(
-                f"{head} Check that the database is reachable from this host, that the URL and "
-                f"credentials are right, and that the user may create, read and write table "
+                f"{head}{detail} Check that the database is reachable from this host, that the URL "
+                f"and credentials are right, and that the user may create, read and write table "
                 f"{self._table_name!r}."
             )
         return error, self._redactor.safe_cause(exc)

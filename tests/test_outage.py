@@ -85,17 +85,19 @@ class Writer(threading.Thread):
         return self.written
 
 
-def make_watch(store: SqlBackend) -> type[BaseEventTrigger]:
-    class FileWatch(BaseEventTrigger):
-        """Emits one event per new file of ``directory``, in name order, forever."""
+class WatchBase(BaseEventTrigger):
+    """Emits one event per new file of ``directory``, in name order, forever."""
 
-        def __init__(self, directory: str) -> None:
-            super().__init__()  # type: ignore[no-untyped-call]
-            self.directory = directory
+    def __init__(self, directory: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.directory = directory
 
-        def serialize(self) -> tuple[str, dict[str, Any]]:
-            return ("tests.FileWatch", {"directory": self.directory})
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("tests.FileWatch", {"directory": self.directory})
 
+
+def make_watch(store: SqlBackend) -> type[WatchBase]:
+    class FileWatch(WatchBase):
         @stateful(
             namespace="outage",
             name="files",
@@ -130,7 +132,8 @@ class Saves(logging.Handler):
         text = record.getMessage()
         self.lines.append(text)
         if record.msg.startswith("stateful: saved %s as version %d in %s (event %d)"):
-            self.last_saved = int(record.args[-1])  # type: ignore[index]
+            assert isinstance(record.args, tuple)
+            self.last_saved = int(str(record.args[-1]))
             self.saved_at.append(time.monotonic())
 
     def retries(self) -> list[str]:

@@ -218,7 +218,7 @@ async def test_a_trigger_rides_out_a_few_seconds_of_outage_and_loses_nothing(
     await until(lambda: saves.last_saved >= 2 * BATCH)  # running and saving
     most, back = await outage(server, triggerer, saves, 3.0)
     await until(lambda: saves.saved_at[-1] > back)
-    recovered = saves.saved_at[-1] - back
+    recovered = min(at for at in saves.saved_at if at > back) - back
     written = await caught_up(triggerer, saves, writer)
     await triggerer.stop()
 
@@ -290,7 +290,7 @@ async def test_a_thirty_second_outage_while_files_arrive_loses_nothing(
     await until(lambda: saves.last_saved >= 2 * BATCH)
     most, back = await outage(server, triggerer, saves, 30.0)
     await until(lambda: saves.saved_at[-1] > back, timeout=90)
-    recovered = saves.saved_at[-1] - back
+    recovered = min(at for at in saves.saved_at if at > back) - back
     written = await caught_up(triggerer, saves, writer)
     caught = time.monotonic() - back
     await triggerer.stop()

@@ -370,7 +370,8 @@ class SqlBackend(AddressedStore):
             # The batch's refusal (``detail``) says what a trigger did before retries: not news here.
             error: StoreError = StoreUnavailableError(
                 f"{head} The database cannot be reached now (down, restarting, locked, or a network "
-                f"error); nothing was written by this call."
+                f"error); nothing was written by this call. Check that it is up and reachable from "
+                f"this host."
             )
         else:
             error = StoreError(

@@ -8,12 +8,12 @@ A SQL store turns every failure of its database into a :class:`~stateful.errors.
   shutting down or restarting (PostgreSQL SQLSTATE classes ``08`` and ``57P``), too many
   connections (class ``53``), a serialization failure or deadlock (class ``40``), or a
   connection SQLAlchemy invalidated;
-* SQLite: the file is locked (``database is locked``) or cannot be opened or read now
-  (``unable to open database file``, ``disk I/O error``);
+* SQLite: the file is locked by another process past the busy timeout (``database is locked``);
 * the pool had no connection to give in time, or an ``OSError`` such as a network error.
 
-Wrong credentials (SQLSTATE class ``28``), a missing table, bad SQL or a full disk are not:
-retrying them only delays the message that says what to fix.
+Wrong credentials (SQLSTATE class ``28``), a missing table, bad SQL, a full disk or a SQLite
+file that cannot be opened (a missing directory, no permission) are not: retrying them only
+delays the message that says what to fix.
 
 Example:
     >>> import sqlite3
@@ -34,13 +34,8 @@ __all__ = ["unreachable"]
 
 # PostgreSQL SQLSTATE classes (and codes) of a server that cannot serve now but may soon.
 _TRANSIENT_SQLSTATE = ("08", "57P", "53", "40")
-# SQLite errors of a file that is busy or cannot be read now.
-_SQLITE_TRANSIENT = (
-    "database is locked",
-    "database table is locked",
-    "unable to open database file",
-    "disk i/o error",
-)
+# SQLite errors of a file that another connection holds locked.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked")
 # What a server that is up says when it refuses a connection for good.
 _REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied")
 

@@ -39,6 +39,7 @@ from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._metrics import metrics_of
 from stateful._repair import history_of
+from stateful._retry import retry
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, StateBackend
 from stateful.errors import StateConflictError, StatefulUsageError, StateValidationError
@@ -252,8 +253,11 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     )
     # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
     # and in poke mode an earlier poke of this try that returned False saved nothing.
+    # A store that cannot be reached is tried again with backoff (stateful._retry); once the
+    # attempts are spent the try fails with StoreUnavailableError and Airflow retries the task.
+    record = retry(lambda: load(choice, *scope.address), f"load {scope} for {qualname}")
     try:
-        watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
+        watermark = session.load(record, history_of(store, scope.address))
     except StateValidationError:
         metrics_of(session).validation_failure()
         raise
@@ -283,7 +287,10 @@ def _write(store: StateBackend, save: Save, value: str, session: WatermarkSessio
     scope = save.scope
     started = time.perf_counter()
     try:
-        version = store.write(*scope.address, value, expected_version=save.expected_version)
+        version = retry(
+            lambda: store.write(*scope.address, value, expected_version=save.expected_version),
+            f"save {scope}",
+        )
     except StateConflictError:
         metrics_of(session).conflict()
         raise

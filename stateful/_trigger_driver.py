@@ -20,6 +20,7 @@ from stateful._document import DEFAULT_KEY
 from stateful._flow import Pacer
 from stateful._metrics import metrics_of
 from stateful._repair import history_of
+from stateful._retry import aretry
 from stateful._saver import Coalescer, save, save_batching, save_spacing
 from stateful._spec import StatefulSpec
 from stateful._stuck import RunWatch
@@ -66,7 +67,7 @@ async def open_session(
         lookback=spec.lookback,
         max_untimed_keys=spec.max_untimed_keys,
     )
-    record = await aload(choice, *scope.address)
+    record = await aretry(lambda: aload(choice, *scope.address), f"load {scope} for {qualname}")
     # Parsing and validating a large state is O(state): a worker thread's job, not the loop's.
     try:
         await asyncio.to_thread(session.load, record, history_of(store, scope.address))

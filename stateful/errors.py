@@ -16,6 +16,8 @@ Error tree::
     ├── StatefulUsageError        (also TypeError) the decorator is applied to something it
     │                             cannot serve; raised at decoration time
     ├── StoreError                the store failed (unreachable database, broken table, ...)
+    │   ├── StoreUnavailableError the store cannot be reached now (connection refused, server
+    │   │                         restarting, network error); retried with backoff first
     │   ├── StoreNotFoundError    a store opened read-only does not exist; nothing was created
     │   └── StateTooLargeError    a value over the store's size limit; nothing was written
     ├── StoreConfigError          (also ValueError) the store cannot be chosen as configured
@@ -55,6 +57,7 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "StoreSwitchError",
+    "StoreUnavailableError",
     "WatermarkValueError",
 ]
 
@@ -314,6 +317,26 @@ class StoreError(StatefulError):
 
     The message names the store (password masked) and the operation. The original exception
     is chained as ``__cause__``.
+    """
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached now: connection refused, server restarting, network error.
+
+    A transient failure, unlike a broken table or wrong credentials: the drivers retry the load
+    or save that raised it with capped exponential backoff (``[stateful] store_retries``,
+    ``store_retry_delay``, ``store_retry_max_delay``; see :mod:`stateful._retry`) and raise it
+    only once the attempts are spent. Nothing was written by the failed call. A trigger that
+    raises it is restarted by Airflow and resumes from the stored watermark (the events since
+    the last save repeat, none is lost); a sensor's try fails and Airflow retries the task.
+
+    The message names the store (password masked), the state and what to do next; the
+    database's or API's error is chained as ``__cause__``.
+
+    Example:
+        >>> from stateful.errors import StoreError, StoreUnavailableError
+        >>> issubclass(StoreUnavailableError, StoreError)
+        True
     """
 
 

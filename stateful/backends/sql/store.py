@@ -26,8 +26,9 @@ from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, r
 from stateful.backends.sql.group import Job
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.tables import Tables
+from stateful.backends.sql.unavailable import unreachable
 from stateful.backends.sql.writes import Writes
-from stateful.errors import StatefulError, StoreError
+from stateful.errors import StatefulError, StoreError, StoreUnavailableError
 
 __all__ = ["SqlBackend", "WriteJob"]
 
@@ -363,12 +364,21 @@ class SqlBackend(AddressedStore):
         ``detail`` (a sentence or more, with a leading space) follows the database's message.
         """
         summary = self._redactor.summary(exc)
-        error = StoreError(
-            f"{self._description} failed to {operation} {where}: {summary}"
-            f"{'' if summary.endswith(('.', '?', '!')) else '.'}{detail} "
-            f"Check that the database is reachable from this host, that the URL and credentials "
-            f"are right, and that the user may create, read and write table {self._table_name!r}."
-        )
+        head = f"{self._description} failed to {operation} {where}: {summary}"
+        head += "" if summary.endswith((".", "?", "!")) else "."
+        if unreachable(exc):
+            # The batch's refusal (``detail``) says what a trigger did before retries: not news here.
+            error: StoreError = StoreUnavailableError(
+                f"{head} The database cannot be reached now (down, restarting, locked, or a network "
+                f"error); nothing was written by this call. Check that it is up and reachable from "
+                f"this host."
+            )
+        else:
+            error = StoreError(
+                f"{head}{detail} Check that the database is reachable from this host, that the URL "
+                f"and credentials are right, and that the user may create, read and write table "
+                f"{self._table_name!r}."
+            )
         return error, self._redactor.safe_cause(exc)
 
     def _expand(self, conn: Connection, records: list[StateRecord]) -> list[StateRecord]:

@@ -31,6 +31,7 @@ from typing import Any, TypeGuard
 
 from stateful._airflowconf import stateful_setting
 from stateful._core import Save, WatermarkSession
+from stateful._keyed_session import KeyedSave
 from stateful.backends.base import AsyncStateBackend, SupportsLayout
 from stateful.errors import StatefulUsageError
 
@@ -74,6 +75,9 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     whole text.
     """
     if decision is None:
+        return
+    if isinstance(decision, KeyedSave):  # the partitions it changed, with one write_many
+        await decision.awrite(store)
         return
     scope = decision.scope
     expected = decision.expected_version

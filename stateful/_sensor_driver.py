@@ -28,14 +28,16 @@ The life of one try::
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stateful._address import command
+from stateful._address import command, partition_options
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
+from stateful._keyed_session import KeyedSave, KeyedSession, log_loaded_keyed, stored_partitions
 from stateful._repair import history_of
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, StateBackend
@@ -108,7 +110,13 @@ def commit(task: object) -> int:
                 scope.store,
                 exc,
                 outcome,
-                command("stateful", "show", scope.namespace, scope.name),
+                command(
+                    "stateful",
+                    "show",
+                    scope.namespace,
+                    scope.name,
+                    *partition_options(getattr(exc, "key", scope.key)),
+                ),
             )
             failure = failure or exc
             continue
@@ -245,13 +253,33 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     choice = resolve_sync_store(spec.backend, task, context)
     store = choice.store
     scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
-    session = WatermarkSession(
-        spec.model, scope, commit=spec.commit, lookback=spec.lookback, max_untimed_keys=spec.max_untimed_keys
-    )
-    # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
-    # and in poke mode an earlier poke of this try that returned False saved nothing.
-    watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
-    log_loaded(session, qualname)
+    session: WatermarkSession[Any]
+    watermark: Any
+    if spec.keyed:  # one watermark per partition: their texts now, each validated when looked up
+        keyed = KeyedSession(
+            spec.model,
+            scope,
+            commit=spec.commit,
+            lookback=spec.lookback,
+            max_untimed_keys=spec.max_untimed_keys,
+        )
+        watermark = keyed.load_partitions(
+            stored_partitions(store, scope), functools.partial(history_of, store)
+        )
+        log_loaded_keyed(keyed, qualname)
+        session = keyed
+    else:
+        session = WatermarkSession(
+            spec.model,
+            scope,
+            commit=spec.commit,
+            lookback=spec.lookback,
+            max_untimed_keys=spec.max_untimed_keys,
+        )
+        # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
+        # and in poke mode an earlier poke of this try that returned False saved nothing.
+        watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
+        log_loaded(session, qualname)
     try:
         result = call(watermark)
     except BaseException:
@@ -272,6 +300,8 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
 
 
 def _write(store: StateBackend, save: Save, value: str) -> int:
+    if isinstance(save, KeyedSave):  # the partitions it changed, with one write_many
+        return save.write(store)
     scope = save.scope
     return store.write(*scope.address, value, expected_version=save.expected_version)
 

@@ -62,6 +62,7 @@ class StatefulSpec:
         save_batch: the most taken events one save may cover (``None``: the setting or default).
         save_delay: the longest a taken event waits for its save (``None``: the setting or default).
         save_interval: the least time between the starts of two saves (``None``: the setting or default).
+        keyed: whether the parameter is a ``Keyed[model]``: one watermark per partition key.
     """
 
     namespace: str
@@ -77,6 +78,7 @@ class StatefulSpec:
     save_batch: int | None = None
     save_delay: timedelta | None = None
     save_interval: timedelta | None = None
+    keyed: bool = False
 
     def resolve_name(self, obj: object) -> str:
         """Return the name for ``obj`` (a trigger or sensor instance, or a TaskFlow sensor's task)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from stateful._address import command, display_address
+from stateful._address import command, display_address, partition_options
 
 #: How the ``updated_by`` of a write made with the ``stateful`` command starts
 #: (``stateful set by alice@ops-1``): such a write is an operator's edit.
@@ -130,7 +130,7 @@ class StateConflictError(StatefulError):
             f"expected {expected}, found {actual}{written}. Nothing was written."
         )
         if self.edited:
-            history = command("stateful", "history", namespace, name)
+            history = command("stateful", "history", namespace, name, *partition_options(key))
             advice = (
                 f" An operator edited it with the stateful command while this trigger or sensor held "
                 f"{expected}: the edit stands, and this run stops here (it emits nothing more). Restart "

@@ -17,6 +17,8 @@ __all__ = [
     "display_address",
     "display_part",
     "partition_key",
+    "shown_address",
+    "suggest",
     "partition_of",
     "partition_options",
 ]
@@ -62,6 +64,16 @@ def display_address(namespace: str, name: str, key: str | None = None) -> str:
     return f"{shown} (key {key!r})" if partition is None else f"{shown} (partition {partition!r})"
 
 
+def shown_address(namespace: str, name: str, key: str) -> str:
+    """:func:`display_address` naming the key (or partition) only when it is not the plain watermark's.
+
+    Example:
+        >>> shown_address("files", "landing", "watermark"), shown_address("files", "landing", "watermark[eu]")
+        ('files/landing', "files/landing (partition 'eu')")
+    """
+    return display_address(namespace, name, None if key == "watermark" else key)
+
+
 def partition_key(partition: str) -> str:
     """The document key a keyed watermark's ``partition`` is stored under.
 
@@ -105,3 +117,13 @@ def command(*args: str) -> str:
         "stateful show files '/data/landing/*.csv'"
     """
     return shlex.join(args)
+
+
+def suggest(verb: str, namespace: str, name: str, key: str, *options: str) -> str:
+    """The ``stateful VERB`` command for a document: ``--partition`` (or ``--key``) when it needs one.
+
+    Example:
+        >>> suggest("show", "files", "landing", "watermark[eu]")
+        'stateful show files landing --partition eu'
+    """
+    return command("stateful", verb, namespace, name, *options, *partition_options(key))

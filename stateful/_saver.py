@@ -34,6 +34,7 @@ from typing import Any, TypeGuard
 
 from stateful._airflowconf import stateful_setting
 from stateful._core import Save, WatermarkSession
+from stateful._keyed_session import KeyedSave
 from stateful._metrics import metrics_of
 from stateful._retry import aretry
 from stateful.backends.base import AsyncStateBackend, SupportsLayout
@@ -82,6 +83,14 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     whole text.
     """
     if decision is None:
+        return
+    if isinstance(decision, KeyedSave):  # the partitions it changed, with one write_many
+        keyed_save = decision
+        try:
+            await aretry(lambda: keyed_save.awrite(store), f"save {decision.scope}")
+        except StateConflictError:
+            metrics_of(session).conflict()
+            raise
         return
     scope = decision.scope
     expected = decision.expected_version

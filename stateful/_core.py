@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from stateful._address import display_address
@@ -165,6 +165,16 @@ class WatermarkSession(Generic[W]):
     def digest(self) -> str:
         """The state's digest as of the latest event (as loaded before any): changes when the state does."""
         return self._previous
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The watermark's timestamp, what its lag is measured from (O(1))."""
+        return self.watermark.timestamp
+
+    @property
+    def skipped_late(self) -> int:
+        """How many items this run skipped as older than the lookback so far."""
+        return self.watermark.skipped_late
 
     @property
     def size(self) -> int:

@@ -80,13 +80,18 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     # Bringing the runs of seen up to date is O(change), but a run's first one sorts seen: a
     # small state costs less than the hop to a worker thread.
     inline = session.size <= INLINE_RENDER_KEYS
-    if _takes_layout(store):
-        layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
-        version = await store.awrite_layout(*scope.address, layout, expected_version=expected)
-    else:
-        value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
-        version = await store.awrite(*scope.address, value, expected_version=expected)
-    session.saved(decision, version)
+    session.writes_started += 1
+    session.writing += 1
+    try:
+        if _takes_layout(store):
+            layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
+            version = await store.awrite_layout(*scope.address, layout, expected_version=expected)
+        else:
+            value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
+            version = await store.awrite(*scope.address, value, expected_version=expected)
+        session.saved(decision, version)
+    finally:
+        session.writing -= 1
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
 
 

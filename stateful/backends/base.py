@@ -40,6 +40,7 @@ __all__ = [
     "StateRecord",
     "SupportsHistory",
     "SupportsLayout",
+    "SupportsVersion",
     "default_writer",
     "version_conflict",
 ]
@@ -217,6 +218,20 @@ class SupportsLayout(Protocol):
         reason: str | None = None,
     ) -> int:
         """Async :meth:`write_layout`."""
+        ...
+
+
+@runtime_checkable
+class SupportsVersion(Protocol):
+    """A store that reads a document's version alone, cheaply (the SQL and memory stores do).
+
+    A decorated trigger reads it before each batch of events it hands over (fencing before
+    emitting, see :mod:`stateful._fence`): one indexed lookup, not the whole state. A store
+    without it is fenced by its compare-and-set saves only.
+    """
+
+    async def aversion(self, namespace: str, name: str, key: str) -> int | None:
+        """The stored version of the document, or ``None`` when nothing is stored."""
         ...
 
 

@@ -135,6 +135,10 @@ class WatermarkSession(Generic[W]):
         # nothing is stored.
         self.saved_digest: str | None = None
         self.saved_version: int | None = None
+        # Saves started, and saves under way: a version read overlapping a save of this session
+        # may see its new version before saved() records it (stateful._fence).
+        self.writes_started = 0
+        self.writing = 0
         # Deltas taken when events were emitted, oldest first, awaiting confirmation.
         self._pending = Unconfirmed()
         self._seq = 0

@@ -18,7 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from stateful.errors import StatefulError
+from stateful.errors import StateConflictError, StatefulError
+from stateful.plugin._edit import RewindBody, SetBody, rewind, set_fields
 from stateful.plugin._rows import Located, decode_id, detail, list_watermarks, locate
 
 __all__ = ["STATIC", "create_app"]
@@ -104,6 +105,38 @@ def watermark(user: User, watermark_id: str) -> dict[str, Any]:
     return detail(located, record)
 
 
+def rewind_watermark(user: User, watermark_id: str, body: RewindBody) -> dict[str, Any]:
+    """Restore version ``to_version`` (as a new version), if the watermark is still ``expected_version``."""
+    located, record = _found(user, watermark_id, "PUT")
+    return _edited(lambda: rewind(located, record, body, _name(user)))
+
+
+def set_watermark(user: User, watermark_id: str, body: SetBody) -> dict[str, Any]:
+    """Set fields of the watermark (timestamp, cursor, ...), if it is still ``expected_version``."""
+    located, record = _found(user, watermark_id, "PUT")
+    return _edited(lambda: set_fields(located, record, body, _name(user)))
+
+
+def _edited(edit: Any) -> dict[str, Any]:
+    """Run an edit; its refusals as HTTP errors: 409 for a conflict, 422 for the input."""
+    from stateful._edits import EditInputError, VersionNotKeptError
+
+    try:
+        result: dict[str, Any] = edit()
+    except StateConflictError as exc:
+        found = "nothing stored" if exc.actual_version is None else f"version {exc.actual_version}"
+        raise HTTPException(
+            409,
+            f"the watermark changed: you saw version {exc.expected_version}, it is {found} now (a trigger "
+            f"or another operator saved it). Nothing was written. Reload it and decide again; stop or "
+            f"pause the trigger first if it keeps advancing.",
+            headers={"X-Current-Version": str(exc.actual_version)},
+        ) from None
+    except (EditInputError, VersionNotKeptError) as exc:
+        raise HTTPException(422, f"{exc} Nothing was written.") from None
+    return result
+
+
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     """422 with one readable sentence (and FastAPI's list of errors under ``errors``)."""
     assert isinstance(exc, RequestValidationError)
@@ -144,5 +177,7 @@ def create_app() -> FastAPI:
     app.get("/api/me")(me)
     app.get("/api/watermarks")(watermarks)
     app.get("/api/watermarks/{watermark_id}")(watermark)
+    app.post("/api/watermarks/{watermark_id}/rewind")(rewind_watermark)
+    app.post("/api/watermarks/{watermark_id}/set")(set_watermark)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

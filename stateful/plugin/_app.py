@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -28,15 +29,8 @@ __all__ = ["STATIC", "create_app"]
 STATIC = Path(__file__).parent / "static"
 
 
-async def current_user(request: Request) -> Any:
-    """The Airflow user making the request (401 when not authenticated), as Airflow's API finds it."""
-    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
-
-    credentials = await bearer_scheme(request)
-    return await get_user(request, None, credentials)
-
-
-User = Annotated[Any, Depends(current_user)]
+#: The Airflow user making the request, as Airflow's own API finds it (401 when there is none).
+User = Annotated[Any, Depends(get_user)]
 #: What the auth manager is asked: read (GET) or edit (PUT).
 Method = Literal["GET", "PUT"]
 

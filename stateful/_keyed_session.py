@@ -108,9 +108,10 @@ class KeyedSave(Save):
             writes = self.writes()
         else:
             writes = await asyncio.to_thread(self.writes)
-        if isinstance(store, SupportsWriteMany):
-            versions = await store.awrite_many(writes)
-        else:
+        write_many = getattr(store, "awrite_many", None)
+        if write_many is not None:
+            versions = await write_many(writes)
+        else:  # one compare-and-set after the other (a store without transactions)
             versions = [
                 await store.awrite(*w.address, w.value, expected_version=w.expected_version) for w in writes
             ]
@@ -322,10 +323,12 @@ def stored_partitions(store: StateBackend, scope: Scope) -> Sequence[StateRecord
 
 
 async def astored_partitions(store: AsyncStateBackend, scope: Scope) -> Sequence[StateRecord]:
-    """Async :func:`stored_partitions`."""
-    if not isinstance(store, SupportsWriteMany) or not getattr(store, "lists_names", True):
+    """Async :func:`stored_partitions` (a store needs only ``alist_name`` for it)."""
+    lister = getattr(store, "alist_name", None)
+    if lister is None or not getattr(store, "lists_names", True):
         raise _no_listing(scope)
-    return await store.alist_name(scope.namespace, scope.name)
+    records: Sequence[StateRecord] = await lister(scope.namespace, scope.name)
+    return records
 
 
 def _no_listing(scope: Scope) -> StoreConfigError:

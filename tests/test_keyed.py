@@ -28,6 +28,7 @@ from stateful.backends.base import Address, SupportsWriteMany, Write
 from stateful.backends.native import NativeBackend
 from stateful.errors import StateConflictError, StateNameError, StateValidationError, StoreConfigError
 from stateful.sensors import commit
+from stateful.testing import run_trigger
 from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
 from tests.conftest import POSTGRES_PARAM, DualBackend, unique_table
@@ -375,3 +376,16 @@ async def test_five_thousand_partitions_cost_per_save_what_changed(
     assert per_save == [2 * per_partition, per_partition, 3 * per_partition]
     changed = {p for p, (version, _) in stored(sql).items() if version > 1}
     assert changed == {"p0001", "p0002", "p0003", "p2500", "p4999"}
+
+
+async def test_the_testing_kit_runs_a_keyed_trigger_and_its_crash_saves_nothing_after_it() -> None:
+    store = MemoryBackend()
+    trigger_class = prefixes(store, save_batch=1)
+    run = await run_trigger(
+        trigger_class([("eu", 1), ("us", 1), ("eu", 2)]), max_events=2, crash="before_save", ack=False
+    )
+    assert [(e.payload["prefix"], e.payload["n"]) for e in run.events] == [("eu", 1), ("us", 1)]
+    assert stored(store) == {"eu": (1, 1)}  # the second event's save was cut by the crash
+    again = await run_trigger(trigger_class([("eu", 1), ("us", 1), ("eu", 2)]), ack=False)
+    assert [(e.payload["prefix"], e.payload["n"]) for e in again.events] == [("us", 1), ("eu", 2)]
+    assert stored(store) == {"eu": (2, 2), "us": (1, 1)}

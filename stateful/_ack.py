@@ -42,7 +42,8 @@ from typing import Any
 from stateful._flow import Backpressure, subscriber_queue_size
 from stateful._saver import save
 from stateful._spec import StatefulSpec
-from stateful._trigger_driver import emit, open_session
+from stateful._stuck import RunWatch
+from stateful._trigger_driver import emit, fence_of, open_session
 from stateful.errors import EventNotStoredError
 
 __all__ = ["ack_mode_available", "install_ack_mode"]
@@ -159,12 +160,15 @@ def producer_class() -> type:
                 self.qualname,
                 session.scope,
             )
+            watch = RunWatch.start(session, self.spec.max_lag, self.qualname)  # metrics, max_lag
             inner = self.fn(self.trigger, session.watermark)
-            events = emit(inner, session, self.spec, self.flow)
+            fence = fence_of(self.spec, self.store, session, self.qualname)
+            events = emit(inner, session, self.spec, self.flow, fence)
             try:
                 async for item in events:
                     yield item
             finally:
+                watch.stop()
                 await events.aclose()
                 await inner.aclose()
             # run() returned: Airflow treats the end of a shared stream as an error, which ends

@@ -41,7 +41,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from stateful._address import partition_key, partition_of
@@ -221,6 +221,17 @@ class KeyedSession(WatermarkSession[Any]):
     def pending(self) -> int:
         """How many emitted events are not yet confirmed."""
         return len(self._journal)
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The oldest timestamp of the loaded partitions: the keyed watermark lags as its laggiest."""
+        stamps = [s.timestamp for s in self._sessions.values()]
+        return min((t for t in stamps if t is not None), default=None)
+
+    @property
+    def skipped_late(self) -> int:
+        """Items skipped as late so far, over the loaded partitions."""
+        return sum(s.skipped_late for s in self._sessions.values())
 
     @property
     def size(self) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +39,12 @@ from stateful._address import command, partition_options
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._keyed_session import KeyedSave, KeyedSession, log_loaded_keyed, stored_partitions
+from stateful._metrics import metrics_of
 from stateful._repair import history_of
+from stateful._retry import retry
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, StateBackend
-from stateful.errors import StateConflictError, StatefulUsageError
+from stateful.errors import StateConflictError, StatefulUsageError, StateValidationError
 
 __all__ = ["commit", "sync_driver"]
 
@@ -94,7 +97,7 @@ def commit(task: object) -> int:
     for item in staged.values():
         save, scope = item.save, item.save.scope
         try:
-            version = _write(item.store, save, item.value)
+            version = _write(item.store, save, item.value, item.session)
         except Exception as exc:
             # Airflow logs callback errors and swallows them; this line is the operator's signal.
             outcome = (
@@ -255,6 +258,9 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
     session: WatermarkSession[Any]
     watermark: Any
+    # A store that cannot be reached is tried again with backoff (stateful._retry); once the
+    # attempts are spent the try fails with StoreUnavailableError and Airflow retries the task.
+    loading = f"load {scope} for {qualname}"
     if spec.keyed:  # one watermark per partition: their texts now, each validated when looked up
         keyed = KeyedSession(
             spec.model,
@@ -263,9 +269,8 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
             lookback=spec.lookback,
             max_untimed_keys=spec.max_untimed_keys,
         )
-        watermark = keyed.load_partitions(
-            stored_partitions(store, scope), functools.partial(history_of, store)
-        )
+        stored = retry(lambda: stored_partitions(store, scope), loading)
+        watermark = keyed.load_partitions(stored, functools.partial(history_of, store))
         log_loaded_keyed(keyed, qualname)
         session = keyed
     else:
@@ -278,7 +283,12 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
         )
         # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
         # and in poke mode an earlier poke of this try that returned False saved nothing.
-        watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
+        record = retry(lambda: load(choice, *scope.address), loading)
+        try:
+            watermark = session.load(record, history_of(store, scope.address))
+        except StateValidationError:
+            metrics_of(session).validation_failure()
+            raise
         log_loaded(session, qualname)
     try:
         result = call(watermark)
@@ -288,22 +298,35 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     # PokeReturnValue is falsy when is_done is False, like a plain False.
     if not result:
         session.abandon()
+        metrics_of(session).flush(session)  # the late items this poke skipped
         return result
     seq = session.emitted()
+    metrics_of(session).flush(session)
     now = session.before_yield(seq)
     if now is not None:  # commit="before_event": at-most-once, saved as soon as poke() is done
-        session.saved(now, _write(store, now, session.render(now)))
+        session.saved(now, _write(store, now, session.render(now), session))
     later = session.after_resume(seq)
     if later is not None:  # rendered now: a worker has no event loop to keep free
         _stage(task, _Staged(store, session, later, session.render(later), qualname))
     return result
 
 
-def _write(store: StateBackend, save: Save, value: str) -> int:
-    if isinstance(save, KeyedSave):  # the partitions it changed, with one write_many
-        return save.write(store)
+def _write(store: StateBackend, save: Save, value: str, session: WatermarkSession[Any]) -> int:
     scope = save.scope
-    return store.write(*scope.address, value, expected_version=save.expected_version)
+    started = time.perf_counter()
+    try:
+        if isinstance(save, KeyedSave):  # the partitions it changed, with one write_many
+            version = retry(lambda: save.write(store), f"save {scope}")
+        else:
+            version = retry(
+                lambda: store.write(*scope.address, value, expected_version=save.expected_version),
+                f"save {scope}",
+            )
+    except StateConflictError:
+        metrics_of(session).conflict()
+        raise
+    metrics_of(session).saved(session, len(value), time.perf_counter() - started)
+    return version
 
 
 def _stage(task: Any, item: _Staged) -> None:

@@ -62,6 +62,8 @@ class StatefulSpec:
         save_batch: the most taken events one save may cover (``None``: the setting or default).
         save_delay: the longest a taken event waits for its save (``None``: the setting or default).
         save_interval: the least time between the starts of two saves (``None``: the setting or default).
+        max_lag: how long a trigger's watermark may stay still before it is reported stuck
+            (``None``: the setting, else never).
         keyed: whether the parameter is a ``Keyed[model]``: one watermark per partition key.
     """
 
@@ -78,6 +80,7 @@ class StatefulSpec:
     save_batch: int | None = None
     save_delay: timedelta | None = None
     save_interval: timedelta | None = None
+    max_lag: timedelta | None = None
     keyed: bool = False
 
     def resolve_name(self, obj: object) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, get_arg
 
 from stateful._ack import install_ack_mode
 from stateful._keyed import Keyed
+from stateful._lag import check_max_lag
 from stateful._saver import check_save_batch, check_save_delay, check_save_interval
 from stateful._sensor_driver import sync_driver
 from stateful._spec import COMMIT_MODES, CommitMode, Form, NameTemplate, StatefulSpec, check_namespace
@@ -85,6 +86,7 @@ def stateful(
     save_batch: int | None = None,
     save_delay: timedelta | None = None,
     save_interval: timedelta | None = None,
+    max_lag: timedelta | None = None,
 ) -> StatefulDecorator:
     """Give a trigger's ``run()`` or a sensor's ``poke()`` a watermark loaded from and saved to a store.
 
@@ -135,6 +137,10 @@ def stateful(
             save).
             ``None``: ``STATEFUL_SAVE_INTERVAL`` (seconds), else ``[stateful] save_interval``,
             else five seconds. See https://airflow-stateful.github.io/airflow-stateful/guarantees/.
+        max_lag: a trigger whose watermark has not moved for longer than this while it runs
+            logs a WARNING, and sends the ``stateful.stuck`` metric, once per ``max_lag``.
+            ``None``: ``STATEFUL_MAX_LAG`` (seconds), else ``[stateful] max_lag``, else never.
+            See https://airflow-stateful.github.io/airflow-stateful/metrics/.
 
     Returns:
         A decorator for an ``async def run(self, watermark, ...)`` async generator, a
@@ -181,6 +187,8 @@ def stateful(
         check_save_delay(save_delay, f"save_delay of {where}")
     if save_interval is not None:
         check_save_interval(save_interval, f"save_interval of {where}")
+    if max_lag is not None:
+        check_max_lag(max_lag, f"max_lag of {where}")
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         qualname = f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
@@ -200,6 +208,7 @@ def stateful(
             save_batch,
             save_delay,
             save_interval,
+            max_lag,
             _is_keyed(fn, parameter),
         )
         wrapper: Callable[..., Any]

@@ -8,7 +8,9 @@ Error tree::
 
     StatefulError
     ├── StateConflictError        a compare-and-set lost: someone else saved first
-    │   └── StateRegressionError  the stored version went backwards (a restore, a stale writer)
+    │   ├── StateRegressionError  the stored version went backwards (a restore, a stale writer)
+    │   └── StateTakenOverError   another instance saved the state while this one ran: it stops
+    │                             before emitting more (fencing)
     ├── StateValidationError      stored state no longer validates against the model
     │   └── StateModelVersionError  stored state written by a newer model version than the code's
     ├── StateNameError            (also ValueError) a namespace/name template is unusable
@@ -16,6 +18,8 @@ Error tree::
     ├── StatefulUsageError        (also TypeError) the decorator is applied to something it
     │                             cannot serve; raised at decoration time
     ├── StoreError                the store failed (unreachable database, broken table, ...)
+    │   ├── StoreUnavailableError the store cannot be reached now (connection refused, server
+    │   │                         restarting, network error); retried with backoff first
     │   ├── StoreNotFoundError    a store opened read-only does not exist; nothing was created
     │   └── StateTooLargeError    a value over the store's size limit; nothing was written
     ├── StoreConfigError          (also ValueError) the store cannot be chosen as configured
@@ -46,6 +50,7 @@ __all__ = [
     "StateConflictError",
     "StateNameError",
     "StateRegressionError",
+    "StateTakenOverError",
     "StateModelVersionError",
     "StateTooLargeError",
     "StateValidationError",
@@ -55,6 +60,7 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "StoreSwitchError",
+    "StoreUnavailableError",
     "WatermarkValueError",
 ]
 
@@ -192,6 +198,56 @@ class StateRegressionError(StateConflictError):
         )
 
 
+class StateTakenOverError(StateConflictError):
+    """Another instance of a trigger saved its state while this one ran: this one stops (fencing).
+
+    Raised by a decorated ``run()`` before it hands over an event, when a cheap read of the stored
+    version finds a version this instance neither loaded nor saved: a second triggerer took the
+    trigger over (Airflow re-assigns the triggers of a triggerer whose heartbeat expired, and a
+    triggerer frozen by a long pause can resume beside its successor), or an operator edited the
+    state. The stale instance emits nothing more and its trigger fails; the instance that wrote
+    the newer version goes on from it, so nothing is lost. Nothing to fix: it appears in the log
+    of the triggerer that lost the trigger.
+
+    Example:
+        >>> error = StateTakenOverError(
+        ...     namespace="files", name="landing", key="watermark", expected_version=5,
+        ...     actual_version=7, backend="MemoryBackend",
+        ... )
+        >>> "another instance of this trigger took it over" in str(error)
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        key: str,
+        expected_version: int | None,
+        actual_version: int | None,
+        backend: str,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            name=name,
+            key=key,
+            expected_version=expected_version,
+            actual_version=actual_version,
+            backend=backend,
+        )
+        held = "no stored state" if expected_version is None else f"version {expected_version}"
+        found = "no stored state" if actual_version is None else f"version {actual_version}"
+        self.args = (
+            f"state {display_address(namespace, name, key)} in {backend} moved on while this trigger ran: "
+            f"it loaded or saved {held}, the store now holds {found}. Most likely another instance of "
+            f"this trigger took it over (a second triggerer, after this one missed its heartbeat or "
+            f"was paused); otherwise an operator edited it. This instance emits nothing more and stops; "
+            f"the instance that saved {found} goes on from there, so no event is lost. "
+            f"`{command('stateful', 'history', namespace, name)}` shows who wrote it.",
+        )
+
+
 class StateValidationError(StatefulError):
     """Stored state does not validate against the model that loads it.
 
@@ -314,6 +370,26 @@ class StoreError(StatefulError):
 
     The message names the store (password masked) and the operation. The original exception
     is chained as ``__cause__``.
+    """
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached now: connection refused, server restarting, network error.
+
+    A transient failure, unlike a broken table or wrong credentials: the drivers retry the load
+    or save that raised it with capped exponential backoff (``[stateful] store_retries``,
+    ``store_retry_delay``, ``store_retry_max_delay``; see :mod:`stateful._retry`) and raise it
+    only once the attempts are spent. Nothing was written by the failed call. A trigger that
+    raises it is restarted by Airflow and resumes from the stored watermark (the events since
+    the last save repeat, none is lost); a sensor's try fails and Airflow retries the task.
+
+    The message names the store (password masked), the state and what to do next; the
+    database's or API's error is chained as ``__cause__``.
+
+    Example:
+        >>> from stateful.errors import StoreError, StoreUnavailableError
+        >>> issubclass(StoreUnavailableError, StoreError)
+        True
     """
 
 

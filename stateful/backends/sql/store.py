@@ -26,8 +26,9 @@ from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, r
 from stateful.backends.sql.group import Job
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.tables import Tables
+from stateful.backends.sql.unavailable import unreachable
 from stateful.backends.sql.writes import Writes
-from stateful.errors import StatefulError, StoreError
+from stateful.errors import StatefulError, StoreError, StoreUnavailableError
 
 __all__ = ["SqlBackend", "WriteJob"]
 
@@ -205,6 +206,28 @@ class SqlBackend(AddressedStore):
                 return None if row is None else self._expand(conn, [_record(row)])[0]
 
         return self._run("read", _where(address), run)
+
+    def version(self, namespace: str, name: str, key: str) -> int | None:
+        """The stored version of a document, or ``None``: one primary-key lookup of one column.
+
+        Example:
+            >>> store = SqlBackend("sqlite://")
+            >>> _ = store.write("files", "landing", "watermark", "{}", expected_version=None)
+            >>> store.version("files", "landing", "watermark")
+            1
+        """
+        address = Address(namespace, name, key)
+
+        def run(engine: Engine) -> int | None:
+            with engine.connect() as conn:  # one statement: no snapshot to agree with
+                found = conn.execute(sa.select(self._table.c.version).where(*self._pk(address))).scalar()
+                return None if found is None else int(found)
+
+        return self._run("read the version of", _where(address), run)
+
+    async def aversion(self, namespace: str, name: str, key: str) -> int | None:
+        """Async :meth:`version`, in a worker thread (see ``SupportsVersion``)."""
+        return await self._call(self.version, namespace, name, key)
 
     def _write(
         self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
@@ -389,12 +412,21 @@ class SqlBackend(AddressedStore):
         ``detail`` (a sentence or more, with a leading space) follows the database's message.
         """
         summary = self._redactor.summary(exc)
-        error = StoreError(
-            f"{self._description} failed to {operation} {where}: {summary}"
-            f"{'' if summary.endswith(('.', '?', '!')) else '.'}{detail} "
-            f"Check that the database is reachable from this host, that the URL and credentials "
-            f"are right, and that the user may create, read and write table {self._table_name!r}."
-        )
+        head = f"{self._description} failed to {operation} {where}: {summary}"
+        head += "" if summary.endswith((".", "?", "!")) else "."
+        if unreachable(exc):
+            # The batch's refusal (``detail``) says what a trigger did before retries: not news here.
+            error: StoreError = StoreUnavailableError(
+                f"{head} The database cannot be reached now (down, restarting, locked, or a network "
+                f"error); nothing was written by this call. Check that it is up and reachable from "
+                f"this host."
+            )
+        else:
+            error = StoreError(
+                f"{head}{detail} Check that the database is reachable from this host, that the URL "
+                f"and credentials are right, and that the user may create, read and write table "
+                f"{self._table_name!r}."
+            )
         return error, self._redactor.safe_cause(exc)
 
     def _expand(self, conn: Connection, records: list[StateRecord]) -> list[StateRecord]:

@@ -259,7 +259,6 @@ class _Source:
 
     def __init__(self) -> None:
         self.members: dict[int, _Member] = {}
-        self.changed = asyncio.Event()
 
 
 # Per key: the source's members, and the trigger that asked for the key (the poll runs on it).
@@ -286,10 +285,10 @@ def _install(cls: type, shared: _Shared) -> None:
     async def filter_shared_stream(self: Any, shared_stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
         # Joining here, on the first pull, is after Airflow registered this subscriber's queue:
         # every batch made for the member is broadcast to it.
-        source = _SOURCES.setdefault(shared.key(self), _Source())
+        key = shared.key(self)
+        source = _SOURCES.setdefault(key, _Source())
         member = _Member(self, shared)
         source.members[member.id] = member
-        source.changed.set()
         try:
             async for batch in shared_stream:
                 if batch.member is not member:
@@ -302,6 +301,8 @@ def _install(cls: type, shared: _Shared) -> None:
         finally:
             member.left = True
             source.members.pop(member.id, None)
+            if not source.members and _SOURCES.get(key) is source:
+                del _SOURCES[key]  # the last watcher of the source left
 
     setattr(cls, "shared_stream_key", shared_stream_key)  # noqa: B010
     setattr(cls, "create_shared_stream_producer", classmethod(create_shared_stream_producer))  # noqa: B010
@@ -321,7 +322,6 @@ def _producer_class() -> type:
 
         def __init__(self, trigger: Any, shared: _Shared, key: Hashable) -> None:
             self.trigger, self.shared, self.key = trigger, shared, key
-            self.source = _SOURCES.setdefault(key, _Source())
             self.outstanding = 0  # batches broadcast and not advanced: what each queue may hold
             self.room = asyncio.Event()
             self.limit = subscriber_queue_size()
@@ -329,7 +329,8 @@ def _producer_class() -> type:
         async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
             spec = self.shared.spec
             async for listing in self.trigger.poll():
-                for member in list(self.source.members.values()):
+                source = _SOURCES.get(self.key)
+                for member in list(source.members.values()) if source is not None else ():
                     batch = await self._select(member, listing, spec)
                     if batch is None:
                         continue

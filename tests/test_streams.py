@@ -10,7 +10,6 @@ The watermarks are in a real SQLite file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -18,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.jobs.triggerer_job_runner import TriggerRunner
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from stateful import Watermark, shared_source
 from stateful.backends import SqlBackend
 from stateful.errors import StatefulUsageError
-from tests._triggerer import strip_key, until
+from tests._streams import Triggerer
+from tests._triggerer import until
 
 pytestmark = pytest.mark.airflow_min("3.3", reason="shared streams")
 
@@ -69,53 +68,6 @@ def tenants_class(store: SqlBackend, *, failing: str = "") -> type[TenantsBase]:
                     yield TriggerEvent({"item": item})
 
     return Tenants
-
-
-class Triggerer:
-    """Airflow's ``TriggerRunner`` running several watchers; the test is its supervisor."""
-
-    def __init__(self, withheld: frozenset[int] = frozenset()) -> None:
-        self.runner = TriggerRunner()
-        self.tasks: dict[int, asyncio.Task[Any]] = {}
-        self.withheld = withheld  # trigger ids whose events are never confirmed stored
-        self.stored = 0
-        self._supervisor = asyncio.create_task(self._store_continuously())
-
-    def start(self, trigger_id: int, trigger: BaseEventTrigger) -> None:
-        trigger.timeout_after = None  # type: ignore[attr-defined]
-        task = asyncio.create_task(self.runner.run_trigger(trigger_id, trigger))
-        self.runner.triggers[trigger_id] = {
-            "task": task,
-            "is_watcher": True,
-            "name": f"trigger-{trigger_id}",
-            "events": 0,
-        }
-        self.tasks[trigger_id] = task
-
-    def events(self, trigger_id: int) -> list[str]:
-        return [strip_key(e.event.payload)["item"] for e in self.runner.events if e.trigger_id == trigger_id]
-
-    async def _store_continuously(self) -> None:
-        while True:
-            entries = list(self.runner.events)[self.stored :]
-            self.stored += len(entries)
-            seqs = [
-                e.persist_seq
-                for e in entries
-                if e.persist_seq is not None and e.trigger_id not in self.withheld
-            ]
-            if seqs:
-                self.runner._shared_streams.confirm_persisted(seqs)
-            await asyncio.sleep(0.005)
-
-    async def stop(self) -> None:
-        """A shutdown (or a crash, for whatever was not confirmed yet): cancel everything."""
-        self._supervisor.cancel()
-        for task in [self._supervisor, *self.tasks.values()]:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        await self.runner._shared_streams.stop_all()
 
 
 def cursor(store: SqlBackend, source: str, tenant: str) -> int | None:

@@ -26,10 +26,13 @@ Before Airflow 3.3 (and for a trigger serving a deferred task) the class runs as
 watcher, with the same watermark address, so moving between the two loses nothing.
 
 Example:
+    >>> import asyncio
     >>> from collections.abc import AsyncIterator, Iterator
     >>> from airflow.triggers.base import BaseEventTrigger, TriggerEvent
     >>> from stateful import Watermark, shared_source
-    >>> @shared_source(namespace="demo", name="{source}/{prefix}", source="{source}")
+    >>> from stateful.backends import MemoryBackend
+    >>> from stateful.testing import run_trigger
+    >>> @shared_source(namespace="demo", name="{source}/{prefix}", source="{source}", backend=MemoryBackend())
     ... class Prefix(BaseEventTrigger):
     ...     def __init__(self, source: str, prefix: str) -> None:
     ...         super().__init__()
@@ -43,8 +46,9 @@ Example:
     ...             if name.startswith(self.prefix) and watermark.is_new(name):
     ...                 watermark.advance(key=name)
     ...                 yield TriggerEvent(name)
-    >>> Prefix("demo", "a/").shared_stream_key() == Prefix("demo", "b/").shared_stream_key()
-    True
+    >>> run = asyncio.run(run_trigger(Prefix("demo", "a/"), ack=False))  # the one-poller path
+    >>> [event.payload for event in run.events], sorted(run.watermark.seen)
+    (['a/1', 'a/2'], ['a/1', 'a/2'])
 """
 
 from __future__ import annotations
@@ -147,6 +151,8 @@ def shared_source(
         run = async_driver(_standalone, spec, f"{qualname}.run")
         run.__qualname__ = f"{cls.__qualname__}.run"
         run.__doc__ = "Poll on its own and select this trigger's events (the one-poller path)."
+        run.__wrapped__ = _standalone  # type: ignore[attr-defined]  # as @stateful leaves it, for
+        run.__stateful__ = spec  # type: ignore[attr-defined]  # stateful.testing.run_trigger
         cls.run = run  # type: ignore[attr-defined]
         cls.__shared_source__ = shared  # type: ignore[attr-defined]
         abc.update_abstractmethods(cls)  # run() was abstract

@@ -268,6 +268,7 @@ class _Source:
 
 
 # Per key: the source's members, and the trigger that asked for the key (the poll runs on it).
+# One triggerer per process runs one group per key, so the key needs no more than the source.
 _SOURCES: dict[Hashable, _Source] = {}
 _ASKED: weakref.WeakValueDictionary[Hashable, Any] = weakref.WeakValueDictionary()
 
@@ -342,7 +343,7 @@ def _producer_class() -> type:
                         continue
                     # Every batch goes into every subscriber's queue: never more outstanding
                     # than a queue holds (Airflow fails a subscriber whose queue overflows).
-                    while 0 < self.limit <= self.outstanding + 1 and not member.left:
+                    while 0 < self.limit <= self.outstanding and not member.left:
                         self.room.clear()
                         await self.room.wait()
                     if member.left:

@@ -25,6 +25,7 @@ class Triggerer:
         self.tasks: dict[int, asyncio.Task[Any]] = {}
         self.withheld = withheld  # trigger ids whose events are never confirmed stored
         self.stored = 0
+        self.paused = False  # while True, nothing more is stored (a supervisor that lags)
         self._supervisor = asyncio.create_task(self._store_continuously())
 
     def start(self, trigger_id: int, trigger: BaseEventTrigger) -> None:
@@ -47,6 +48,9 @@ class Triggerer:
 
     async def _store_continuously(self) -> None:
         while True:
+            if self.paused:
+                await asyncio.sleep(0.005)
+                continue
             entries = list(self.runner.events)[self.stored :]
             self.stored += len(entries)
             seqs = [

@@ -210,6 +210,31 @@ async def test_a_burst_larger_than_a_subscriber_queue_overflows_nothing(
     await triggerer.stop()
 
 
+async def test_the_poll_holds_back_while_a_queue_worth_of_items_awaits_confirmation(
+    store: SqlBackend, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__TRIGGERER__SHARED_STREAM_SUBSCRIBER_QUEUE_SIZE", "8")
+    trigger_class = tenants_class(store)
+    triggerer = Triggerer()
+    triggerer.paused = True  # nothing is confirmed: without the hold, the queues would overflow
+    for trigger_id, tenant in enumerate("abc", start=1):
+        triggerer.start(trigger_id, trigger_class(source, tenant))
+    await until(lambda: LISTINGS[source] >= 1)
+    for n in range(1, 41):  # 40 listings, each with a new item for every watcher: 120 items
+        ITEMS[source] += [f"{tenant}:{n}" for tenant in "abc"]
+        start = LISTINGS[source]
+        await until(lambda: LISTINGS[source] > start or len(triggerer.runner.events) >= 8)
+    assert len(triggerer.runner.events) <= 8  # held back at a queue's worth of items
+    triggerer.paused = False
+    await until(lambda: [cursor(store, source, t) for t in "abc"] == [40, 40, 40])
+    for trigger_id, tenant in enumerate("abc", start=1):
+        assert not triggerer.tasks[trigger_id].done()
+        assert sorted(triggerer.events(trigger_id), key=lambda i: int(i.split(":")[1])) == items(
+            tenant, range(1, 41)
+        )
+    await triggerer.stop()
+
+
 def test_the_class_must_split_run_into_poll_and_select(store: SqlBackend) -> None:
     with pytest.raises(StatefulUsageError, match="defines run"):
 

@@ -10,6 +10,7 @@ The watermarks are in a real SQLite file.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -222,8 +223,7 @@ async def test_the_poll_holds_back_while_a_queue_worth_of_items_awaits_confirmat
     await until(lambda: LISTINGS[source] >= 1)
     for n in range(1, 41):  # 40 listings, each with a new item for every watcher: 120 items
         ITEMS[source] += [f"{tenant}:{n}" for tenant in "abc"]
-        start = LISTINGS[source]
-        await until(lambda: LISTINGS[source] > start or len(triggerer.runner.events) >= 8)
+        await until(functools.partial(moved_on, source, LISTINGS[source], triggerer, 8))
     assert len(triggerer.runner.events) <= 8  # held back at a queue's worth of items
     triggerer.paused = False
     await until(lambda: [cursor(store, source, t) for t in "abc"] == [40, 40, 40])
@@ -233,6 +233,11 @@ async def test_the_poll_holds_back_while_a_queue_worth_of_items_awaits_confirmat
             tenant, range(1, 41)
         )
     await triggerer.stop()
+
+
+def moved_on(source: str, listings: int, triggerer: Triggerer, held: int) -> bool:
+    """Whether the source was listed again since ``listings``, or ``held`` events were queued."""
+    return LISTINGS[source] > listings or len(triggerer.runner.events) >= held
 
 
 def test_the_class_must_split_run_into_poll_and_select(store: SqlBackend) -> None:

@@ -118,13 +118,16 @@
       ["min", 60],
       ["s", 1],
     ];
-    const parts = [];
-    for (const [unit, size] of units) {
-      if (rest >= size || (unit === "s" && parts.length === 0)) {
-        parts.push(`${Math.floor(rest / size)} ${unit}`);
-        rest %= size;
-      }
-      if (parts.length === 2) break;
+    // The largest unit that fits, and the next one when it is not zero: "2 h", "2 h 5 min".
+    let first = units.findIndex(([, size]) => rest >= size);
+    if (first < 0) first = units.length - 1;
+    const [unit, size] = units[first];
+    const parts = [`${Math.floor(rest / size)} ${unit}`];
+    rest %= size;
+    if (first + 1 < units.length) {
+      const [nextUnit, nextSize] = units[first + 1];
+      const next = Math.floor(rest / nextSize);
+      if (next > 0) parts.push(`${next} ${nextUnit}`);
     }
     return sign + parts.join(" ");
   }
@@ -184,6 +187,12 @@
     return rows;
   }
 
+  /** "SQL store", or "asset NAME" for an asset's native store (the whole label in the cell's title). */
+  function storeBadge(row) {
+    if (row.store === "native") return el("span", { class: "badge native", text: row.asset ? `asset ${row.asset}` : "native store" });
+    return el("span", { class: "badge " + row.store, text: row.store === "sql" ? "SQL store" : row.store_label });
+  }
+
   function stuckBadge(row) {
     if (!row.stuck) return el("span", { class: "muted", text: "no" });
     return el("span", { class: "badge stuck", title: "Has not moved for longer than its max_lag", text: "stuck" });
@@ -200,7 +209,7 @@
         { class: row.stuck ? "is-stuck" : null, "data-id": row.id },
         el("td", { text: row.namespace }),
         el("th", { scope: "row" }, link),
-        el("td", { title: row.asset ? `asset ${row.asset}` : null }, el("span", { class: "badge " + row.store, text: row.store_label })),
+        el("td", { class: "store", title: row.store_label }, storeBadge(row)),
         el("td", { class: "time", title: row.timestamp || null, text: formatTime(row.timestamp) }),
         el("td", { class: "mono", title: row.cursor || null, text: short(row.cursor ?? "", 40) }),
         el("td", { class: "num", text: String(row.seen ?? "") }),

@@ -204,11 +204,12 @@
     const rows = sortedRows();
     for (const row of rows) {
       const link = el("a", { href: "#/watermark/" + encodeURIComponent(row.id), text: row.name });
+      const invalid = row.valid === false ? el("span", { class: "badge invalid", title: row.problem || null, text: "invalid" }) : null;
       const tr = el(
         "tr",
         { class: row.stuck ? "is-stuck" : null, "data-id": row.id },
         el("td", { text: row.namespace }),
-        el("th", { scope: "row" }, link),
+        el("th", { scope: "row" }, link, invalid ? " " : null, invalid),
         el("td", { class: "store", title: row.store_label }, storeBadge(row)),
         el("td", { class: "time", title: row.timestamp || null, text: formatTime(row.timestamp) }),
         el("td", { class: "mono", title: row.cursor || null, text: short(row.cursor ?? "", 40) }),
@@ -270,6 +271,7 @@
       ["Last saved", row.saved_at ? `${formatTime(row.saved_at)}${row.saved_by ? " by " + row.saved_by : ""}` : ""],
       ["Lag", row.lag_seconds === null || row.lag_seconds === undefined ? "" : formatLag(row.lag_seconds)],
       ["Stuck", row.stuck ? "yes: it has not moved for longer than its max_lag" : "no"],
+      ["Problem", row.valid === false ? row.problem || "the stored value does not validate" : null],
     ].filter(([, value]) => value !== null && value !== undefined && value !== "");
   }
 

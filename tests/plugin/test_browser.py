@@ -324,6 +324,15 @@ def test_the_read_only_user_sees_no_control_that_changes_anything(
     ns = _namespace("warehouse")
     plugin_server.sql_watermark(ns, "events", Watermark[int](cursor=1), Watermark[int](cursor=2))
 
+    # Signed out: the page says so and links to Airflow's sign-in.
+    page.driver.get(plugin_server.page_url)
+    banner = page.wait(lambda d: (e := page.by_id("banner")).is_displayed() and e, "the signed-out message")
+    assert "Not signed in (401)" in banner.text
+    from selenium.webdriver.common.by import By
+
+    link = banner.find_element(By.LINK_TEXT, "Sign in to Airflow")
+    assert link.get_attribute("href") == f"{plugin_server.url}/"
+
     page.sign_in(plugin_server.viewer)
     assert "read-only" in page.by_id("who").text
     page.filter(ns)

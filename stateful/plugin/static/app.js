@@ -92,9 +92,15 @@
     return payload;
   }
 
-  function showBanner(message) {
+  /** The banner above the page: a message, or nothing; for 401 a link to Airflow's sign-in. */
+  function showBanner(message, error) {
     const banner = $("banner");
     banner.textContent = message || "";
+    if (error instanceof ApiError && error.status === 401) {
+      // Airflow's UI sends a signed-out user to its login page, which comes back here after.
+      const airflow = new URL("..", BASE).href;
+      banner.append(" ", el("a", { href: airflow, target: "_top", text: "Sign in to Airflow" }));
+    }
     banner.hidden = !message;
   }
 
@@ -250,7 +256,7 @@
       state.stores = data.stores || [];
       showBanner("");
     } catch (error) {
-      showBanner(explain(error));
+      showBanner(explain(error), error);
     }
     renderStores();
     renderList();
@@ -361,7 +367,7 @@
       showBanner("");
     } catch (error) {
       $("detail-title").textContent = "Watermark not shown";
-      showBanner(explain(error));
+      showBanner(explain(error), error);
     }
     $("detail-title").focus({ preventScroll: true });
   }
@@ -557,7 +563,7 @@
       who.append("Signed in as ", el("strong", { text: state.me.username }));
       if (!state.me.can_edit) who.append(" ", el("span", { class: "badge readonly", text: "read-only" }));
     } catch (error) {
-      showBanner(explain(error));
+      showBanner(explain(error), error);
     }
     document.body.dataset.ready = "true";
     route();

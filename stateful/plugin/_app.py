@@ -13,12 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from stateful.errors import StatefulError
+from stateful.errors import StateConflictError, StatefulError
+from stateful.plugin._edit import RewindBody, SetBody, rewind, set_fields
 from stateful.plugin._rows import Located, decode_id, detail, list_watermarks, locate
 
 __all__ = ["STATIC", "create_app"]
@@ -27,15 +29,8 @@ __all__ = ["STATIC", "create_app"]
 STATIC = Path(__file__).parent / "static"
 
 
-async def current_user(request: Request) -> Any:
-    """The Airflow user making the request (401 when not authenticated), as Airflow's API finds it."""
-    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
-
-    credentials = await bearer_scheme(request)
-    return await get_user(request, None, credentials)
-
-
-User = Annotated[Any, Depends(current_user)]
+#: The Airflow user making the request, as Airflow's own API finds it (401 when there is none).
+User = Annotated[Any, Depends(get_user)]
 #: What the auth manager is asked: read (GET) or edit (PUT).
 Method = Literal["GET", "PUT"]
 
@@ -104,6 +99,38 @@ def watermark(user: User, watermark_id: str) -> dict[str, Any]:
     return detail(located, record)
 
 
+def rewind_watermark(user: User, watermark_id: str, body: RewindBody) -> dict[str, Any]:
+    """Restore version ``to_version`` (as a new version), if the watermark is still ``expected_version``."""
+    located, record = _found(user, watermark_id, "PUT")
+    return _edited(lambda: rewind(located, record, body, _name(user)))
+
+
+def set_watermark(user: User, watermark_id: str, body: SetBody) -> dict[str, Any]:
+    """Set fields of the watermark (timestamp, cursor, ...), if it is still ``expected_version``."""
+    located, record = _found(user, watermark_id, "PUT")
+    return _edited(lambda: set_fields(located, record, body, _name(user)))
+
+
+def _edited(edit: Any) -> dict[str, Any]:
+    """Run an edit; its refusals as HTTP errors: 409 for a conflict, 422 for the input."""
+    from stateful._edits import EditInputError, VersionNotKeptError
+
+    try:
+        result: dict[str, Any] = edit()
+    except StateConflictError as exc:
+        found = "nothing stored" if exc.actual_version is None else f"version {exc.actual_version}"
+        raise HTTPException(
+            409,
+            f"the watermark changed: you saw version {exc.expected_version}, it is {found} now (a trigger "
+            f"or another operator saved it). Nothing was written. Reload it and decide again; stop or "
+            f"pause the trigger first if it keeps advancing.",
+            headers={"X-Current-Version": str(exc.actual_version)},
+        ) from None
+    except (EditInputError, VersionNotKeptError) as exc:
+        raise HTTPException(422, f"{exc} Nothing was written.") from None
+    return result
+
+
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     """422 with one readable sentence (and FastAPI's list of errors under ``errors``)."""
     assert isinstance(exc, RequestValidationError)
@@ -144,5 +171,7 @@ def create_app() -> FastAPI:
     app.get("/api/me")(me)
     app.get("/api/watermarks")(watermarks)
     app.get("/api/watermarks/{watermark_id}")(watermark)
+    app.post("/api/watermarks/{watermark_id}/rewind")(rewind_watermark)
+    app.post("/api/watermarks/{watermark_id}/set")(set_watermark)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -1,8 +1,8 @@
 """The Airflow plugin: registered by the package's ``airflow.plugins`` entry point.
 
-Airflow's API server mounts :func:`~stateful.plugin._app.create_app` at ``/stateful`` (Airflow
->= 3.0) and, on Airflow >= 3.1, shows the page in its navigation ("Browse" > "Watermarks") as an
-external view, in the UI's frame.
+Airflow's API server mounts :func:`~stateful.plugin._app.create_app` at ``/stateful``, and its UI
+shows the page in the navigation ("Browse" > "Watermarks") as an external view, in the UI's frame
+(Airflow >= 3.1: external views, and the session cookie the page's requests carry).
 """
 
 from __future__ import annotations

@@ -180,15 +180,14 @@ class Page:
         self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#history li.version"), "its history")
 
     def versions(self) -> list[int]:
-        from selenium.webdriver.common.by import By
-
-        items = self.driver.find_elements(By.CSS_SELECTOR, "#history li.version")
-        return [int(item.get_attribute("data-version")) for item in items]
+        """The history's versions, newest first (read in one go: the page redraws it after a change)."""
+        items = "document.querySelectorAll('#history li.version')"
+        script = f"return [...{items}].map((li) => li.dataset.version);"
+        return [int(version) for version in self.driver.execute_script(script)]
 
     def history_entry(self, version: int) -> str:
-        from selenium.webdriver.common.by import By
-
-        text: str = self.driver.find_element(By.CSS_SELECTOR, f'#history li[data-version="{version}"]').text
+        script = "const li = document.querySelector(`#history li[data-version='${arguments[0]}']`);"
+        text: str = self.driver.execute_script(script + " return li ? li.innerText : '';", version)
         return text
 
     def screenshot(self, name: str, element: Any = None) -> None:
@@ -316,6 +315,32 @@ def test_an_admin_finds_opens_and_rewinds_a_watermark(page: Page, plugin_server:
     page.by_id("confirm-cancel").click()
     page.wait(lambda d: not page.by_id("confirm").is_displayed(), "the dialog closed")
     assert max(page.versions()) == 4
+
+    # No reason: the page asks for one and sends nothing.
+    page.by_id("rewind-reason").clear()
+    page.by_id("rewind-button").click()
+    assert "A reason is required" in page.by_id("action-error").text
+    assert not page.by_id("confirm").is_displayed()
+
+    # Set: a cursor the model refuses (its cursor is an int) is refused by the server (422) ...
+    page.by_id("set-cursor").send_keys("not a number")
+    page.by_id("set-reason").send_keys("skip the broken batch")
+    page.by_id("set-button").click()
+    dialog = page.wait(lambda d: (e := page.by_id("confirm")).is_displayed() and e, "the confirmation dialog")
+    assert '"cursor": "not a number"' in dialog.text
+    page.by_id("confirm-ok").click()
+    error = page.wait(lambda d: (e := page.by_id("action-error")).is_displayed() and e, "the refusal")
+    assert "Not accepted (422)" in error.text, error.text
+    assert max(page.versions()) == 4
+    # ... and one it takes is saved as a new version.
+    page.by_id("set-cursor").clear()
+    page.by_id("set-cursor").send_keys("42500")
+    page.by_id("set-button").click()
+    page.wait(lambda d: page.by_id("confirm").is_displayed(), "the confirmation dialog")
+    page.by_id("confirm-ok").click()
+    page.wait(lambda d: 5 in page.versions(), "version 5 in the history")
+    assert '"cursor": 42500' in page.by_id("document").text
+    assert "skip the broken batch" in page.history_entry(5)
 
 
 def test_the_read_only_user_sees_no_control_that_changes_anything(

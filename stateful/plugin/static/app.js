@@ -392,7 +392,9 @@
     $("confirm-title").textContent = title;
     const body = $("confirm-body");
     clear(body);
-    for (const line of lines) body.append(line instanceof Node ? line : el("p", { text: line }));
+    for (const line of lines) {
+      if (line !== null) body.append(line instanceof Node ? line : el("p", { text: line }));
+    }
     $("confirm-ok").textContent = confirmLabel;
     return new Promise((resolve) => {
       dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
@@ -469,7 +471,7 @@
     else if (timestamp) fields.timestamp = timestamp;
     const cursor = $("set-cursor").value.trim();
     if (cursor) fields.cursor = parseCursor(cursor);
-    if ($("set-clear-seen").checked) fields.clear_seen = true;
+    if ($("set-clear-seen").checked) fields.seen = {}; // forget every key seen at the boundary
     const extra = $("set-fields").value.trim();
     if (extra) {
       let parsed;
@@ -496,7 +498,10 @@
     } catch (error) {
       return actionError(error.message);
     }
-    if (Object.keys(fields).length === 0) return actionError("Nothing to set: fill in a timestamp, a cursor, other fields, or tick a box.");
+    const drops = $("set-drop").value.split(",").map((name) => name.trim()).filter(Boolean);
+    if (Object.keys(fields).length === 0 && drops.length === 0) {
+      return actionError("Nothing to set: fill in a timestamp, a cursor, other fields or fields to remove, or tick a box.");
+    }
     const reason = $("set-reason").value.trim();
     if (!reason) {
       $("set-reason").focus();
@@ -507,14 +512,15 @@
       [
         `${row.namespace} / ${row.name} (${row.store_label}) is saved as a new version with:`,
         el("pre", { class: "document", text: pretty(fields) }),
+        drops.length ? `and without the fields: ${drops.join(", ")},` : null,
         `if version ${row.version} is still the current one.`,
         el("p", {}, el("strong", { text: "Reason: " }), reason),
       ],
       "Set",
     );
     if (!ok) return;
-    if (await perform("set", { expected_version: row.version, fields, reason })) {
-      for (const id of ["set-timestamp", "set-cursor", "set-fields", "set-reason"]) $(id).value = "";
+    if (await perform("set", { expected_version: row.version, fields, drop_fields: drops, reason })) {
+      for (const id of ["set-timestamp", "set-cursor", "set-fields", "set-drop", "set-reason"]) $(id).value = "";
       $("set-timestamp-none").checked = false;
       $("set-clear-seen").checked = false;
     }

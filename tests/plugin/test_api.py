@@ -6,6 +6,7 @@ The server loads the plugin through the package's entry point (nothing copied in
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -187,6 +188,12 @@ def test_bad_requests_get_404_409_and_422_and_write_nothing(plugin_server: Plugi
             f"/stateful/api/watermarks/{wid}/rewind", json={"expected_version": "two", "to_version": 1}
         )
         not_kept = admin.post(f"/stateful/api/watermarks/{wid}/rewind", json={**good, "to_version": 9})
+        # What a form on another site could send with the session cookie: refused, not parsed.
+        as_text = admin.post(
+            f"/stateful/api/watermarks/{wid}/rewind",
+            content=json.dumps(good),
+            headers={"Content-Type": "text/plain"},
+        )
         wrong_kind = admin.post(
             f"/stateful/api/watermarks/{wid}/set",
             json={"expected_version": 2, "fields": {"cursor": "two"}, "reason": "typo"},
@@ -202,4 +209,5 @@ def test_bad_requests_get_404_409_and_422_and_write_nothing(plugin_server: Plugi
     assert "reason: Field required" in detail
     assert not_kept.status_code == 422 and "version 9 is not in the history" in not_kept.json()["detail"]
     assert wrong_kind.status_code == 422 and "the stored cursor is integer 2" in wrong_kind.json()["detail"]
+    assert as_text.status_code == 422
     assert _row(plugin_server, ns, "orders")["version"] == 2

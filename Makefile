@@ -20,7 +20,7 @@ OLDEST_EXCLUDE_NEWER ?= 2025-04-25
 TEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test test-oldest constraints-oldest lint typecheck bench bench-scale bench-plot bench-plot-before bench-triggers bench-cli docs docs-serve clean
+.PHONY: demo test test-oldest constraints-oldest screenshots lint typecheck bench bench-scale bench-plot bench-plot-before bench-triggers bench-cli docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ test-oldest: $(OLDEST_STAMP)
 constraints-oldest: $(STAMP)
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.10 --exclude-newer $(OLDEST_EXCLUDE_NEWER) \
 		pyproject.toml constraints/airflow-oldest.in --extra test -o constraints/airflow-oldest.txt
+
+# docs/images/ui-*.png: the Watermarks page, as the browser test (tests/plugin/test_browser.py, a
+# real api-server and headless Chromium) sees it. The api-server inherits STATEFUL_MAX_LAG, so a
+# watermark more than 2.5 hours behind is shown stuck.
+screenshots: $(STAMP)
+	STATEFUL_SCREENSHOTS=docs/images STATEFUL_MAX_LAG=9000 $(BIN)/python -m pytest tests/plugin/test_browser.py -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

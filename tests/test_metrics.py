@@ -130,6 +130,7 @@ class FilesBase(BaseEventTrigger):
     def __init__(self, source: str, items: list[tuple[str, int]], block: bool = False) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.source, self.items, self.block = source, items, block
+        self.blocked = asyncio.Event()  # set once every item was looked at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("tests.Files", {"source": self.source, "items": self.items, "block": self.block})
@@ -141,6 +142,7 @@ class FilesBase(BaseEventTrigger):
                 watermark.advance(key=key, timestamp=stamp)
                 yield TriggerEvent({"key": key})
         if self.block:
+            self.blocked.set()
             await asyncio.Event().wait()  # a watcher waiting for its source
 
 
@@ -178,7 +180,9 @@ async def test_a_trigger_under_the_triggerer_sends_its_metrics_tagged(
 ) -> None:
     trigger_class = files_trigger(store, ack=ack)
     triggerer = Triggerer()
-    triggerer.start(trigger_class("landing/in, 2026", ITEMS, block=True))
+    trigger = trigger_class("landing/in, 2026", ITEMS, block=True)
+    triggerer.start(trigger)
+    await trigger.blocked.wait()  # the late item was skipped
     await until(lambda: len(triggerer.events) == 3)
     await triggerer.settled()
     await until(lambda: seen_keys(store, "landing/in, 2026") == 3)  # the third event's save

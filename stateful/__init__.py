@@ -19,15 +19,17 @@ from typing import TYPE_CHECKING
 from stateful.__about__ import __version__
 
 if TYPE_CHECKING:
+    from stateful._keyed import Keyed
     from stateful._spec import StatefulSpec
     from stateful.decorators import StatefulDecorator, stateful
     from stateful.sensors import commit
     from stateful.types import Watermark
 
-__all__ = ["StatefulDecorator", "StatefulSpec", "Watermark", "__version__", "commit", "stateful"]
+__all__ = ["Keyed", "StatefulDecorator", "StatefulSpec", "Watermark", "__version__", "commit", "stateful"]
 
 # Each public name and the module it comes from.
 _HOMES = {
+    "Keyed": "stateful._keyed",
     "StatefulDecorator": "stateful.decorators",
     "StatefulSpec": "stateful._spec",
     "Watermark": "stateful.types",

@@ -74,9 +74,11 @@ def check_max_lag(value: object, where: str) -> timedelta:
 
 
 def max_lag_setting(max_lag: timedelta | None = None) -> timedelta | None:
-    """The decorator's ``max_lag`` when given, else ``STATEFUL_MAX_LAG``, else ``[stateful] max_lag``.
+    """``max_lag`` if given, else ``STATEFUL_MAX_LAG``, else ``[stateful] max_lag``, else ``None`` (off).
 
-    ``None`` when none is set: never reported stuck.
+    Example:
+        >>> max_lag_setting(timedelta(minutes=5))
+        datetime.timedelta(seconds=300)
     """
     if max_lag is not None:
         return max_lag

@@ -226,7 +226,8 @@ class RunMetrics:
 
     def lag(self, session: WatermarkSession[Any]) -> float | None:
         """Send the watermark's lag (none without a timestamp) and return it."""
-        lag = lag_seconds(session.watermark.timestamp, datetime.now(timezone.utc))
+        # A keyed watermark (one per partition, loaded when used) has no one timestamp: no lag.
+        lag = lag_seconds(getattr(session.watermark, "timestamp", None), datetime.now(timezone.utc))
         if lag is not None:
             self._send("gauge", LAG_SECONDS, lag)
         return lag
@@ -237,7 +238,7 @@ class RunMetrics:
         if events > self._events_sent:
             self._send("incr", EVENTS, events - self._events_sent)
             self._events_sent = events
-        late = session.watermark.skipped_late
+        late = getattr(session.watermark, "skipped_late", 0)  # none for a keyed watermark
         if late > self._late_sent:
             self._send("incr", LATE_SKIPPED, late - self._late_sent)
             self._late_sent = late

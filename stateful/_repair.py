@@ -31,7 +31,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stateful._document import DEFAULT_KEY, NewerModelVersion, model_version_of
+from stateful._address import partition_options
+from stateful._document import NewerModelVersion, model_version_of
 from stateful.backends.base import Address, StateRecord, SupportsHistory
 from stateful.errors import StateModelVersionError, StateValidationError
 from stateful.types import Watermark
@@ -151,9 +152,7 @@ def repair_options(exc: ValueError) -> list[str]:
 
 def _command(verb: str, address: Address, *options: str) -> str:
     namespace, name, key = address
-    words = ["stateful", verb, namespace, name, *options]
-    if key != DEFAULT_KEY:
-        words += ["--key", key]
+    words = ["stateful", verb, namespace, name, *options, *partition_options(key)]
     return f"`{shlex.join(words)}`"
 
 

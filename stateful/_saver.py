@@ -24,17 +24,21 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeGuard
 
 from stateful._airflowconf import stateful_setting
 from stateful._core import Save, WatermarkSession
+from stateful._keyed_session import KeyedSave
 from stateful._metrics import metrics_of
+from stateful._retry import aretry
 from stateful.backends.base import AsyncStateBackend, SupportsLayout
-from stateful.errors import StateConflictError, StatefulUsageError
+from stateful.errors import StateConflictError, StatefulUsageError, StoreUnavailableError
 
 __all__ = [
     "DEFAULT_SAVE_BATCH",
@@ -63,6 +67,9 @@ DEFAULT_SAVE_DELAY = 1.0
 #: of its events waits (chosen from ``bench/many_triggers.py``: see docs/performance.md).
 DEFAULT_SAVE_INTERVAL = 5.0
 
+#: The longest a stopping trigger waits for its best-effort save of the events it handed over.
+CLOSE_SAVE_SECONDS = 5.0
+
 BATCH_ENV = "STATEFUL_SAVE_BATCH"
 DELAY_ENV = "STATEFUL_SAVE_DELAY"
 INTERVAL_ENV = "STATEFUL_SAVE_INTERVAL"
@@ -77,27 +84,77 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     """
     if decision is None:
         return
+    if isinstance(decision, KeyedSave):  # the partitions it changed, with one write_many
+        keyed_save = decision
+        try:
+            await aretry(lambda: keyed_save.awrite(store), f"save {decision.scope}")
+        except StateConflictError:
+            metrics_of(session).conflict()
+            raise
+        return
     scope = decision.scope
     expected = decision.expected_version
     # Bringing the runs of seen up to date is O(change), but a run's first one sorts seen: a
     # small state costs less than the hop to a worker thread.
     inline = session.size <= INLINE_RENDER_KEYS
     started = time.perf_counter()
+    write: Callable[[], Awaitable[int]]
+    if _takes_layout(store):
+        layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
+        write = functools.partial(store.awrite_layout, *scope.address, layout, expected_version=expected)
+        text: Callable[[], str] = layout.text
+        size = layout.size
+    else:
+        value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
+        write = functools.partial(store.awrite, *scope.address, value, expected_version=expected)
+        text = functools.partial(str, value)
+        size = len(value)
     try:
-        if _takes_layout(store):
-            layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
-            size = layout.size
-            version = await store.awrite_layout(*scope.address, layout, expected_version=expected)
-        else:
-            value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
-            size = len(value)
-            version = await store.awrite(*scope.address, value, expected_version=expected)
+        version = await _write_retrying(store, decision, write, text)
     except StateConflictError:
         metrics_of(session).conflict()
         raise
     session.saved(decision, version)
     metrics_of(session).saved(session, size, time.perf_counter() - started)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
+
+
+async def _write_retrying(
+    store: AsyncStateBackend, decision: Save, write: Callable[[], Awaitable[int]], text: Callable[[], str]
+) -> int:
+    """``write()``, tried again while the store cannot be reached (:mod:`stateful._retry`).
+
+    A write whose connection was lost may have been committed all the same: when a later attempt
+    then loses its compare-and-set, the stored document is read, and if it holds exactly this
+    save's text as the version after the expected one, this save is what is stored.
+    """
+    scope = decision.scope
+    unsure = False
+
+    async def attempt() -> int:
+        nonlocal unsure
+        try:
+            return await write()
+        except StoreUnavailableError:
+            unsure = True
+            raise
+        except StateConflictError:
+            if not unsure:
+                raise
+            stored = await store.aread(*scope.address)
+            expected = decision.expected_version
+            if stored is None or stored.version != (expected or 0) + 1:
+                raise
+            if stored.value != await asyncio.to_thread(text):
+                raise
+            _LOG.info(
+                "stateful: a save of %s lost its connection but was committed (version %d)",
+                scope,
+                stored.version,
+            )
+            return stored.version
+
+    return await aretry(attempt, f"save {scope}")
 
 
 # Whether a store's class takes layouts. A runtime-checkable Protocol's isinstance() inspects the
@@ -260,10 +317,9 @@ class Coalescer:
         self._closed = True
         self._cancel_timer()
         try:
-            if self._task is not None:
-                await asyncio.shield(self._task)
-            if self._failure is None and self._taken > self._durable:
-                await self._save_up_to(self._taken)
+            # Bounded: with the store away a save retries for up to a minute, longer than a
+            # triggerer shutting down should wait.
+            await asyncio.wait_for(self._last_save(), CLOSE_SAVE_SECONDS)
         except Exception as exc:
             _LOG.warning(
                 "stateful: %s stopped; saving %s in %s for the events it handed over failed: %s. "
@@ -273,6 +329,17 @@ class Coalescer:
                 self._session.scope.store,
                 exc,
             )
+
+    async def _last_save(self) -> None:
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.cancel()  # the wait timed out: the save in the background stops too
+                raise
+        if self._failure is None and self._taken > self._durable:
+            await self._save_up_to(self._taken)
 
     def _start_at_or_after(self, at: float) -> None:
         """Start a save at loop time ``at`` (now if it is past) or when the interval allows."""

@@ -28,17 +28,20 @@ The life of one try::
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stateful._address import command
+from stateful._address import command, partition_options
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
+from stateful._keyed_session import KeyedSave, KeyedSession, log_loaded_keyed, stored_partitions
 from stateful._metrics import metrics_of
 from stateful._repair import history_of
+from stateful._retry import retry
 from stateful._spec import StatefulSpec
 from stateful.backends.base import Address, StateBackend
 from stateful.errors import StateConflictError, StatefulUsageError, StateValidationError
@@ -110,7 +113,13 @@ def commit(task: object) -> int:
                 scope.store,
                 exc,
                 outcome,
-                command("stateful", "show", scope.namespace, scope.name),
+                command(
+                    "stateful",
+                    "show",
+                    scope.namespace,
+                    scope.name,
+                    *partition_options(getattr(exc, "key", scope.key)),
+                ),
             )
             failure = failure or exc
             continue
@@ -247,17 +256,40 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     choice = resolve_sync_store(spec.backend, task, context)
     store = choice.store
     scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
-    session = WatermarkSession(
-        spec.model, scope, commit=spec.commit, lookback=spec.lookback, max_untimed_keys=spec.max_untimed_keys
-    )
-    # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
-    # and in poke mode an earlier poke of this try that returned False saved nothing.
-    try:
-        watermark = session.load(load(choice, *scope.address), history_of(store, scope.address))
-    except StateValidationError:
-        metrics_of(session).validation_failure()
-        raise
-    log_loaded(session, qualname)
+    session: WatermarkSession[Any]
+    watermark: Any
+    # A store that cannot be reached is tried again with backoff (stateful._retry); once the
+    # attempts are spent the try fails with StoreUnavailableError and Airflow retries the task.
+    loading = f"load {scope} for {qualname}"
+    if spec.keyed:  # one watermark per partition: their texts now, each validated when looked up
+        keyed = KeyedSession(
+            spec.model,
+            scope,
+            commit=spec.commit,
+            lookback=spec.lookback,
+            max_untimed_keys=spec.max_untimed_keys,
+        )
+        stored = retry(lambda: stored_partitions(store, scope), loading)
+        watermark = keyed.load_partitions(stored, functools.partial(history_of, store))
+        log_loaded_keyed(keyed, qualname)
+        session = keyed
+    else:
+        session = WatermarkSession(
+            spec.model,
+            scope,
+            commit=spec.commit,
+            lookback=spec.lookback,
+            max_untimed_keys=spec.max_untimed_keys,
+        )
+        # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
+        # and in poke mode an earlier poke of this try that returned False saved nothing.
+        record = retry(lambda: load(choice, *scope.address), loading)
+        try:
+            watermark = session.load(record, history_of(store, scope.address))
+        except StateValidationError:
+            metrics_of(session).validation_failure()
+            raise
+        log_loaded(session, qualname)
     try:
         result = call(watermark)
     except BaseException:
@@ -283,7 +315,13 @@ def _write(store: StateBackend, save: Save, value: str, session: WatermarkSessio
     scope = save.scope
     started = time.perf_counter()
     try:
-        version = store.write(*scope.address, value, expected_version=save.expected_version)
+        if isinstance(save, KeyedSave):  # the partitions it changed, with one write_many
+            version = retry(lambda: save.write(store), f"save {scope}")
+        else:
+            version = retry(
+                lambda: store.write(*scope.address, value, expected_version=save.expected_version),
+                f"save {scope}",
+            )
     except StateConflictError:
         metrics_of(session).conflict()
         raise

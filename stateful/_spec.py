@@ -64,6 +64,7 @@ class StatefulSpec:
         save_interval: the least time between the starts of two saves (``None``: the setting or default).
         max_lag: how long a trigger's watermark may stay still before it is reported stuck
             (``None``: the setting, else never).
+        keyed: whether the parameter is a ``Keyed[model]``: one watermark per partition key.
     """
 
     namespace: str
@@ -80,6 +81,7 @@ class StatefulSpec:
     save_delay: timedelta | None = None
     save_interval: timedelta | None = None
     max_lag: timedelta | None = None
+    keyed: bool = False
 
     def resolve_name(self, obj: object) -> str:
         """Return the name for ``obj`` (a trigger or sensor instance, or a TaskFlow sensor's task)."""

@@ -11,6 +11,7 @@ and puts the idempotency key in its payload; what to save, and when, the I/O-fre
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
@@ -18,8 +19,10 @@ from typing import Any, Protocol
 from stateful._core import Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._flow import Pacer
+from stateful._keyed_session import KeyedSession, astored_partitions, log_loaded_keyed
 from stateful._metrics import metrics_of
 from stateful._repair import history_of
+from stateful._retry import aretry
 from stateful._saver import Coalescer, save, save_batching, save_spacing
 from stateful._spec import StatefulSpec
 from stateful._stuck import RunWatch
@@ -59,6 +62,18 @@ async def open_session(
     choice = await resolve_async_store(spec.backend, obj)
     store = choice.store
     scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
+    if spec.keyed:  # one watermark per partition: their texts now, each validated when looked up
+        keyed = KeyedSession(
+            spec.model,
+            scope,
+            commit=spec.commit,
+            lookback=spec.lookback,
+            max_untimed_keys=spec.max_untimed_keys,
+        )
+        stored = await aretry(lambda: astored_partitions(store, scope), f"load {scope} for {qualname}")
+        keyed.load_partitions(stored, functools.partial(history_of, store))
+        log_loaded_keyed(keyed, qualname)
+        return store, keyed
     session = WatermarkSession(
         spec.model,
         scope,
@@ -66,7 +81,7 @@ async def open_session(
         lookback=spec.lookback,
         max_untimed_keys=spec.max_untimed_keys,
     )
-    record = await aload(choice, *scope.address)
+    record = await aretry(lambda: aload(choice, *scope.address), f"load {scope} for {qualname}")
     # Parsing and validating a large state is O(state): a worker thread's job, not the loop's.
     try:
         await asyncio.to_thread(session.load, record, history_of(store, scope.address))

@@ -26,9 +26,10 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, get_args, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, get_args, get_origin, overload
 
 from stateful._ack import install_ack_mode
+from stateful._keyed import Keyed
 from stateful._lag import check_max_lag
 from stateful._saver import check_save_batch, check_save_delay, check_save_interval
 from stateful._sensor_driver import sync_driver
@@ -44,7 +45,8 @@ _LOG = logging.getLogger("stateful")
 
 S = TypeVar("S")
 C = TypeVar("C")
-W = TypeVar("W", bound=Watermark[Any])
+# A watermark model, or a Keyed of one: one watermark per partition key.
+W = TypeVar("W", bound="Watermark[Any] | Keyed[Any]")
 E = TypeVar("E")
 R = TypeVar("R")
 P = ParamSpec("P")
@@ -207,6 +209,7 @@ def stateful(
             save_delay,
             save_interval,
             max_lag,
+            _is_keyed(fn, parameter),
         )
         wrapper: Callable[..., Any]
         if form == "trigger":
@@ -337,12 +340,27 @@ def _resolve_annotation(
     # Annotated[Model, ...] carries the model as its first argument.
     if getattr(annotation, "__metadata__", None) is not None:
         annotation = get_args(annotation)[0]
+    # Keyed[Model]: one Model per partition key (a bare Keyed: plain watermarks).
+    if annotation is Keyed or get_origin(annotation) is Keyed:
+        annotation = (get_args(annotation) or (Watermark,))[0]
     if not (isinstance(annotation, type) and issubclass(annotation, Watermark)):
         raise StatefulUsageError(
             f"parameter {parameter.name!r} of {qualname} is annotated {annotation!r}, which is not a "
             f"Watermark model; annotate it with Watermark, Watermark[int] or a subclass of Watermark."
         )
     return annotation
+
+
+def _is_keyed(fn: Callable[..., Any], parameter: inspect.Parameter) -> bool:
+    """Whether the watermark parameter is annotated ``Keyed[...]`` (already resolved once)."""
+    annotation: Any = parameter.annotation
+    if isinstance(annotation, str):
+        namespace = dict(vars(sys.modules[fn.__module__])) if fn.__module__ in sys.modules else {}
+        namespace.update(getattr(fn, "__globals__", {}))
+        annotation = eval(annotation, namespace)
+    if getattr(annotation, "__metadata__", None) is not None:
+        annotation = get_args(annotation)[0]
+    return annotation is Keyed or get_origin(annotation) is Keyed
 
 
 class TriggerRun:

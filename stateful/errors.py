@@ -16,6 +16,8 @@ Error tree::
     ├── StatefulUsageError        (also TypeError) the decorator is applied to something it
     │                             cannot serve; raised at decoration time
     ├── StoreError                the store failed (unreachable database, broken table, ...)
+    │   ├── StoreUnavailableError the store cannot be reached now (connection refused, server
+    │   │                         restarting, network error); retried with backoff first
     │   ├── StoreNotFoundError    a store opened read-only does not exist; nothing was created
     │   └── StateTooLargeError    a value over the store's size limit; nothing was written
     ├── StoreConfigError          (also ValueError) the store cannot be chosen as configured
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from stateful._address import command, display_address
+from stateful._address import command, display_address, partition_options
 
 #: How the ``updated_by`` of a write made with the ``stateful`` command starts
 #: (``stateful set by alice@ops-1``): such a write is an operator's edit.
@@ -55,6 +57,7 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "StoreSwitchError",
+    "StoreUnavailableError",
     "WatermarkValueError",
 ]
 
@@ -130,7 +133,7 @@ class StateConflictError(StatefulError):
             f"expected {expected}, found {actual}{written}. Nothing was written."
         )
         if self.edited:
-            history = command("stateful", "history", namespace, name)
+            history = _cmd("history", namespace, name, key)
             advice = (
                 f" An operator edited it with the stateful command while this trigger or sensor held "
                 f"{expected}: the edit stands, and this run stops here (it emits nothing more). Restart "
@@ -187,7 +190,7 @@ class StateRegressionError(StateConflictError):
             f"{expected_version} was already loaded or saved, the store now holds version {actual_version}. "
             f"Nothing was written. Something wrote an older copy (a restored database, a document put "
             f"back by hand through the REST API, or a second writer with stale state). Inspect it "
-            f"(`{command('stateful', 'show', namespace, name)}`); to go back on purpose write a newer "
+            f"(`{_cmd('show', namespace, name, key)}`); to go back on purpose write a newer "
             f"version (`stateful set` or `stateful rewind`), then restart the trigger or task.",
         )
 
@@ -227,15 +230,15 @@ class StateValidationError(StatefulError):
         self.model = model
         self.detail = detail
         self.repair = repair or (
-            f"correct the value (`{command('stateful', 'set', namespace, name)} --field NAME=VALUE`, or "
+            f"correct the value (`{_cmd('set', namespace, name, key)} --field NAME=VALUE`, or "
             f"`--drop-field NAME` for a field the model no longer has; VALUE is JSON)"
         )
         super().__init__(
             f"stored state {display_address(namespace, name, key)} in {backend} does not validate as "
             f"{model}: {detail}\n"
             f"It was left as it is; nothing was reset. Inspect it "
-            f"(`{command('stateful', 'show', namespace, name)}`), then either fix the model, {self.repair}, "
-            f"or reset it on purpose (`{command('stateful', 'reset', namespace, name)}`: everything is "
+            f"(`{_cmd('show', namespace, name, key)}`), then either fix the model, {self.repair}, "
+            f"or reset it on purpose (`{_cmd('reset', namespace, name, key)}`: everything is "
             f"then new again)."
         )
 
@@ -281,7 +284,7 @@ class StateModelVersionError(StateValidationError):
         if rewind_to is None:
             back = (
                 f"go back to a version written by model version {code_version} or older: {rewind} "
-                f"lists the kept versions, `{command('stateful', 'rewind', namespace, name)} --to VERSION` "
+                f"lists the kept versions, `{_cmd('rewind', namespace, name, key)} --to VERSION` "
                 f"restores one"
             )
         else:
@@ -314,6 +317,26 @@ class StoreError(StatefulError):
 
     The message names the store (password masked) and the operation. The original exception
     is chained as ``__cause__``.
+    """
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached now: connection refused, server restarting, network error.
+
+    A transient failure, unlike a broken table or wrong credentials: the drivers retry the load
+    or save that raised it with capped exponential backoff (``[stateful] store_retries``,
+    ``store_retry_delay``, ``store_retry_max_delay``; see :mod:`stateful._retry`) and raise it
+    only once the attempts are spent. Nothing was written by the failed call. A trigger that
+    raises it is restarted by Airflow and resumes from the stored watermark (the events since
+    the last save repeat, none is lost); a sensor's try fails and Airflow retries the task.
+
+    The message names the store (password masked), the state and what to do next; the
+    database's or API's error is chained as ``__cause__``.
+
+    Example:
+        >>> from stateful.errors import StoreError, StoreUnavailableError
+        >>> issubclass(StoreUnavailableError, StoreError)
+        True
     """
 
 
@@ -407,3 +430,8 @@ class EventNotStoredError(StatefulError):
     again (a repeat, never a loss). Nothing to fix in the watermark: look at the triggerer's log
     for why the events were not stored (the metadata database, the supervisor).
     """
+
+
+def _cmd(verb: str, namespace: str, name: str, key: str) -> str:
+    """The ``stateful VERB`` command for a document, with ``--partition`` (or ``--key``) when needed."""
+    return command("stateful", verb, namespace, name, *partition_options(key))

@@ -137,34 +137,46 @@ class PostgresServer:
             self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def halt(self) -> None:
+        """Stop the server as an outage does (fast shutdown: open connections are cut), keeping
+        its files and port; :meth:`resume` starts it again."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again on its port."""
+        self._pg_start()
+
     def _start_on_free_port(self) -> None:
         # A free port can be taken between our probe and the server's bind: try a few.
         error: RuntimeError | None = None
         for _ in range(5):
             self.port = _free_port()
-            options = (
-                f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off "
-                f"-c full_page_writes=off -c timezone={_SERVER_TIMEZONE}"
-            )
             try:
-                self._run(
-                    "pg_ctl",
-                    "-D",
-                    str(self.root / "data"),
-                    "-l",
-                    str(self.root / "server.log"),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                )
+                self._pg_start()
                 return
             except RuntimeError as exc:
                 error = exc
         log = (self.root / "server.log").read_text(errors="replace")
         raise RuntimeError(f"PostgreSQL did not start:\n{log}") from error
+
+    def _pg_start(self) -> None:
+        options = (
+            f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off "
+            f"-c full_page_writes=off -c timezone={_SERVER_TIMEZONE}"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.root / "data"),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def _create_database(self) -> None:
         with psycopg.connect(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import builtins
 import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +41,8 @@ __all__ = [
     "StateRecord",
     "SupportsHistory",
     "SupportsLayout",
+    "SupportsWriteMany",
+    "Write",
     "default_writer",
     "version_conflict",
 ]
@@ -220,6 +223,38 @@ class SupportsLayout(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsWriteMany(Protocol):
+    """A store that writes several documents with one compare-and-set, and lists one name's documents.
+
+    Keyed watermarks (:class:`~stateful.Keyed`) keep one document per partition and save the
+    partitions an event changed together. The built-in stores are (:class:`AddressedStore`):
+    the SQL store writes them in one transaction and the memory store under one lock, so either
+    every document is written or none; the Airflow-native store, which has no transactions,
+    writes them one after the other, each still compare-and-set.
+    """
+
+    def write_many(
+        self, writes: Sequence[Write], *, updated_by: str | None = None, reason: str | None = None
+    ) -> builtins.list[int]:
+        """Compare-and-set every write; return their new versions, in order."""
+        ...
+
+    async def awrite_many(
+        self, writes: Sequence[Write], *, updated_by: str | None = None, reason: str | None = None
+    ) -> builtins.list[int]:
+        """Async :meth:`write_many`."""
+        ...
+
+    def list_name(self, namespace: str, name: str) -> Sequence[StateRecord]:
+        """Every document stored under ``namespace``/``name`` (all its keys), ordered by key."""
+        ...
+
+    async def alist_name(self, namespace: str, name: str) -> Sequence[StateRecord]:
+        """Async :meth:`list_name`."""
+        ...
+
+
 class Address(NamedTuple):
     """Where a document lives in a store.
 
@@ -232,6 +267,20 @@ class Address(NamedTuple):
     namespace: str
     name: str
     key: str
+
+
+class Write(NamedTuple):
+    """One document of a :meth:`SupportsWriteMany.write_many`.
+
+    Attributes:
+        address: where to write.
+        value: the JSON text.
+        expected_version: the version read (``None``: nothing was stored).
+    """
+
+    address: Address
+    value: str
+    expected_version: int | None
 
 
 def version_conflict(
@@ -335,6 +384,22 @@ class AddressedStore(abc.ABC):
         """Return the stored documents (of ``namespace``), ordered by namespace, name, key."""
         return sorted(self._list(namespace), key=lambda r: (r.namespace, r.name, r.key))
 
+    def write_many(
+        self, writes: Sequence[Write], *, updated_by: str | None = None, reason: str | None = None
+    ) -> builtins.list[int]:
+        """Compare-and-set several documents; return their new versions. See :class:`SupportsWriteMany`.
+
+        Raises:
+            StateConflictError: a stored version is not the expected one (in a store with
+                transactions nothing was written then).
+            StoreError: the store failed.
+        """
+        return self._write_many(writes, updated_by, reason)
+
+    def list_name(self, namespace: str, name: str) -> Sequence[StateRecord]:
+        """Every document of ``namespace``/``name``, ordered by key. See :class:`SupportsWriteMany`."""
+        return sorted(self._list_name(namespace, name), key=lambda r: r.key)
+
     # -- the async Protocol --------------------------------------------------------------------
 
     async def aread(self, namespace: str, name: str, key: str) -> StateRecord | None:
@@ -381,6 +446,16 @@ class AddressedStore(abc.ABC):
         """Async :meth:`list`."""
         return sorted(await self._alist(namespace), key=lambda r: (r.namespace, r.name, r.key))
 
+    async def awrite_many(
+        self, writes: Sequence[Write], *, updated_by: str | None = None, reason: str | None = None
+    ) -> builtins.list[int]:
+        """Async :meth:`write_many`."""
+        return await self._awrite_many(writes, updated_by, reason)
+
+    async def alist_name(self, namespace: str, name: str) -> Sequence[StateRecord]:
+        """Async :meth:`list_name`."""
+        return sorted(await self._alist_name(namespace, name), key=lambda r: r.key)
+
     # -- hooks ---------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -407,6 +482,25 @@ class AddressedStore(abc.ABC):
 
     @abc.abstractmethod
     def _list(self, namespace: str | None) -> Iterable[StateRecord]: ...
+
+    def _write_many(
+        self, writes: Sequence[Write], updated_by: str | None, reason: str | None
+    ) -> builtins.list[int]:
+        # A store without transactions: one compare-and-set after the other (see SupportsWriteMany).
+        return [self._write(w.address, w.value, w.expected_version, updated_by, reason) for w in writes]
+
+    def _list_name(self, namespace: str, name: str) -> Iterable[StateRecord]:
+        return [record for record in self._list(namespace) if record.name == name]
+
+    async def _awrite_many(
+        self, writes: Sequence[Write], updated_by: str | None, reason: str | None
+    ) -> builtins.list[int]:
+        return [
+            await self._awrite(w.address, w.value, w.expected_version, updated_by, reason) for w in writes
+        ]
+
+    async def _alist_name(self, namespace: str, name: str) -> Iterable[StateRecord]:
+        return await self._call(self._list_name, namespace, name)
 
     async def _aread(self, address: Address) -> StateRecord | None:
         return await self._call(self._read, address)

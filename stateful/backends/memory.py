@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from stateful._layout import Layout
@@ -22,6 +23,7 @@ from stateful.backends.base import (
     Address,
     AddressedStore,
     StateRecord,
+    Write,
     default_writer,
     version_conflict,
 )
@@ -118,6 +120,28 @@ class MemoryBackend(AddressedStore):
             else:
                 self._layouts[address] = layout
             return version
+
+    def _write_many(self, writes: Sequence[Write], updated_by: str | None, reason: str | None) -> list[int]:
+        # Every version is checked before anything is written: all the writes, or none.
+        writer = default_writer() if updated_by is None else updated_by
+        now = datetime.now(timezone.utc)
+        with self._lock:
+            for address, _, expected in writes:
+                self._check(address, expected, self._records.get(address))
+            versions = []
+            for address, value, expected in writes:
+                version = 1 if expected is None else expected + 1
+                self._records[address] = StateRecord(
+                    *address, value, version, updated_at=now, updated_by=writer, reason=reason
+                )
+                self._layouts.pop(address, None)
+                versions.append(version)
+            return versions
+
+    async def _awrite_many(
+        self, writes: Sequence[Write], updated_by: str | None, reason: str | None
+    ) -> list[int]:
+        return self._write_many(writes, updated_by, reason)  # dict operations under the lock
 
     async def _aread(self, address: Address) -> StateRecord | None:
         with self._lock:

@@ -9,12 +9,14 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from stateful._address import command, display_address
+from stateful._address import command, display_address, partition_key, partition_of, shown_address
 from stateful._document import DEFAULT_KEY
+from stateful._keyed import check_partition
 from stateful.backends.base import StateBackend, StateRecord
 from stateful.cli._errors import NotFoundError
 from stateful.cli._output import Output
 from stateful.cli._store import StoreChoice, StoreOptions
+from stateful.errors import StateNameError
 
 __all__ = [
     "address",
@@ -131,15 +133,33 @@ def check_part(ctx: click.Context | None, param: click.Parameter, value: str | N
 
 
 def address(f: F) -> F:
-    """The ``NAMESPACE NAME`` arguments and ``--key``."""
-    f = click.option(
+    """The ``NAMESPACE NAME`` arguments, ``--key`` and ``--partition`` (which sets the key)."""
+
+    @functools.wraps(f)
+    def with_partition(*args: Any, partition: str | None = None, **kwargs: Any) -> Any:
+        if partition is not None:
+            if kwargs.get("key", DEFAULT_KEY) != DEFAULT_KEY:
+                raise click.BadParameter("give --partition or --key, not both.", param_hint="'--partition'")
+            try:
+                kwargs["key"] = partition_key(check_partition(partition))
+            except StateNameError as exc:
+                raise click.BadParameter(str(exc), param_hint="'--partition'") from None
+        return f(*args, **kwargs)
+
+    wrapped = cast(F, with_partition)
+    wrapped = click.option(
+        "--partition",
+        metavar="KEY",
+        help="A partition of a keyed watermark (Keyed[...]): the watermark of partition KEY.",
+    )(wrapped)
+    wrapped = click.option(
         "--key",
         default=DEFAULT_KEY,
         show_default=True,
         help="Document key (@stateful stores its watermark under 'watermark').",
-    )(f)
-    f = click.argument("name", callback=check_part)(f)
-    return click.argument("namespace", callback=check_part)(f)
+    )(wrapped)
+    wrapped = click.argument("name", callback=check_part)(wrapped)
+    return click.argument("namespace", callback=check_part)(wrapped)
 
 
 def stored_records(
@@ -186,7 +206,7 @@ def read_existing(choice: StoreChoice, namespace: str, name: str, key: str) -> S
     store = choice.sync()
     record = store.read(namespace, name, key)
     if record is None and not store.list():
-        raise NotFoundError(f"no watermark {display_address(namespace, name)}: {_empty(choice)}")
+        raise NotFoundError(f"no watermark {shown_address(namespace, name, key)}: {_empty(choice)}")
     if record is None:
         raise NotFoundError(_missing(store, choice.description, namespace, name, key) + choice.hint())
     return record
@@ -213,12 +233,20 @@ def _missing(store: StateBackend, where: str, namespace: str, name: str, key: st
     names = sorted({r.name for r in records if r.key == key})
     if name in {r.name for r in records}:
         keys = sorted(r.key for r in records if r.name == name)
+        partition = partition_of(key)
+        if partition is not None:
+            partitions = [p for p in map(partition_of, keys) if p is not None]
+            listed = ", ".join(repr(p) for p in partitions[:20]) + (", ..." if len(partitions) > 20 else "")
+            return (
+                f"{display_address(namespace, name)} has no partition {partition!r} in {where}; its "
+                f"partitions: {listed or 'none'}.{_close(partition, partitions)}"
+            )
         shown_keys = ", ".join(keys)
-        shown_address = display_address(namespace, name)
-        return f"{shown_address} has no document with key {key!r} in {where}; its keys: {shown_keys}."
+        shown = display_address(namespace, name, key)
+        return f"{shown} has no document with key {key!r} in {where}; its keys: {shown_keys}."
     shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
     return (
-        f"no watermark {display_address(namespace, name)} in {where}.{_close(name, names)} Names in "
+        f"no watermark {shown_address(namespace, name, key)} in {where}.{_close(name, names)} Names in "
         f"namespace {namespace!r}: {shown or 'none'}; "
         f"`{command('stateful', 'list', '--namespace', namespace)}` shows them all."
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ConfigDict, JsonValue
 
+from stateful._address import partition_of
 from stateful._document import DEFAULT_KEY, MODEL_VERSION_KEY, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._errors import UsageError
@@ -73,8 +74,8 @@ def load_model(path: str | None) -> type[Watermark[Any]]:
 
 
 def model_for(key: str, model: type[Watermark[Any]]) -> type[Watermark[Any]] | None:
-    """``model`` for the decorator's document key, ``None`` (JSON only) for any other key."""
-    return model if key == DEFAULT_KEY else None
+    """``model`` for the decorator's document keys (a partition's too), ``None`` (JSON only) for others."""
+    return model if key == DEFAULT_KEY or partition_of(key) is not None else None
 
 
 def model_name(model: type[Watermark[Any]]) -> str:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from stateful._address import command, display_address
+from stateful._address import shown_address, suggest
 from stateful._document import MODEL_VERSION_KEY, canonical_json, format_utc
 from stateful.backends.base import StateRecord
 from stateful.cli._common import address, model_option, read_existing, store_options, yes_option
@@ -106,10 +106,11 @@ def reason_option(f: F) -> F:
 def _conflict(exc: StateConflictError, what: str) -> CliError:
     found = "nothing stored" if exc.actual_version is None else f"version {exc.actual_version}"
     read = "nothing stored" if exc.expected_version is None else f"version {exc.expected_version}"
+    shown = shown_address(exc.namespace, exc.name, exc.key)
     return CliError(
-        f"{display_address(exc.namespace, exc.name)} changed while {what}: it was {read} when read, it is "
+        f"{shown} changed while {what}: it was {read} when read, it is "
         f"{found} now (a trigger or another operator saved it). Nothing was written. Look again "
-        f"(`{command('stateful', 'show', exc.namespace, exc.name)}`) and re-run the command if it still "
+        f"(`{suggest('show', exc.namespace, exc.name, exc.key)}`) and re-run the command if it still "
         f"applies; stop or pause the trigger first if it keeps advancing.",
         exit_code=CONFLICT,
     )
@@ -148,7 +149,7 @@ def _change(
     }
     if not out.as_json:
         state = "nothing stored yet" if current is None else f"version {before}"
-        out.line(f"{action}: {display_address(namespace, name)} in {choice.description} ({state})")
+        out.line(f"{action}: {shown_address(namespace, name, key)} in {choice.description} ({state})")
         for line in change_lines(diff):
             out.line(f"  {line}")
         if reason is not None:
@@ -160,7 +161,7 @@ def _change(
         if out.as_json:
             out.json(result)
         return
-    out.confirm(f"Write version {after} of {display_address(namespace, name)}?", yes=yes)
+    out.confirm(f"Write version {after} of {shown_address(namespace, name, key)}?", yes=yes)
     try:
         version = choice.sync().write(
             namespace,
@@ -176,7 +177,7 @@ def _change(
     if out.as_json:
         out.json({**result, "version": version})
     else:
-        out.line(f"Wrote version {version}. Check it with `{command('stateful', 'show', namespace, name)}`.")
+        out.line(f"Wrote version {version}. Check it with `{suggest('show', namespace, name, key)}`.")
 
 
 def _refused_set(
@@ -184,7 +185,7 @@ def _refused_set(
     changed: set[str],
     current: StateRecord | None,
     watermark_model: type[Watermark[Any]],
-    where: tuple[str, str],
+    where: tuple[str, str, str],
 ) -> CliError:
     """Why ``set`` refused: the input (exit 2), or the stored value in what ``set`` leaves as it is (1).
 
@@ -204,13 +205,13 @@ def _refused_set(
             stored_valid = False
     if stored_valid or locations & changed:
         return UsageError(f"the new value does not validate as {problem}")
-    namespace, name = where
+    namespace, name, key = where
     return CliError(
-        f"the stored value of {display_address(namespace, name)} does not validate as {problem}, in "
+        f"the stored value of {shown_address(namespace, name, key)} does not validate as {problem}, in "
         f"what this command leaves as it is (your input was fine). The stored value does not validate "
-        f"either; nothing was written. Inspect it (`{command('stateful', 'show', namespace, name)}`), "
+        f"either; nothing was written. Inspect it (`{suggest('show', namespace, name, key)}`), "
         f"then fix the fields named with --field NAME=JSON and --drop-field NAME, fix the model, or "
-        f"reset it on purpose (`{command('stateful', 'reset', namespace, name)}`).",
+        f"reset it on purpose (`{suggest('reset', namespace, name, key)}`).",
         exit_code=FAILURE,
     )
 
@@ -301,8 +302,8 @@ def set_command(
         doc = None
     if not isinstance(doc, dict):
         raise CliError(
-            f"the stored value of {display_address(namespace, name)} is not a JSON object; "
-            f"`{command('stateful', 'reset', namespace, name)}` replaces it."
+            f"the stored value of {shown_address(namespace, name, key)} is not a JSON object; "
+            f"`{suggest('reset', namespace, name, key)}` replaces it."
         )
     if timestamp is not None:
         doc["timestamp"] = None if new_timestamp is None else format_utc(new_timestamp)
@@ -334,7 +335,7 @@ def set_command(
     except ValueError as exc:
         changed = {f for f, given in (("timestamp", timestamp), ("cursor", cursor)) if given is not None}
         changed |= {assignment.partition("=")[0].strip() for assignment in assignments}
-        raise _refused_set(exc, changed, current, watermark_model, (namespace, name)) from None
+        raise _refused_set(exc, changed, current, watermark_model, (namespace, name, key)) from None
     _change(
         out,
         choice,
@@ -448,21 +449,23 @@ def rewind_command(
     current, oldest = versions[0], versions[-1]
     if isinstance(wanted, int):
         found = next((r for r in versions if r.version == wanted), None)
-        missing = f"version {wanted} is not in the history of {display_address(namespace, name)}"
+        missing = f"version {wanted} is not in the history of {shown_address(namespace, name, key)}"
     else:
         found = next((r for r in versions if r.updated_at <= wanted), None)
-        missing = f"no kept version of {display_address(namespace, name)} was current at {format_utc(wanted)}"
+        missing = (
+            f"no kept version of {shown_address(namespace, name, key)} was current at {format_utc(wanted)}"
+        )
     if found is None:
         raise NotFoundError(
             f"{missing}: it keeps versions {oldest.version} ({format_utc(oldest.updated_at)}) to "
             f"{current.version} ({format_utc(current.updated_at)}). "
-            f"`{command('stateful', 'history', namespace, name)}` lists them."
+            f"`{suggest('history', namespace, name, key)}` lists them."
         )
     try:
         validate(found.value, watermark_model)
     except ValueError as exc:
         raise CliError(
-            f"version {found.version} of {display_address(namespace, name)} does not validate as "
+            f"version {found.version} of {shown_address(namespace, name, key)} does not validate as "
             f"{model_name(watermark_model)}: {one_line(exc)}. Nothing was written."
         ) from None
     by = found.updated_by or "unknown"
@@ -501,12 +504,11 @@ def delete_command(
     choice = choose_store(where)
     current = read_existing(choice, namespace, name, key)
     if not as_json:
-        out.line(
-            f"delete: {display_address(namespace, name)} in {choice.description} (version {current.version})"
-        )
+        shown = shown_address(namespace, name, key)
+        out.line(f"delete: {shown} in {choice.description} (version {current.version})")
         out.line(f"  {summarize(current.value).line()}")
     out.confirm(
-        f"Delete {display_address(namespace, name)} and its history? This cannot be undone; a trigger "
+        f"Delete {shown_address(namespace, name, key)} and its history? This cannot be undone; a trigger "
         f"that uses it starts from nothing.",
         yes=yes,
     )
@@ -526,4 +528,4 @@ def delete_command(
             }
         )
     else:
-        out.line(f"Deleted {display_address(namespace, name)} (it was version {current.version}).")
+        out.line(f"Deleted {shown_address(namespace, name, key)} (it was version {current.version}).")

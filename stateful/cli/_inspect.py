@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from stateful._address import command, display_address
+from stateful._address import partition_of, shown_address, suggest
 from stateful._document import DEFAULT_KEY, format_utc
 from stateful.backends.base import StateRecord
 from stateful.backends.native import NativeBackend
@@ -54,7 +54,10 @@ def _validity(summary: Summary, key: str, model: type[Watermark[Any]]) -> str:
 
 
 def _label(record: StateRecord) -> str:
-    return record.name if record.key == DEFAULT_KEY else f"{record.name} [{record.key}]"
+    if record.key == DEFAULT_KEY:
+        return record.name
+    partition = partition_of(record.key)
+    return f"{record.name} [{record.key}]" if partition is None else f"{record.name} [partition {partition}]"
 
 
 def _cut(text: str | None, limit: int) -> str | None:
@@ -158,7 +161,7 @@ def show_command(
         ("size", f"{summary.size_bytes} bytes"),
         ("valid", _validity(summary, key, watermark_model)),
     ]
-    out.line(display_address(namespace, name))
+    out.line(shown_address(namespace, name, key))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         out.line(f"  {label:<{width}}  {'-' if value is None else value}")
@@ -171,8 +174,8 @@ def _check_valid(records: list[StateRecord], summaries: list[Summary]) -> None:
     if not invalid:
         return
     record, summary = invalid[0]
-    namespace, name = record.namespace, record.name
-    shown = display_address(namespace, name)
+    namespace, name, key = record.namespace, record.name, record.key
+    shown = shown_address(namespace, name, key)
     what = (
         f"the stored value of {shown} does not validate"
         if len(records) == 1
@@ -180,8 +183,8 @@ def _check_valid(records: list[StateRecord], summaries: list[Summary]) -> None:
     )
     raise CliError(
         f"{what}: {summary.problem}. Fix it with stateful set, go back to a good version with "
-        f"stateful rewind --to VERSION (the versions: `{command('stateful', 'history', namespace, name)}`), "
-        f"or start over with `{command('stateful', 'reset', namespace, name)}`."
+        f"stateful rewind --to VERSION (the versions: `{suggest('history', namespace, name, key)}`), "
+        f"or start over with `{suggest('reset', namespace, name, key)}`."
     )
 
 
@@ -229,9 +232,8 @@ def history_command(
             }
         )
         return
-    out.line(
-        f"History of {display_address(namespace, name)} in {choice.description}, newest first (* = current):"
-    )
+    shown = shown_address(namespace, name, key)
+    out.line(f"History of {shown} in {choice.description}, newest first (* = current):")
     rows = [
         [
             ("* " if r.version == current else "  ") + str(r.version),

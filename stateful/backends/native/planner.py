@@ -20,7 +20,13 @@ from stateful.backends.native.ledger import Ledger, Where, ident, oldest
 from stateful.backends.native.packing import EntryTooLarge, Packing, pack_layout, pack_text
 from stateful.backends.native.parts import PartMismatch, join_seen, part_key
 from stateful.backends.native.scope import SIZE_SETTING
-from stateful.errors import StatefulError, StateTooLargeError, StateValidationError, StoreError
+from stateful.errors import (
+    StatefulError,
+    StateTooLargeError,
+    StateValidationError,
+    StoreError,
+    StoreUnavailableError,
+)
 
 __all__ = ["Planner", "ReadPlan", "WritePlan"]
 
@@ -389,6 +395,12 @@ class Planner:
         """The error to raise when reading, writing or deleting ``k`` at asset ``label`` failed."""
         if isinstance(exc, StatefulError):
             return exc
+        if api_unreachable(exc):
+            return StoreUnavailableError(
+                f"{doing} key {k!r} in the asset state store of {label} failed ({self._description}): "
+                f"{exc!r}. Airflow's API server (or its database) cannot be reached now; nothing else "
+                f"was changed by this call. Check that the API server is up and reachable from here."
+            )
         return StoreError(
             f"{doing} key {k!r} in the asset state store of {label} failed ({self._description}): "
             f"{exc!r}. Check that the asset is still active in a DAG and that the Airflow API server "
@@ -405,3 +417,34 @@ class Planner:
 
     def _where(self, address: Address) -> Where:
         return Where(address, self._description)
+
+
+def api_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means Airflow's API server (or its database) cannot be reached now.
+
+    Airflow's supervisor answers a state-store request it could not make with an
+    ``ErrorResponse`` of type ``API_SERVER_ERROR`` (raised in the task or trigger as
+    ``AirflowRuntimeError``): with no status code for a network error (``httpx.ConnectError``,
+    a timeout), with a 5xx when the API server failed (its database down). A 429 is a busy
+    server. Errors of the HTTP client itself (``httpx.TransportError``), ``ConnectionError`` and
+    ``TimeoutError`` are network errors too.
+
+    Example:
+        >>> api_unreachable(ConnectionRefusedError(111, "Connection refused"))
+        True
+        >>> api_unreachable(KeyError("x"))
+        False
+    """
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if any(
+        cls.__name__ == "TransportError" and cls.__module__.startswith("httpx") for cls in type(exc).__mro__
+    ):
+        return True
+    response = getattr(exc, "error", None)
+    kind = getattr(getattr(response, "error", None), "value", None)
+    if kind != "API_SERVER_ERROR":
+        return False
+    detail = getattr(response, "detail", None)
+    status = detail.get("status_code") if isinstance(detail, dict) else None
+    return status is None or status == 429 or (isinstance(status, int) and status >= 500)

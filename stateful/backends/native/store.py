@@ -106,6 +106,9 @@ class NativeBackend(AddressedStore):
     #: line's stores: an operator's edit never shortens the history the trigger's store keeps).
     _inherit_history = False
 
+    #: The Execution API cannot list an asset's keys, so no keyed watermark (``Keyed``) here.
+    lists_names = False
+
     def __init__(
         self,
         scope: object | None = None,

@@ -19,15 +19,16 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from stateful._address import display_address
 from stateful._layout import Layout
-from stateful.backends.base import Address, AddressedStore, StateRecord
+from stateful.backends.base import Address, AddressedStore, StateRecord, Write
 from stateful.backends.sql import history as _history
 from stateful.backends.sql.committing import AsyncWrites, check_commit_workers, in_transaction
 from stateful.backends.sql.engine import LazyEngine, check_dialect, parse_url, read_transaction, sqlite_path
 from stateful.backends.sql.group import Job
 from stateful.backends.sql.redact import Redactor
 from stateful.backends.sql.tables import Tables
+from stateful.backends.sql.unavailable import unreachable
 from stateful.backends.sql.writes import Writes
-from stateful.errors import StatefulError, StoreError
+from stateful.errors import StatefulError, StoreError, StoreUnavailableError
 
 __all__ = ["SqlBackend", "WriteJob"]
 
@@ -246,6 +247,32 @@ class SqlBackend(AddressedStore):
         """
         return self._writes.write_job(address, content, expected, updated_by, reason)
 
+    def _write_many(self, writes: Sequence[Write], updated_by: str | None, reason: str | None) -> list[int]:
+        job = self._write_many_job(writes, updated_by, reason)
+        return self._run("write", _where_many(writes), lambda engine: in_transaction(engine, job))
+
+    async def _awrite_many(
+        self, writes: Sequence[Write], updated_by: str | None, reason: str | None
+    ) -> list[int]:
+        job = self._write_many_job(writes, updated_by, reason)
+        return await self._async.submit("write", _where_many(writes), job)
+
+    def _write_many_job(
+        self, writes: Sequence[Write], updated_by: str | None, reason: str | None
+    ) -> Job[list[int]]:
+        """One job for every write: in one transaction (its own SAVEPOINT when group-committed)."""
+        jobs = [self.write_job(w.address, w.value, w.expected_version, updated_by, reason) for w in writes]
+        return lambda conn: [job(conn) for job in jobs]
+
+    def _list_name(self, namespace: str, name: str) -> list[StateRecord]:
+        def run(engine: Engine) -> list[StateRecord]:
+            table = self._table
+            stmt = self._select().where(table.c.namespace == namespace, table.c.name == name)
+            with read_transaction(engine) as conn:
+                return self._expand(conn, [_record(row) for row in conn.execute(stmt)])
+
+        return self._run("list", f"the documents of {display_address(namespace, name)}", run)
+
     def _delete(self, address: Address, expected: int | None) -> bool:
         job = self._writes.delete_job(address, expected)
         return self._run("delete", _where(address), lambda engine: in_transaction(engine, job))
@@ -363,12 +390,21 @@ class SqlBackend(AddressedStore):
         ``detail`` (a sentence or more, with a leading space) follows the database's message.
         """
         summary = self._redactor.summary(exc)
-        error = StoreError(
-            f"{self._description} failed to {operation} {where}: {summary}"
-            f"{'' if summary.endswith(('.', '?', '!')) else '.'}{detail} "
-            f"Check that the database is reachable from this host, that the URL and credentials "
-            f"are right, and that the user may create, read and write table {self._table_name!r}."
-        )
+        head = f"{self._description} failed to {operation} {where}: {summary}"
+        head += "" if summary.endswith((".", "?", "!")) else "."
+        if unreachable(exc):
+            # The batch's refusal (``detail``) says what a trigger did before retries: not news here.
+            error: StoreError = StoreUnavailableError(
+                f"{head} The database cannot be reached now (down, restarting, locked, or a network "
+                f"error); nothing was written by this call. Check that it is up and reachable from "
+                f"this host."
+            )
+        else:
+            error = StoreError(
+                f"{head}{detail} Check that the database is reachable from this host, that the URL "
+                f"and credentials are right, and that the user may create, read and write table "
+                f"{self._table_name!r}."
+            )
         return error, self._redactor.safe_cause(exc)
 
     def _expand(self, conn: Connection, records: list[StateRecord]) -> list[StateRecord]:
@@ -382,6 +418,13 @@ class SqlBackend(AddressedStore):
     def _pk(self, address: Address) -> tuple[sa.ColumnElement[bool], ...]:
         c = self._table.c
         return (c.namespace == address.namespace, c.name == address.name, c.key == address.key)
+
+
+def _where_many(writes: Sequence[Write]) -> str:
+    if len(writes) == 1:
+        return _where(writes[0].address)
+    first = writes[0].address
+    return f"{len(writes)} documents of {display_address(first.namespace, first.name)}"
 
 
 def _where(address: Address) -> str:

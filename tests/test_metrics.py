@@ -374,3 +374,24 @@ def test_names_and_tags_are_cleaned_and_bounded() -> None:
     assert metrics.tag_value("a=b,c") == "a_b_c"
     long = metrics.name_part("x" * 300)
     assert len(long) == metrics.MAX_PART and long != metrics.name_part("x" * 301)
+
+
+def test_a_keyed_watermark_is_stuck_until_a_partition_moves() -> None:
+    from stateful._keyed_session import KeyedSession
+
+    session = KeyedSession(
+        Watermark[int], Scope(Address("ns", "k", "watermark"), "memory"), commit="after_event"
+    )
+    keyed = session.load_partitions([])
+    keyed["eu"].advance(cursor=1)
+    session.emitted()
+    watch = RunWatch(session, timedelta(seconds=10), "T.run")
+    start = watch.moved
+    assert watch.check(start + timedelta(seconds=11))
+    keyed["eu"]  # looked up again, unchanged: still
+    session.emitted()
+    assert watch.check(start + timedelta(seconds=22))
+    keyed["eu"].advance(cursor=2)
+    session.emitted()
+    assert not watch.check(start + timedelta(seconds=33))  # it moved (a report was due otherwise)
+    assert watch.check(start + timedelta(seconds=44))

@@ -209,18 +209,20 @@ class RunMetrics:
         self._late_sent = 0
         self._saves = 0  # saves not reported yet
         self._slowest = 0.0  # the longest of them, in seconds
-        self._sizes = (0, 0)  # seen size and state size at the latest save
+        self._sizes: tuple[int, int] | None = None  # seen size and state size at the latest save
         self._reported = -math.inf  # when saves were last reported (monotonic)
 
-    def saved(self, session: WatermarkSession[Any], state_size: int, seconds: float) -> None:
+    def saved(self, session: WatermarkSession[Any], state_size: int | None, seconds: float) -> None:
         """The store acknowledged a save of ``state_size`` characters that took ``seconds``.
+
+        ``state_size=None`` (a keyed watermark's save, of several partitions) sends no size gauges.
 
         Recorded in O(1); reported with :meth:`flush` when :data:`REPORT_INTERVAL` has passed
         since saves were last reported (the first save of a run is reported at once).
         """
         self._saves += 1
         self._slowest = max(self._slowest, seconds)
-        self._sizes = (session.size, state_size)
+        self._sizes = None if state_size is None else (session.size, state_size)
         if time.monotonic() - self._reported >= REPORT_INTERVAL:
             self.flush(session)
 
@@ -247,8 +249,9 @@ class RunMetrics:
             saves, slowest, self._saves, self._slowest = self._saves, self._slowest, 0, 0.0
             self._send("incr", SAVES, saves)
             self._send("timing", SAVE_DURATION, timedelta(seconds=slowest))
-            self._send("gauge", SEEN_SIZE, self._sizes[0])
-            self._send("gauge", STATE_SIZE, self._sizes[1])
+            if self._sizes is not None:
+                self._send("gauge", SEEN_SIZE, self._sizes[0])
+                self._send("gauge", STATE_SIZE, self._sizes[1])
             self.lag(session)
 
     def conflict(self) -> None:

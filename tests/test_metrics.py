@@ -23,7 +23,7 @@ import pytest
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from stateful import Watermark, stateful
+from stateful import Keyed, Watermark, stateful
 from stateful import _metrics as metrics
 from stateful._core import Scope, WatermarkSession
 from stateful._stuck import RunWatch
@@ -395,3 +395,25 @@ def test_a_keyed_watermark_is_stuck_until_a_partition_moves() -> None:
     session.emitted()
     assert not watch.check(start + timedelta(seconds=33))  # it moved (a report was due otherwise)
     assert watch.check(start + timedelta(seconds=44))
+
+
+async def test_a_keyed_watermark_reports_its_saves_without_size_gauges(
+    statsd: StatsdListener, store: SqlBackend
+) -> None:
+    class Regions(BaseEventTrigger):
+        def serialize(self) -> tuple[str, dict[str, Any]]:
+            return ("tests.Regions", {})
+
+        @stateful(namespace="metrics", name="regions", backend=store, ack=False, save_batch=1)
+        async def run(self, keyed: Keyed[Watermark[int]]) -> AsyncIterator[TriggerEvent]:
+            for region in ("eu", "us"):
+                keyed[region].advance(cursor=1)
+                yield TriggerEvent({"region": region})
+
+    triggerer = Triggerer()
+    triggerer.start(Regions())  # type: ignore[no-untyped-call]
+    await triggerer.finished()
+    assert statsd.total("stateful.events") == 2
+    assert statsd.total("stateful.saves") >= 1
+    assert statsd.named("stateful.save_duration")
+    assert not statsd.named("stateful.seen_size") and not statsd.named("stateful.state_size")

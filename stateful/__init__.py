@@ -23,9 +23,19 @@ if TYPE_CHECKING:
     from stateful._spec import StatefulSpec
     from stateful.decorators import StatefulDecorator, stateful
     from stateful.sensors import commit
+    from stateful.shared import shared_source
     from stateful.types import Watermark
 
-__all__ = ["Keyed", "StatefulDecorator", "StatefulSpec", "Watermark", "__version__", "commit", "stateful"]
+__all__ = [
+    "Keyed",
+    "StatefulDecorator",
+    "StatefulSpec",
+    "Watermark",
+    "__version__",
+    "commit",
+    "shared_source",
+    "stateful",
+]
 
 # Each public name and the module it comes from.
 _HOMES = {
@@ -34,6 +44,7 @@ _HOMES = {
     "StatefulSpec": "stateful._spec",
     "Watermark": "stateful.types",
     "commit": "stateful.sensors",
+    "shared_source": "stateful.shared",
     "stateful": "stateful.decorators",
 }
 

@@ -43,7 +43,7 @@ from stateful._flow import Backpressure, subscriber_queue_size
 from stateful._saver import save
 from stateful._spec import StatefulSpec
 from stateful._stuck import RunWatch
-from stateful._trigger_driver import emit, open_session
+from stateful._trigger_driver import emit, fence_of, open_session
 from stateful.errors import EventNotStoredError
 
 __all__ = ["ack_mode_available", "install_ack_mode"]
@@ -162,7 +162,8 @@ def producer_class() -> type:
             )
             watch = RunWatch.start(session, self.spec.max_lag, self.qualname)  # metrics, max_lag
             inner = self.fn(self.trigger, session.watermark)
-            events = emit(inner, session, self.spec, self.flow)
+            fence = fence_of(self.spec, self.store, session, self.qualname)
+            events = emit(inner, session, self.spec, self.flow, fence)
             try:
                 async for item in events:
                     yield item

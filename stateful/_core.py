@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from stateful._address import display_address
@@ -135,6 +135,10 @@ class WatermarkSession(Generic[W]):
         # nothing is stored.
         self.saved_digest: str | None = None
         self.saved_version: int | None = None
+        # Saves started, and saves under way: a version read overlapping a save of this session
+        # may see its new version before saved() records it (stateful._fence).
+        self.writes_started = 0
+        self.writing = 0
         # Deltas taken when events were emitted, oldest first, awaiting confirmation.
         self._pending = Unconfirmed()
         self._seq = 0
@@ -165,6 +169,16 @@ class WatermarkSession(Generic[W]):
     def digest(self) -> str:
         """The state's digest as of the latest event (as loaded before any): changes when the state does."""
         return self._previous
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The watermark's timestamp, what its lag is measured from (O(1))."""
+        return self.watermark.timestamp
+
+    @property
+    def skipped_late(self) -> int:
+        """How many items this run skipped as older than the lookback so far."""
+        return self.watermark.skipped_late
 
     @property
     def size(self) -> int:

@@ -41,7 +41,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from stateful._address import partition_key, partition_of
@@ -108,9 +108,10 @@ class KeyedSave(Save):
             writes = self.writes()
         else:
             writes = await asyncio.to_thread(self.writes)
-        if isinstance(store, SupportsWriteMany):
-            versions = await store.awrite_many(writes)
-        else:
+        write_many = getattr(store, "awrite_many", None)
+        if write_many is not None:
+            versions = await write_many(writes)
+        else:  # one compare-and-set after the other (a store without transactions)
             versions = [
                 await store.awrite(*w.address, w.value, expected_version=w.expected_version) for w in writes
             ]
@@ -218,8 +219,19 @@ class KeyedSession(WatermarkSession[Any]):
 
     @property
     def pending(self) -> int:
-        """How many emitted events are not yet confirmed (events that touched a partition)."""
+        """How many emitted events are not yet confirmed."""
         return len(self._journal)
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The oldest timestamp of the loaded partitions: the keyed watermark lags as its laggiest."""
+        stamps = [s.timestamp for s in self._sessions.values()]
+        return min((t for t in stamps if t is not None), default=None)
+
+    @property
+    def skipped_late(self) -> int:
+        """Items skipped as late so far, over the loaded partitions."""
+        return sum(s.skipped_late for s in self._sessions.values())
 
     @property
     def size(self) -> int:
@@ -238,16 +250,28 @@ class KeyedSession(WatermarkSession[Any]):
         return combined.hexdigest()
 
     def emitted(self) -> int:
-        """Take a snapshot of each partition looked up since the previous event (O(those))."""
+        """Take a snapshot of each partition looked up since the previous event (O(those)).
+
+        The event's idempotency key covers the partitions whose state the event moved, in
+        partition order: the same transitions after a restart give the same key, whichever other
+        partitions the code looked up on the way.
+        """
         self._seq += 1
-        touched = tuple((p, self._sessions[p].emitted()) for p in self._touched)
+        moved: list[tuple[str, int]] = []
+        for partition in self._touched:
+            session = self._sessions[partition]
+            before = session._previous
+            local = session.emitted()
+            if session._previous != before:
+                moved.append((partition, local))
         self._touched.clear()
+        moved.sort()
         digest = hashlib.sha256(self._key_seed)
-        for partition, _ in touched:
+        for partition, _ in moved:
             digest.update(f"{partition}\x00{self._sessions[partition].event_key}\x00".encode())
         self.event_key = digest.hexdigest()[:32]
-        if touched and self.commit != "never":
-            self._journal.append((self._seq, touched))
+        if self.commit != "never":  # every event, so that pending counts them all (ack mode's backpressure)
+            self._journal.append((self._seq, tuple(moved)))
         return self._seq
 
     def confirm(self, seq: int) -> Save | None:
@@ -333,10 +357,12 @@ def stored_partitions(store: StateBackend, scope: Scope) -> Sequence[StateRecord
 
 
 async def astored_partitions(store: AsyncStateBackend, scope: Scope) -> Sequence[StateRecord]:
-    """Async :func:`stored_partitions`."""
-    if not isinstance(store, SupportsWriteMany) or not getattr(store, "lists_names", True):
+    """Async :func:`stored_partitions` (a store needs only ``alist_name`` for it)."""
+    lister = getattr(store, "alist_name", None)
+    if lister is None or not getattr(store, "lists_names", True):
         raise _no_listing(scope)
-    return await store.alist_name(scope.namespace, scope.name)
+    records: Sequence[StateRecord] = await lister(scope.namespace, scope.name)
+    return records
 
 
 def _no_listing(scope: Scope) -> StoreConfigError:

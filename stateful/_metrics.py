@@ -228,8 +228,7 @@ class RunMetrics:
 
     def lag(self, session: WatermarkSession[Any]) -> float | None:
         """Send the watermark's lag (none without a timestamp) and return it."""
-        # A keyed watermark (one per partition, loaded when used) has no one timestamp: no lag.
-        lag = lag_seconds(getattr(session.watermark, "timestamp", None), datetime.now(timezone.utc))
+        lag = lag_seconds(session.timestamp, datetime.now(timezone.utc))
         if lag is not None:
             self._send("gauge", LAG_SECONDS, lag)
         return lag
@@ -240,7 +239,7 @@ class RunMetrics:
         if events > self._events_sent:
             self._send("incr", EVENTS, events - self._events_sent)
             self._events_sent = events
-        late = getattr(session.watermark, "skipped_late", 0)  # none for a keyed watermark
+        late = session.skipped_late
         if late > self._late_sent:
             self._send("incr", LATE_SKIPPED, late - self._late_sent)
             self._late_sent = late

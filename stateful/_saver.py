@@ -101,22 +101,27 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     inline = session.size <= INLINE_RENDER_KEYS
     started = time.perf_counter()
     write: Callable[[], Awaitable[int]]
-    if _takes_layout(store):
-        layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
-        write = functools.partial(store.awrite_layout, *scope.address, layout, expected_version=expected)
-        text: Callable[[], str] = layout.text
-        size = layout.size
-    else:
-        value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
-        write = functools.partial(store.awrite, *scope.address, value, expected_version=expected)
-        text = functools.partial(str, value)
-        size = len(value)
+    session.writes_started += 1  # a save of its own in flight: the fence lets it decide
+    session.writing += 1
     try:
-        version = await _write_retrying(store, decision, write, text)
-    except StateConflictError:
-        metrics_of(session).conflict()
-        raise
-    session.saved(decision, version)
+        if _takes_layout(store):
+            layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
+            write = functools.partial(store.awrite_layout, *scope.address, layout, expected_version=expected)
+            text: Callable[[], str] = layout.text
+            size = layout.size
+        else:
+            value = session.render(decision) if inline else await asyncio.to_thread(session.render, decision)
+            write = functools.partial(store.awrite, *scope.address, value, expected_version=expected)
+            text = functools.partial(str, value)
+            size = len(value)
+        try:
+            version = await _write_retrying(store, decision, write, text)
+        except StateConflictError:
+            metrics_of(session).conflict()
+            raise
+        session.saved(decision, version)
+    finally:
+        session.writing -= 1
     metrics_of(session).saved(session, size, time.perf_counter() - started)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from stateful._core import Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
+from stateful._fence import Fence
 from stateful._flow import Pacer
 from stateful._keyed_session import KeyedSession, astored_partitions, log_loaded_keyed
 from stateful._metrics import metrics_of
@@ -29,7 +30,7 @@ from stateful._stuck import RunWatch
 from stateful.backends.base import Address, AsyncStateBackend
 from stateful.errors import StateValidationError
 
-__all__ = ["IDEMPOTENCY_FIELD", "Gate", "async_driver", "emit", "keyed", "open_session"]
+__all__ = ["IDEMPOTENCY_FIELD", "Gate", "async_driver", "emit", "fence_of", "keyed", "open_session"]
 
 _LOG = logging.getLogger("stateful")
 
@@ -106,11 +107,13 @@ async def emit(
     session: WatermarkSession[Any],
     spec: StatefulSpec,
     gate: Gate | None = None,
+    fence: Fence | None = None,
 ) -> AsyncGenerator[tuple[Any, int], Any]:
     """Take each event out of the decorated ``run()``; yield it keyed, with its snapshot's number.
 
     Values sent into this generator are sent on into ``run()``. It does not close ``inner``:
-    its caller, which created it, does.
+    its caller, which created it, does. A ``fence`` reads the stored version before each batch
+    and raises, emitting nothing more, once another instance saved (:mod:`stateful._fence`).
     """
     pacer = Pacer()
     sent: Any = None
@@ -127,6 +130,8 @@ async def emit(
                 gate.pulling(False)
         if gate is not None:
             await gate.room()  # the event waits here, not emitted yet
+        if fence is not None:
+            await fence.before_handover()  # a stale instance stops here, before emitting
         seq = session.emitted()
         if gate is not None:
             gate.emitted()
@@ -141,7 +146,7 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
         store, session = await open_session(spec, self, qualname)
         watch = RunWatch.start(session, spec.max_lag, qualname)  # metrics, max_lag
         inner = fn(self, session.watermark, *args, **kwargs)
-        events = emit(inner, session, spec)
+        events = emit(inner, session, spec, fence=fence_of(spec, store, session, qualname))
         coalescer = _coalescer(spec, store, session, qualname)
         try:
             sent: Any = None
@@ -187,3 +192,13 @@ def _coalescer(
         return None
     interval = save_spacing(spec.save_interval)
     return Coalescer(store, session, batch, delay, f"{qualname} ({session.scope})", interval)
+
+
+def fence_of(
+    spec: StatefulSpec, store: AsyncStateBackend, session: WatermarkSession[Any], qualname: str
+) -> Fence | None:
+    """The fence of an ``after_event`` run (``before_event`` saves before each handover already)."""
+    if spec.commit != "after_event":
+        return None
+    fence = Fence(store, session, f"{qualname} ({session.scope})")
+    return fence if fence.active else None

@@ -8,7 +8,9 @@ Error tree::
 
     StatefulError
     ├── StateConflictError        a compare-and-set lost: someone else saved first
-    │   └── StateRegressionError  the stored version went backwards (a restore, a stale writer)
+    │   ├── StateRegressionError  the stored version went backwards (a restore, a stale writer)
+    │   └── StateTakenOverError   another instance saved the state while this one ran: it stops
+    │                             before emitting more (fencing)
     ├── StateValidationError      stored state no longer validates against the model
     │   └── StateModelVersionError  stored state written by a newer model version than the code's
     ├── StateNameError            (also ValueError) a namespace/name template is unusable
@@ -48,6 +50,7 @@ __all__ = [
     "StateConflictError",
     "StateNameError",
     "StateRegressionError",
+    "StateTakenOverError",
     "StateModelVersionError",
     "StateTooLargeError",
     "StateValidationError",
@@ -192,6 +195,56 @@ class StateRegressionError(StateConflictError):
             f"back by hand through the REST API, or a second writer with stale state). Inspect it "
             f"(`{_cmd('show', namespace, name, key)}`); to go back on purpose write a newer "
             f"version (`stateful set` or `stateful rewind`), then restart the trigger or task.",
+        )
+
+
+class StateTakenOverError(StateConflictError):
+    """Another instance of a trigger saved its state while this one ran: this one stops (fencing).
+
+    Raised by a decorated ``run()`` before it hands over an event, when a cheap read of the stored
+    version finds a version this instance neither loaded nor saved: a second triggerer took the
+    trigger over (Airflow re-assigns the triggers of a triggerer whose heartbeat expired, and a
+    triggerer frozen by a long pause can resume beside its successor), or an operator edited the
+    state. The stale instance emits nothing more and its trigger fails; the instance that wrote
+    the newer version goes on from it, so nothing is lost. Nothing to fix: it appears in the log
+    of the triggerer that lost the trigger.
+
+    Example:
+        >>> error = StateTakenOverError(
+        ...     namespace="files", name="landing", key="watermark", expected_version=5,
+        ...     actual_version=7, backend="MemoryBackend",
+        ... )
+        >>> "another instance of this trigger took it over" in str(error)
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        key: str,
+        expected_version: int | None,
+        actual_version: int | None,
+        backend: str,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            name=name,
+            key=key,
+            expected_version=expected_version,
+            actual_version=actual_version,
+            backend=backend,
+        )
+        held = "no stored state" if expected_version is None else f"version {expected_version}"
+        found = "no stored state" if actual_version is None else f"version {actual_version}"
+        self.args = (
+            f"state {display_address(namespace, name, key)} in {backend} moved on while this trigger ran: "
+            f"it loaded or saved {held}, the store now holds {found}. Most likely another instance of "
+            f"this trigger took it over (a second triggerer, after this one missed its heartbeat or "
+            f"was paused); otherwise an operator edited it. This instance emits nothing more and stops; "
+            f"the instance that saved {found} goes on from there, so no event is lost. "
+            f"`{command('stateful', 'history', namespace, name)}` shows who wrote it.",
         )
 
 

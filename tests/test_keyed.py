@@ -28,6 +28,7 @@ from stateful.backends.base import Address, SupportsWriteMany, Write
 from stateful.backends.native import NativeBackend
 from stateful.errors import StateConflictError, StateNameError, StateValidationError, StoreConfigError
 from stateful.sensors import commit
+from stateful.testing import run_trigger
 from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
 from tests.conftest import POSTGRES_PARAM, DualBackend, unique_table
@@ -232,15 +233,17 @@ async def test_ack_mode_saves_each_partition_once_airflow_confirms(store: Store)
 
 async def test_idempotency_keys_repeat_for_the_same_transition_of_a_partition() -> None:
     store = MemoryBackend()
-    trigger_class = prefixes(store, commit="before_event")
-    events = [e async for e in trigger_class([("eu", 1), ("us", 1)]).run()]
-    keys = [e.payload["stateful_idempotency_key"] for e in events]
-    assert len(set(keys)) == 2
-    # Rewinding eu makes the same transition again: the same key.
-    store.write(NAMESPACE, NAME, partition_key("eu"), Watermark[int]().to_state_json(), expected_version=1)
-    again = [e async for e in trigger_class([("eu", 1)]).run()]
-    assert again[0].payload["stateful_idempotency_key"] != keys[0]  # from another stored state
-    assert len(again) == 1
+    trigger_class = prefixes(store, save_batch=1)
+    items = [("eu", 1), ("us", 1), ("eu", 2)]
+    crashed = await run_trigger(trigger_class(items), max_events=2, crash="before_save", ack=False)
+    first = [e.payload["stateful_idempotency_key"] for e in crashed.events]
+    again = await run_trigger(trigger_class(items), ack=False)
+    keys = [e.payload["stateful_idempotency_key"] for e in again.events]
+    # "us" at 1 was handed over, not saved: emitted again after the crash, with the same key
+    # (although this run also looked "eu" up on the way, which it did not move).
+    assert [(e.payload["prefix"], e.payload["n"]) for e in again.events] == [("us", 1), ("eu", 2)]
+    assert keys[0] == first[1]
+    assert len({*first, *keys}) == 3
 
 
 class KeyedSensor(BaseSensorOperator):
@@ -375,3 +378,16 @@ async def test_five_thousand_partitions_cost_per_save_what_changed(
     assert per_save == [2 * per_partition, per_partition, 3 * per_partition]
     changed = {p for p, (version, _) in stored(sql).items() if version > 1}
     assert changed == {"p0001", "p0002", "p0003", "p2500", "p4999"}
+
+
+async def test_the_testing_kit_runs_a_keyed_trigger_and_its_crash_saves_nothing_after_it() -> None:
+    store = MemoryBackend()
+    trigger_class = prefixes(store, save_batch=1)
+    run = await run_trigger(
+        trigger_class([("eu", 1), ("us", 1), ("eu", 2)]), max_events=2, crash="before_save", ack=False
+    )
+    assert [(e.payload["prefix"], e.payload["n"]) for e in run.events] == [("eu", 1), ("us", 1)]
+    assert stored(store) == {"eu": (1, 1)}  # the second event's save was cut by the crash
+    again = await run_trigger(trigger_class([("eu", 1), ("us", 1), ("eu", 2)]), ack=False)
+    assert [(e.payload["prefix"], e.payload["n"]) for e in again.events] == [("us", 1), ("eu", 2)]
+    assert stored(store) == {"eu": (2, 2), "us": (1, 1)}

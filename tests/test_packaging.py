@@ -10,7 +10,7 @@ import ast
 import re
 import sys
 from collections.abc import Iterator
-from importlib.metadata import metadata, packages_distributions
+from importlib.metadata import entry_points, metadata, packages_distributions
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -81,6 +81,9 @@ def test_every_module_the_package_imports_comes_with_it() -> None:
     assert {"pydantic", "sqlalchemy", "click", "airflow"} <= set(imports)  # the scan sees imports
     # The pytest plugin is loaded by pytest itself (the pytest11 entry point): pytest is there.
     assert imports.pop("pytest", set()) <= {"stateful/testing/plugin.py"}
+    # The Airflow plugin is loaded by Airflow's API server (the airflow.plugins entry point), whose
+    # apache-airflow-core brings FastAPI.
+    assert imports.pop("fastapi", set()) <= {"stateful/plugin/_app.py"}
     missing = {
         module: sorted(where)
         for module, where in imports.items()
@@ -95,3 +98,10 @@ def test_the_wheel_ships_what_the_version_and_the_typing_need() -> None:
     assert (PACKAGE / "py.typed").is_file()
     assert META["License-Expression"] == "Apache-2.0"
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+
+
+def test_airflow_loads_the_plugin_from_the_entry_point_and_the_wheel_ships_its_page() -> None:
+    plugins = [e for e in entry_points(group="airflow.plugins") if e.dist and e.dist.name == META["Name"]]
+    assert [(e.name, e.value) for e in plugins] == [("stateful", "stateful.plugin:StatefulPlugin")]
+    # Hatch ships every file under stateful/ (no build step makes the page).
+    assert (PACKAGE / "plugin" / "static" / "index.html").is_file()

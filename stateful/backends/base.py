@@ -43,6 +43,7 @@ __all__ = [
     "SupportsLayout",
     "SupportsWriteMany",
     "Write",
+    "SupportsVersion",
     "default_writer",
     "version_conflict",
 ]
@@ -252,6 +253,20 @@ class SupportsWriteMany(Protocol):
 
     async def alist_name(self, namespace: str, name: str) -> Sequence[StateRecord]:
         """Async :meth:`list_name`."""
+        ...
+
+
+@runtime_checkable
+class SupportsVersion(Protocol):
+    """A store that reads a document's version alone, cheaply (the SQL and memory stores do).
+
+    A decorated trigger reads it before each batch of events it hands over (fencing before
+    emitting, see :mod:`stateful._fence`): one indexed lookup, not the whole state. A store
+    without it is fenced by its compare-and-set saves only.
+    """
+
+    async def aversion(self, namespace: str, name: str, key: str) -> int | None:
+        """The stored version of the document, or ``None`` when nothing is stored."""
         ...
 
 

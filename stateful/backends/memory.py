@@ -150,6 +150,20 @@ class MemoryBackend(AddressedStore):
             return await asyncio.to_thread(self._whole, address)  # joining is O(state)
         return self._whole(address)
 
+    async def aversion(self, namespace: str, name: str, key: str) -> int | None:
+        """The stored version of the document, or ``None`` (a dict lookup; see ``SupportsVersion``).
+
+        Example:
+            >>> import asyncio
+            >>> store = MemoryBackend()
+            >>> _ = store.write("files", "landing", "watermark", "{}", expected_version=None)
+            >>> asyncio.run(store.aversion("files", "landing", "watermark"))
+            1
+        """
+        with self._lock:
+            record = self._records.get(Address(namespace, name, key))
+        return None if record is None else record.version
+
     def _whole(self, address: Address) -> StateRecord | None:
         # A state kept in parts is joined at its first read, outside the lock, and kept joined.
         with self._lock:

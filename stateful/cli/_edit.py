@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from stateful import _edits as edits
 from stateful._address import shown_address, suggest
 from stateful._document import MODEL_VERSION_KEY, canonical_json, format_utc
 from stateful.backends.base import StateRecord
@@ -55,8 +56,7 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 _NONE = {"none", "null"}
 
-#: The longest reason kept (a sentence or two, and a ticket number).
-MAX_REASON_CHARS = 500
+MAX_REASON_CHARS = edits.MAX_REASON_CHARS
 
 
 def dry_run_option(f: F) -> F:
@@ -65,6 +65,8 @@ def dry_run_option(f: F) -> F:
 
 def check_reason(reason: str | None) -> str | None:
     """``--reason`` as stored: one line of text, stripped, at most :data:`MAX_REASON_CHARS` long.
+
+    The rule is :func:`stateful._edits.check_reason`'s (the Airflow UI plugin's too).
 
     Raises:
         UsageError: it is empty, spans lines (or holds other control characters) or is too long.
@@ -75,22 +77,10 @@ def check_reason(reason: str | None) -> str | None:
         >>> check_reason(None) is None
         True
     """
-    if reason is None:
-        return None
-    text = reason.strip()
-    if not text:
-        raise UsageError("--reason is empty: say why you make this change, or leave the option out.")
-    if any(not c.isprintable() for c in text):
-        raise UsageError(
-            "--reason must be one line of text (no line breaks, tabs or other control characters): "
-            "`stateful history` shows it on one line."
-        )
-    if len(text) > MAX_REASON_CHARS:
-        raise UsageError(
-            f"--reason is {len(text)} characters long; at most {MAX_REASON_CHARS} are kept. Shorten it, "
-            f"e.g. to a sentence and a ticket number."
-        )
-    return text
+    try:
+        return edits.check_reason(reason)
+    except edits.EditInputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def reason_option(f: F) -> F:
@@ -163,14 +153,8 @@ def _change(
         return
     out.confirm(f"Write version {after} of {shown_address(namespace, name, key)}?", yes=yes)
     try:
-        version = choice.sync().write(
-            namespace,
-            name,
-            key,
-            new_value,
-            expected_version=before,
-            updated_by=result["updated_by"],
-            reason=reason,
+        version = edits.write_edit(
+            choice.sync(), where, before, new_value, updated_by=result["updated_by"], reason=reason
         )
     except StateConflictError as exc:
         raise _conflict(exc, "you were deciding") from None
@@ -213,12 +197,6 @@ def _refused_set(
         f"then fix the fields named with --field NAME=JSON and --drop-field NAME, fix the model, or "
         f"reset it on purpose (`{suggest('reset', namespace, name, key)}`).",
         exit_code=FAILURE,
-    )
-
-
-def _json_kind(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}.get(
-        type(value), type(value).__name__
     )
 
 
@@ -313,11 +291,11 @@ def set_command(
         if (
             watermark_model is AnyWatermark
             and None not in (old, value)
-            and _json_kind(old) != _json_kind(value)
+            and edits.json_kind(old) != edits.json_kind(value)
         ):
             raise UsageError(
-                f"--cursor {cursor}: the stored cursor is {_json_kind(old)} {json.dumps(old)}, the new "
-                f"one would be {_json_kind(value)}. Write it as the same JSON type, or pass --model "
+                f"--cursor {cursor}: the stored cursor is {edits.json_kind(old)} {json.dumps(old)}, the new "
+                f"one would be {edits.json_kind(value)}. Write it as the same JSON type, or pass --model "
                 f"MODULE:CLASS to validate against the trigger's model."
             )
         doc["cursor"] = value
@@ -446,21 +424,11 @@ def rewind_command(
     versions = choice.history().history(namespace, name, key)
     if not versions:
         read_existing(choice, namespace, name, key)  # raises NotFoundError with hints
-    current, oldest = versions[0], versions[-1]
-    if isinstance(wanted, int):
-        found = next((r for r in versions if r.version == wanted), None)
-        missing = f"version {wanted} is not in the history of {shown_address(namespace, name, key)}"
-    else:
-        found = next((r for r in versions if r.updated_at <= wanted), None)
-        missing = (
-            f"no kept version of {shown_address(namespace, name, key)} was current at {format_utc(wanted)}"
-        )
-    if found is None:
-        raise NotFoundError(
-            f"{missing}: it keeps versions {oldest.version} ({format_utc(oldest.updated_at)}) to "
-            f"{current.version} ({format_utc(current.updated_at)}). "
-            f"`{suggest('history', namespace, name, key)}` lists them."
-        )
+    try:
+        found = edits.rewind_target(versions, wanted)
+    except edits.VersionNotKeptError as exc:
+        raise NotFoundError(str(exc)) from None
+    current = versions[0]
     try:
         validate(found.value, watermark_model)
     except ValueError as exc:

@@ -19,14 +19,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from stateful.backends.base import Address, StateRecord
-from stateful.backends.native import NativeBackend, NativeDocument, native_key
-from stateful.backends.native.parts import PartMismatch, is_part_key, join_seen, part_key
-from stateful.errors import StatefulError, StoreConfigError, StoreError
+from stateful.backends.native import NativeBackend, native_key
+from stateful.backends.native.listing import documents_in
+from stateful.backends.native.parts import is_part_key
+from stateful.errors import StoreConfigError, StoreError
 
 __all__ = ["AirflowApi", "Asset", "RestNativeStore"]
 
 _PAGE = 100
-_STATEFUL_PREFIX = "stateful/"
 
 
 @dataclass(frozen=True)
@@ -246,50 +246,11 @@ def list_asset(
 ) -> list[StateRecord]:
     """The documents this package wrote into ``asset``'s state store (of ``namespace``).
 
-    A document kept in parts is joined from the parts listed with it (read again through the
-    store if a concurrent save replaced them). What cannot be listed is named in ``problems``
-    and skipped, so that one broken watermark does not hide the others: entries under
-    ``stateful/`` that are neither documents nor parts, and documents whose parts cannot be read
-    (the message says how to inspect or reset it).
+    See :func:`stateful.backends.native.listing.documents_in`: entries under ``stateful/``
+    that are neither documents nor parts, and documents whose parts cannot be read, are named
+    in ``problems`` and skipped.
     """
     entries = {str(e.get("key", "")): e.get("value") for e in api.entries(asset)}
-    records = []
-    for key, stored in entries.items():
-        if not key.startswith(_STATEFUL_PREFIX) or is_part_key(key):
-            continue
-        try:
-            doc = NativeDocument.from_json_value(stored)
-        except ValueError as exc:
-            problems.append(f"{asset.label}, key {key!r} is not a document of airflow-stateful: {exc}")
-            continue
-        if namespace is not None and doc.namespace != namespace:
-            continue
-        if doc.seen is not None and doc.head is not None:
-            try:
-                doc = doc.joined(
-                    join_seen(
-                        doc.head, doc.seen, [entries.get(part_key(key, r.suffix)) for r in doc.seen.refs]
-                    )
-                )
-            except PartMismatch:
-                try:
-                    record = RestNativeStore(api, asset).read(*doc.address)
-                except StatefulError as exc:  # parts missing, a regression, ...: say so, go on
-                    problems.append(f"{asset.label}: {exc}")
-                    continue
-                if record is not None:
-                    records.append(record)
-                continue
-        records.append(
-            StateRecord(
-                doc.namespace,
-                doc.name,
-                doc.key,
-                doc.value,
-                doc.version,
-                doc.updated_at,
-                doc.updated_by,
-                doc.reason,
-            )
-        )
-    return sorted(records, key=lambda r: (r.namespace, r.name, r.key))
+    return documents_in(
+        entries, asset.label, namespace, problems, lambda *address: RestNativeStore(api, asset).read(*address)
+    )

@@ -34,7 +34,7 @@ from stateful.cli._common import (
     stored_records,
     yes_option,
 )
-from stateful.cli._documents import load_model, model_name, one_line, record_fields, validate
+from stateful.cli._documents import load_model, model_for, model_name, one_line, record_fields, validate
 from stateful.cli._edit import check_reason, reason_option
 from stateful.cli._errors import CONFLICT, CliError, UsageError
 from stateful.cli._output import Output
@@ -194,7 +194,7 @@ def _read_entries(stream: IO[str], source: str, model: Any) -> list[_Entry]:
             raise UsageError(f"{where}: {exc} Nothing was imported.") from None
         value = canonical_json(doc["value"])
         try:
-            if address[2] == DEFAULT_KEY:  # other keys hold JSON documents, not watermarks
+            if model_for(address[2], model) is not None:  # other keys hold JSON documents, not watermarks
                 validate(value, model)
         except ValueError as exc:
             raise UsageError(

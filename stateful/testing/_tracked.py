@@ -103,3 +103,20 @@ class Tracked:
     async def alist(self, namespace: str | None = None) -> Sequence[StateRecord]:
         """List the watched store."""
         return await self._store.alist(namespace)
+
+    @property
+    def lists_names(self) -> bool:
+        """Whether the watched store lists a name's documents (what a keyed watermark loads)."""
+        return hasattr(self._store, "alist_name") and getattr(self._store, "lists_names", True)
+
+    async def alist_name(self, namespace: str, name: str) -> Sequence[StateRecord]:
+        """The documents of one name in the watched store (the partitions of a keyed watermark).
+
+        A keyed watermark's saves go through :meth:`awrite`, one partition after the other, so
+        each is watched (and fails after :meth:`crash`).
+        """
+        lister = getattr(self._store, "alist_name", None)
+        if lister is None:
+            raise StoreError(f"{self.description} cannot list the documents of {namespace}/{name}")
+        records: Sequence[StateRecord] = await lister(namespace, name)
+        return records

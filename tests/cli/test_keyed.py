@@ -6,8 +6,10 @@ file the commands read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
@@ -37,8 +39,6 @@ def run_prefixes(store: SqlBackend, items: list[tuple[str, int]]) -> list[tuple[
                 if n > (keyed[prefix].cursor or 0):
                     keyed[prefix].advance(cursor=n)
                     yield TriggerEvent({"prefix": prefix, "n": n})
-
-    import asyncio
 
     async def drain() -> list[tuple[str, int]]:
         return [(e.payload["prefix"], e.payload["n"]) async for e in Prefixes().run()]
@@ -125,3 +125,25 @@ def test_an_invalid_partition_suggests_commands_that_name_it(cli: Cli) -> None:
     assert result.returncode == 1
     assert "stateful history s3 landing --partition broken" in result.stderr
     assert "stateful reset s3 landing --partition broken" in result.stderr
+
+
+def test_export_and_import_carry_partitions_and_validate_them(cli: Cli, tmp_path: Path) -> None:
+    run_prefixes(cli.store(), [("eu", 1), ("us", 2)])
+    exported = cli("export")
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [line["key"] for line in lines] == ["watermark[eu]", "watermark[us]"]
+
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    good = tmp_path / "good.jsonl"
+    good.write_text(exported.stdout)
+    bad = tmp_path / "bad.jsonl"
+    broken = {**lines[0], "value": {"schema_version": 1, "timestamp": "2025-06-02T09:00:00"}}
+    bad.write_text(json.dumps(broken) + "\n")
+
+    refused = cli("import", str(bad), "--yes", "--database-url", target)
+    imported = cli("import", str(good), "--yes", "--database-url", target)
+
+    assert refused.returncode == 2 and "does not validate" in refused.stderr  # a partition is a watermark
+    assert imported.returncode == 0, imported.stderr
+    assert [r.key for r in cli.store(target).list_name(NS, NAME)] == ["watermark[eu]", "watermark[us]"]

@@ -8,16 +8,9 @@ operator's side by the command line through ``/api/v2/assets/{asset_id}/state-st
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from stateful._address import display_address
@@ -26,61 +19,22 @@ from stateful.backends.native import NativeDocument, native_key
 from stateful.backends.native.parts import part_key
 from stateful.types import Watermark
 from tests._airflow import AirflowStateStore
+from tests._api_server import api_server_process
 from tests.backends.test_native_parts import named, s3_state
 from tests.cli.conftest import WM, Cli, OpenTerminal
 
 pytestmark = [pytest.mark.airflow_db, pytest.mark.airflow_min("3.3", reason="AIP-103 state-store REST API")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def api_server(airflow_metadata_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``airflow api-server`` on the session's metadata database; its base URL."""
-    home = Path(airflow_metadata_db.removeprefix("sqlite:///")).parent
-    port = _free_port()
-    env = dict(
-        os.environ,
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_metadata_db,
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",  # no token needed
-    )
     log = tmp_path_factory.mktemp("api-server") / "api-server.log"
-    airflow = Path(sys.executable).with_name("airflow")
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(airflow), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"airflow api-server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    # No token needed: every user is an admin.
+    with api_server_process(
+        airflow_metadata_db, log, AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True"
+    ) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # A name that starts with "/" and holds "*" and a space: the key has "//" and must be quoted.

@@ -207,6 +207,28 @@ class SqlBackend(AddressedStore):
 
         return self._run("read", _where(address), run)
 
+    def version(self, namespace: str, name: str, key: str) -> int | None:
+        """The stored version of a document, or ``None``: one primary-key lookup of one column.
+
+        Example:
+            >>> store = SqlBackend("sqlite://")
+            >>> _ = store.write("files", "landing", "watermark", "{}", expected_version=None)
+            >>> store.version("files", "landing", "watermark")
+            1
+        """
+        address = Address(namespace, name, key)
+
+        def run(engine: Engine) -> int | None:
+            with engine.connect() as conn:  # one statement: no snapshot to agree with
+                found = conn.execute(sa.select(self._table.c.version).where(*self._pk(address))).scalar()
+                return None if found is None else int(found)
+
+        return self._run("read the version of", _where(address), run)
+
+    async def aversion(self, namespace: str, name: str, key: str) -> int | None:
+        """Async :meth:`version`, in a worker thread (see ``SupportsVersion``)."""
+        return await self._call(self.version, namespace, name, key)
+
     def _write(
         self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
     ) -> int:

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 
 from sqlalchemy import exc as sa_exc
@@ -36,6 +35,8 @@ __all__ = ["unreachable"]
 _TRANSIENT_SQLSTATE = ("08", "57P", "53", "40")
 # SQLite errors of a file that another connection holds locked.
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked")
+_PG = frozenset({"psycopg", "psycopg2"})
+_SQLITE = frozenset({"sqlite3"})
 # What a server that is up says when it refuses a connection for good.
 _REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied")
 
@@ -55,11 +56,11 @@ def _classify(error: BaseException) -> bool | None:
         return True
     if isinstance(error, sa_exc.TimeoutError):  # no pooled connection came free in time
         return True
-    if isinstance(error, sqlite3.OperationalError):
+    if _is_driver_error(error, "OperationalError", _SQLITE):
         text = str(error).lower()
         return any(text.startswith(transient) for transient in _SQLITE_TRANSIENT)
     sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-    if _is_driver_error(error, "OperationalError") or _is_driver_error(error, "InterfaceError"):
+    if _is_driver_error(error, "OperationalError", _PG) or _is_driver_error(error, "InterfaceError", _PG):
         # psycopg / psycopg2: a failed or lost connection has no SQLSTATE, or class 08 / 57P;
         # a refused login or a missing database (no SQLSTATE either at connect time) is for good.
         if any(fixed in str(error).lower() for fixed in _REFUSED):
@@ -74,12 +75,11 @@ def _classify(error: BaseException) -> bool | None:
     return None
 
 
-def _is_driver_error(error: BaseException, name: str) -> bool:
-    """Whether ``error`` is a DB-API driver's ``name`` (psycopg's, psycopg2's): by its classes' names,
-    so no driver is imported to ask."""
+def _is_driver_error(error: BaseException, name: str, drivers: frozenset[str]) -> bool:
+    """Whether ``error`` is the ``name`` error of one of ``drivers`` (top-level modules): by its
+    classes' names, so that no driver is imported to ask."""
     return any(
-        cls.__name__ == name and cls.__module__.split(".")[0] in {"psycopg", "psycopg2"}
-        for cls in type(error).__mro__
+        cls.__name__ == name and cls.__module__.split(".")[0] in drivers for cls in type(error).__mro__
     )
 
 

@@ -1,0 +1,128 @@
+"""Fencing before emitting: a stale instance of a trigger stops before it hands over more events.
+
+Two instances of one trigger can run at once: Airflow re-assigns the triggers of a triggerer whose
+heartbeat expired, and a triggerer that was only frozen (SIGSTOP, a long GC pause, a suspended VM)
+resumes beside its successor. Airflow 3.3.2 still stores the events of the stale one. Its saves
+lose their compare-and-set, but a save follows its events (after Airflow confirmed them, or a
+batch later): fencing at save time alone lets a resumed instance emit one whole scan first.
+
+So before it hands over the first event of a batch (the first after ``run()`` waited: a new scan,
+or a resumed process) and at least every :data:`FENCE_INTERVAL` seconds during a long burst, a
+decorated trigger reads the stored version (:class:`~stateful.backends.base.SupportsVersion`: one
+indexed lookup, in a worker thread for a database; never the whole state). If the store holds a
+version this instance neither loaded nor saved, it raises
+:class:`~stateful.errors.StateTakenOverError` and emits nothing more. One read per batch, not per
+event: the per-event path stays as it was. A store without the capability is fenced by its
+compare-and-set saves only.
+
+Example:
+    >>> import asyncio
+    >>> from stateful import Watermark
+    >>> from stateful._core import Scope, WatermarkSession
+    >>> from stateful.backends import MemoryBackend
+    >>> from stateful.backends.base import Address
+    >>> store = MemoryBackend()
+    >>> scope = Scope(Address("files", "landing", "watermark"), store.description)
+    >>> session = WatermarkSession(Watermark, scope, commit="after_event")
+    >>> _ = session.load(None)
+    >>> fence = Fence(store, session, "NewFilesTrigger.run")
+    >>> async def batches() -> None:
+    ...     await fence.before_handover()  # the first event: nothing stored, nothing loaded: ours
+    ...     store.write("files", "landing", "watermark", "{}", expected_version=None)  # a successor
+    ...     await asyncio.sleep(FENCE_GAP)  # run() waited: the next event starts a batch
+    ...     await fence.before_handover()
+    >>> asyncio.run(batches())
+    Traceback (most recent call last):
+    ...
+    stateful.errors.StateTakenOverError: state files/landing (key 'watermark') in MemoryBackend moved on ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+from stateful._core import WatermarkSession
+from stateful.backends.base import AsyncStateBackend, SupportsVersion
+from stateful.errors import StateTakenOverError
+
+__all__ = ["FENCE_GAP", "FENCE_INTERVAL", "Fence"]
+
+_LOG = logging.getLogger("stateful")
+
+#: An event handed over this long (seconds) after the previous one starts a batch: it is checked.
+FENCE_GAP = 0.05
+#: During a long burst, the stored version is read at least this often (seconds).
+FENCE_INTERVAL = 1.0
+
+# Whether a store's class reads versions alone: isinstance() on a runtime Protocol costs ~100 µs.
+_READS_VERSION: dict[type, bool] = {}
+
+
+class Fence:
+    """Reads the stored version before each batch of events; raises once another writer saved.
+
+    Args:
+        store: the run's store; without :class:`~stateful.backends.base.SupportsVersion` the
+            fence does nothing (the saves' compare-and-set still fences).
+        session: the run's session: what this instance loaded and saved.
+        what: names the trigger in the log line.
+    """
+
+    def __init__(self, store: AsyncStateBackend, session: WatermarkSession[Any], what: str) -> None:
+        kind = type(store)
+        reads = _READS_VERSION.get(kind)
+        if reads is None:
+            reads = _READS_VERSION[kind] = isinstance(store, SupportsVersion)
+        self._reader: SupportsVersion | None = store if reads else None  # type: ignore[assignment]
+        self._session = session
+        self._what = what
+        self._handed = -math.inf  # loop time of the previous handover
+        self._checked = -math.inf  # loop time of the previous read
+
+    @property
+    def active(self) -> bool:
+        """Whether this store lets the fence read versions."""
+        return self._reader is not None
+
+    async def before_handover(self) -> None:
+        """Call before handing over an event: reads the version when a batch starts or is long.
+
+        Raises:
+            StateTakenOverError: the store holds a version this instance neither loaded nor saved.
+        """
+        if self._reader is None:
+            return
+        now = asyncio.get_running_loop().time()
+        previous, self._handed = self._handed, now
+        if now - previous < FENCE_GAP and now - self._checked < FENCE_INTERVAL:
+            return  # inside a burst that was checked lately
+        await self._check(self._reader)
+        self._checked = asyncio.get_running_loop().time()
+
+    async def _check(self, reader: SupportsVersion) -> None:
+        session = self._session
+        scope = session.scope
+        before, started, busy = session.saved_version, session.writes_started, session.writing
+        found = await reader.aversion(*scope.address)
+        after = session.saved_version
+        if found == after:
+            return
+        if busy or session.writes_started != started:
+            # A save of ours overlapped the read: it may have read our new version before we
+            # recorded it. That save's compare-and-set decides; nothing more to conclude here.
+            ours = {before, after, (after or 0) + 1}
+            if found in ours:
+                return
+        error = StateTakenOverError(
+            namespace=scope.namespace,
+            name=scope.name,
+            key=scope.key,
+            expected_version=after,
+            actual_version=found,
+            backend=scope.store,
+        )
+        _LOG.error("stateful: %s stops before emitting more: %s", self._what, error)
+        raise error

@@ -238,6 +238,17 @@ class KeyedSession(WatermarkSession[Any]):
         """How many partitions are loaded."""
         return len(self._sessions)
 
+    @property
+    def digest(self) -> str:
+        """The loaded partitions' digests, combined (O(partitions); for the max_lag checks only).
+
+        It changes when a partition's state does, and when a partition is loaded for the first time.
+        """
+        combined = hashlib.sha256()
+        for partition, session in self._sessions.items():
+            combined.update(f"{partition}\x00{session.digest}\x00".encode())
+        return combined.hexdigest()
+
     def emitted(self) -> int:
         """Take a snapshot of each partition looked up since the previous event (O(those)).
 

@@ -12,13 +12,13 @@ metric                            type     meaning
 ================================  =======  ================================================================
 ``stateful.events``               counter  events emitted (a trigger's events; a sensor's done pokes)
 ``stateful.saves``                counter  saves the store acknowledged
-``stateful.save_duration``        timer    how long a save took (rendering and the store's write)
+``stateful.save_duration``        timer    the longest save since the last report (render and write)
 ``stateful.conflicts``            counter  saves refused because another writer saved first
 ``stateful.validation_failures``  counter  stored states that did not validate against the model
 ``stateful.late_skipped``         counter  items skipped as older than the lookback
-``stateful.seen_size``            gauge    keys in ``seen``, at each save
-``stateful.state_size``           gauge    the saved document's length, in characters of its JSON text
-``stateful.lag_seconds``          gauge    now minus the watermark's ``timestamp``, at saves and stuck checks
+``stateful.seen_size``            gauge    keys in ``seen`` after the latest save
+``stateful.state_size``           gauge    the latest saved document's length, in characters of its JSON
+``stateful.lag_seconds``          gauge    now minus the watermark's ``timestamp`` (reports, stuck checks)
 ``stateful.stuck``                counter  stuck reports: the watermark did not move for ``max_lag``
 ================================  =======  ================================================================
 
@@ -28,10 +28,12 @@ has no tags, so they go into the name instead: ``stateful.<metric>.<namespace>.<
 part cleaned by :func:`name_part`. Either way a tag value or a part holds only the characters
 Airflow's metric names allow, and a long one is cut short with a hash of the whole.
 
-Nothing is done per event: the counts (events, late items) are read off the session when the
-watermark is saved and when the run ends, and sent then with the gauges, from values the save
-has at hand (nothing is serialised for metrics). A metric that cannot be sent is logged once at DEBUG
-and never fails a trigger.
+Nothing is done per event, and a save only records what it has at hand (nothing is serialised
+for metrics): the counts (events, late items, saves) are read off the session and sent with the
+gauges at most every :data:`REPORT_INTERVAL` seconds per watermark, at a save, and when the run
+ends. Airflow's own metrics layer costs tens of microseconds per metric on the triggerer's loop
+(its name and tag checks, a UDP send), so a watcher saving every second sends them every ten
+seconds instead. A metric that cannot be sent is logged once at DEBUG and never fails a trigger.
 
 Example:
     >>> name_part("landing/in.csv")
@@ -44,8 +46,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import sys
+import time
 import weakref
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -59,6 +63,7 @@ __all__ = [
     "LAG_SECONDS",
     "LATE_SKIPPED",
     "METRICS",
+    "REPORT_INTERVAL",
     "SAVES",
     "SAVE_DURATION",
     "SEEN_SIZE",
@@ -104,6 +109,8 @@ _LOADED = ("airflow.sdk.configuration", "airflow.configuration")
 # name, so a part of one keeps none; a tag value may keep "." and "/" (not "," nor "=").
 _NOT_IN_PART = re.compile(r"[^A-Za-z0-9_-]")
 _NOT_IN_TAG = re.compile(r"[^A-Za-z0-9_./-]")
+#: A watermark's counts and gauges are sent at most this often (seconds), and when its run ends.
+REPORT_INTERVAL = 10.0
 #: A cleaned part or tag value longer than this keeps its start and a hash of the whole: a
 #: StatsD name (prefix, metric, namespace and name) must stay under Airflow's 250 characters.
 MAX_PART = 80
@@ -192,7 +199,7 @@ class RunMetrics:
         scope: the watermark's address and store, whose namespace and name tag every metric.
     """
 
-    __slots__ = ("_events_sent", "_late_sent", "_names", "_tags")
+    __slots__ = ("_events_sent", "_late_sent", "_names", "_reported", "_saves", "_sizes", "_slowest", "_tags")
 
     def __init__(self, scope: Scope) -> None:
         self._tags = {"namespace": tag_value(scope.namespace), "name": tag_value(scope.name)}
@@ -200,18 +207,24 @@ class RunMetrics:
         self._names = {metric: metric + suffix for metric in METRICS}
         self._events_sent = 0
         self._late_sent = 0
+        self._saves = 0  # saves not reported yet
+        self._slowest = 0.0  # the longest of them, in seconds
+        self._sizes: tuple[int, int] | None = None  # seen size and state size at the latest save
+        self._reported = -math.inf  # when saves were last reported (monotonic)
 
-    def saved(self, session: WatermarkSession[Any], state_size: int, seconds: float) -> None:
+    def saved(self, session: WatermarkSession[Any], state_size: int | None, seconds: float) -> None:
         """The store acknowledged a save of ``state_size`` characters that took ``seconds``.
 
-        Sends the counts so far, the save, its duration and the gauges: all O(1).
+        ``state_size=None`` (a keyed watermark's save, of several partitions) sends no size gauges.
+
+        Recorded in O(1); reported with :meth:`flush` when :data:`REPORT_INTERVAL` has passed
+        since saves were last reported (the first save of a run is reported at once).
         """
-        self.flush(session)
-        self._send("incr", SAVES, 1)
-        self._send("timing", SAVE_DURATION, timedelta(seconds=seconds))
-        self._send("gauge", SEEN_SIZE, session.size)
-        self._send("gauge", STATE_SIZE, state_size)
-        self.lag(session)
+        self._saves += 1
+        self._slowest = max(self._slowest, seconds)
+        self._sizes = None if state_size is None else (session.size, state_size)
+        if time.monotonic() - self._reported >= REPORT_INTERVAL:
+            self.flush(session)
 
     def lag(self, session: WatermarkSession[Any]) -> float | None:
         """Send the watermark's lag (none without a timestamp) and return it."""
@@ -221,7 +234,7 @@ class RunMetrics:
         return lag
 
     def flush(self, session: WatermarkSession[Any]) -> None:
-        """Send the events emitted and the late items skipped since the last flush."""
+        """Send what was not reported yet: events, late items, saves, and the gauges after a save."""
         events = session.emitted_count
         if events > self._events_sent:
             self._send("incr", EVENTS, events - self._events_sent)
@@ -230,6 +243,15 @@ class RunMetrics:
         if late > self._late_sent:
             self._send("incr", LATE_SKIPPED, late - self._late_sent)
             self._late_sent = late
+        if self._saves:
+            self._reported = time.monotonic()
+            saves, slowest, self._saves, self._slowest = self._saves, self._slowest, 0, 0.0
+            self._send("incr", SAVES, saves)
+            self._send("timing", SAVE_DURATION, timedelta(seconds=slowest))
+            if self._sizes is not None:
+                self._send("gauge", SEEN_SIZE, self._sizes[0])
+                self._send("gauge", STATE_SIZE, self._sizes[1])
+            self.lag(session)
 
     def conflict(self) -> None:
         """A save was refused: another writer saved first."""

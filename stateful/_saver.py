@@ -86,11 +86,13 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
         return
     if isinstance(decision, KeyedSave):  # the partitions it changed, with one write_many
         keyed_save = decision
+        started = time.perf_counter()
         try:
             await aretry(lambda: keyed_save.awrite(store), f"save {decision.scope}")
         except StateConflictError:
             metrics_of(session).conflict()
             raise
+        metrics_of(session).saved(session, None, time.perf_counter() - started)
         return
     scope = decision.scope
     expected = decision.expected_version

@@ -23,7 +23,13 @@ from tests._api_server import api_server_process
 from tests.backends.test_native_parts import named, s3_state
 from tests.cli.conftest import WM, Cli, OpenTerminal
 
-pytestmark = [pytest.mark.airflow_db, pytest.mark.airflow_min("3.3", reason="AIP-103 state-store REST API")]
+# One group: under pytest-xdist (--dist loadgroup) these tests share one worker and its one
+# api-server (the session fixture below) instead of each worker starting its own.
+pytestmark = [
+    pytest.mark.airflow_db,
+    pytest.mark.airflow_min("3.3", reason="AIP-103 state-store REST API"),
+    pytest.mark.xdist_group("cli-api-server"),
+]
 
 
 @pytest.fixture(scope="session")

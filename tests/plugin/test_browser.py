@@ -30,7 +30,13 @@ import pytest
 from stateful.types import Watermark
 from tests.plugin.conftest import PluginServer, User
 
-pytestmark = [pytest.mark.airflow_db, pytest.mark.airflow_min("3.3", reason="AIP-103 asset state store")]
+# One group: under pytest-xdist (--dist loadgroup) the API and browser tests share one worker,
+# so one api-server (plugin_server, per session) serves them all.
+pytestmark = [
+    pytest.mark.airflow_db,
+    pytest.mark.airflow_min("3.3", reason="AIP-103 asset state store"),
+    pytest.mark.xdist_group("plugin-api-server"),
+]
 
 T = TypeVar("T")
 #: Where ``make screenshots`` wants the pictures (unset: none are taken).

@@ -44,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -177,6 +178,20 @@ class _Sink:
 
 
 _SINK = _Sink()
+
+
+async def aprepare() -> None:
+    """Find Airflow's ``Stats`` in a worker thread, once per process: importing it reads files.
+
+    Called at the start of a trigger's run, so that its first metric opens no file on the
+    event loop.
+    """
+    sink = _SINK
+    if sink.stats is None and any(name in sys.modules for name in _LOADED):
+        try:
+            await asyncio.to_thread(sink.find)
+        except Exception as exc:  # a metric never fails a trigger
+            sink.failure(exc)
 
 
 def reset() -> None:

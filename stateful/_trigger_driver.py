@@ -21,7 +21,7 @@ from stateful._document import DEFAULT_KEY
 from stateful._fence import Fence
 from stateful._flow import Pacer
 from stateful._keyed_session import KeyedSession, astored_partitions, log_loaded_keyed
-from stateful._metrics import metrics_of
+from stateful._metrics import aprepare, metrics_of
 from stateful._repair import history_of
 from stateful._retry import aretry
 from stateful._saver import Coalescer, save, save_batching, save_spacing
@@ -61,6 +61,7 @@ async def open_session(
 
     name = spec.resolve_name(obj)
     choice = await resolve_async_store(spec.backend, obj)
+    await aprepare()  # Airflow's metrics imported off the loop (once per process)
     store = choice.store
     scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
     if spec.keyed:  # one watermark per partition: their texts now, each validated when looked up

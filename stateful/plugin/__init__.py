@@ -1,4 +1,4 @@
-"""The Airflow plugin: a "Watermarks" page in Airflow's UI and its JSON API (docs/ui.md).
+"""The Airflow plugin: a "Watermarks" page in Airflow's UI and its JSON API (https://airflow-stateful.github.io/airflow-stateful/ui/).
 
 Airflow loads it through the package's ``airflow.plugins`` entry point; importing
 ``stateful`` does not import it (it needs FastAPI and Airflow's API server).

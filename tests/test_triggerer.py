@@ -87,6 +87,48 @@ async def test_a_failing_watcher_in_ack_mode_repeats_what_was_not_confirmed(back
     assert len(again.events) >= 3 - len(first)
 
 
+async def test_a_restarted_watcher_loads_only_after_the_failed_run_made_its_last_save(tmp_path: Path) -> None:
+    # Airflow still drains a failed run's confirmed batches (its advance(), the save) after the
+    # run's trigger has failed. A new run of the watermark started meanwhile must load after that
+    # save, not before it: else that late save replaces the state the new run loaded.
+    database = tmp_path / "state.db"
+    store = SqlBackend(f"sqlite:///{database}")
+    store.read("tests", "src", "watermark")  # create the table before locking the file
+    first = Triggerer()
+
+    class FailsWhileSaving(CounterBase):
+        @stateful(namespace="tests", name="{source}", backend=store)
+        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+            watermark.advance(cursor=1)
+            yield TriggerEvent(1)
+            await until(lambda: first.advancing == 1)  # Airflow confirmed it: its save waits
+            raise Boom("source failed")
+
+    # Another process holds the write lock: the failed run's save waits until it is released.
+    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    first.start(FailsWhileSaving("src", []))
+    with pytest.raises(Boom):
+        await first.finished()
+    assert first.advancing == 1 and first.events == [1]
+
+    second = Triggerer()
+    second.start(make_trigger_class(store)("src", [1, 2, 3], then="block"))
+    await until(lambda: second.producers == 1)
+    for _ in range(50):  # time for a new run that did not wait to load and emit 1 again
+        await asyncio.sleep(0.001)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await until(lambda: stored_cursor(store) == 3)
+    await second.settled()
+    await second.stop()
+    # The new run loaded cursor 1, the failed run's last save: it emits only what came after.
+    assert second.events == [2, 3]
+    versions = [json.loads(r.value)["cursor"] for r in store.history("tests", "src", "watermark")]
+    assert sorted(versions) == [1, 3]
+    store.dispose()
+
+
 async def test_a_blocked_store_does_not_block_the_event_loop(tmp_path: Path) -> None:
     database = tmp_path / "state.db"
     store = SqlBackend(f"sqlite:///{database}")

@@ -27,9 +27,19 @@ from tests.conftest import DualBackend
 from tests.triggers import Boom, CounterBase, make_trigger_class
 
 
-def stored_cursor(backend: DualBackend) -> int | None:
-    record = backend.read("tests", "src", "watermark")
-    return None if record is None else int(json.loads(record.value)["cursor"])
+async def until_stored(backend: DualBackend, cursor: int, timeout: float = 60) -> None:
+    """Wait until the store holds ``cursor``, reading it as the trigger does: without blocking the loop.
+
+    A synchronous read here would hold the event loop the trigger saves on (the native store
+    asks Airflow's API); polled every few milliseconds on a loaded machine, it starves that save.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout  # a deadlock guard
+    while (record := await backend.aread("tests", "src", "watermark")) is None or int(
+        json.loads(record.value)["cursor"]
+    ) != cursor:
+        assert loop.time() < deadline, f"the store does not hold cursor {cursor}: {record}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("ack", [True, False], ids=["ack", "resume"])
@@ -41,7 +51,7 @@ async def test_a_restarted_triggerer_repeats_nothing_and_fires_new_items(
     trigger = trigger_class("src", [1, 2, 3], then="block")
     first.start(trigger)
     await trigger.blocked.wait()
-    await until(lambda: stored_cursor(backend) == 3)  # a clean shutdown once the events were stored
+    await until_stored(backend, 3)  # a clean shutdown once the events were stored
     await first.stop()
     assert first.events == [1, 2, 3]
 
@@ -49,7 +59,7 @@ async def test_a_restarted_triggerer_repeats_nothing_and_fires_new_items(
     restarted = trigger_class("src", [1, 2, 3, 4], then="block")
     second.start(restarted)
     await restarted.blocked.wait()
-    await until(lambda: stored_cursor(backend) == 4)
+    await until_stored(backend, 4)
     await second.stop()
     assert second.events == [4]  # nothing already emitted fires again
 
@@ -79,7 +89,7 @@ async def test_a_failing_watcher_in_ack_mode_repeats_what_was_not_confirmed(back
     assert first == [1, 2][: len(first)]
     again = Triggerer()
     again.start(trigger_class("src", [1, 2, 3], then="block"))
-    await until(lambda: stored_cursor(backend) == 3)
+    await until_stored(backend, 3)
     await again.stop()
     # Whatever was not confirmed stored comes again: the second run is a suffix of 1..3 that
     # starts at or before the first event the failed run did not deliver. Never a skip.
@@ -119,7 +129,7 @@ async def test_a_restarted_watcher_loads_only_after_the_failed_run_made_its_last
         await asyncio.sleep(0.001)
     blocker.execute("ROLLBACK")
     blocker.close()
-    await until(lambda: stored_cursor(store) == 3)
+    await until_stored(store, 3)
     await second.settled()
     await second.stop()
     # The new run loaded cursor 1, the failed run's last save: it emits only what came after.

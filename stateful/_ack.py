@@ -23,6 +23,12 @@ derived from it to a persist-confirmation sequence number, and calls the produce
 * a save that loses a compare-and-set race fences the producer: it emits nothing more, and the
   error ends the group (two triggerers briefly running one watcher cannot both advance it).
 
+* a run whose stream ended (``run()`` raised or returned, or the group was stopped) may still
+  have a confirmed batch to save: Airflow drains those ``advance()`` calls before it closes the
+  producer. A new run of the same watermark in the process waits until the ended one is closed
+  before it loads, so that late save can never land after the new run loaded (which would make
+  the new run's next save lose its compare-and-set, or load a state about to be replaced).
+
 Saves therefore lag the events by one confirmation round (about a second); a crash in that lag
 repeats events, never skips them. An unconfirmed event holds only the delta of its snapshot
 (what changed since the previous event), so up to a queue's worth of them costs O(change) each,
@@ -31,12 +37,13 @@ and the save's text is rendered in a worker thread (:func:`stateful._saver.save`
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import sys
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Sequence
 from typing import Any
 
 from stateful._flow import Backpressure, subscriber_queue_size
@@ -55,6 +62,48 @@ _MEMBERS = ("shared_stream_key", "create_shared_stream_producer", "filter_shared
 # The trigger instance that asked for each key. The producer factory only receives the
 # serialized kwargs; the instance carries what the triggerer injected (asset_state_store).
 _LIVE: weakref.WeakValueDictionary[Hashable, Any] = weakref.WeakValueDictionary()
+
+# Per event loop and watermark (namespace, name): the runs whose stream ended and whose last
+# saves Airflow may still be draining, each with the event set once it is closed.
+_ENDING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Event]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+#: The longest a new run waits for an ended run of its watermark to be closed (a guard against
+#: a driver that never closes its producer; Airflow's triggerer always does).
+ENDED_RUN_WAIT_SECONDS = 60.0
+
+
+async def _after_ended_runs(watermark: tuple[str, str], what: str) -> None:
+    """Wait until an ended run of ``watermark`` in this process has made its last save."""
+    ending = _ENDING.get(asyncio.get_running_loop(), {}).get(watermark)
+    if ending is None:
+        return
+    try:
+        await asyncio.wait_for(ending.wait(), ENDED_RUN_WAIT_SECONDS)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        _LOG.warning(
+            "stateful: %s loads its watermark although a run of it that ended was not closed "
+            "within %.0f s; should that run still save, this run's next save loses its "
+            "compare-and-set and the trigger restarts from the saved state",
+            what,
+            ENDED_RUN_WAIT_SECONDS,
+        )
+
+
+def _ending(watermark: tuple[str, str]) -> asyncio.Event:
+    """Record that a run of ``watermark`` ended; set the event returned once it is closed."""
+    closed = asyncio.Event()
+    _ENDING.setdefault(asyncio.get_running_loop(), {})[watermark] = closed
+    return closed
+
+
+def _closed(watermark: tuple[str, str], closed: asyncio.Event) -> None:
+    closed.set()
+    runs = _ENDING.get(asyncio.get_running_loop(), {})
+    if runs.get(watermark) is closed:
+        del runs[watermark]
 
 
 def ack_mode_available() -> bool:
@@ -146,8 +195,28 @@ def producer_class() -> type:
             self.store: Any = None
             self.session: Any = None
             self.flow: Backpressure | None = None
+            self.watermark = (spec.namespace, "")
+            self.closed: asyncio.Event | None = None  # set once closed, after the stream ended
 
         async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
+            self.watermark = (self.spec.namespace, self.spec.resolve_name(self.trigger))
+            # Never load before an ended run of this watermark made its last save.
+            await _after_ended_runs(self.watermark, self.qualname)
+            stream = self._stream()
+            try:
+                async for item in stream:
+                    yield item
+            finally:
+                # Airflow may still hand this producer confirmed batches to save (advance()),
+                # until it closes it (aclose()): a new run of this watermark waits until then.
+                self.closed = _ending(self.watermark)
+                await stream.aclose()
+
+        async def aclose(self) -> None:
+            if self.closed is not None:
+                _closed(self.watermark, self.closed)
+
+        async def _stream(self) -> AsyncGenerator[tuple[Any, Any], None]:
             self.store, self.session = await open_session(self.spec, self.trigger, self.qualname)
             session = self.session
             # Never more unconfirmed events than a subscriber queue holds: Airflow fails a

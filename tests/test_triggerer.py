@@ -27,9 +27,19 @@ from tests.conftest import DualBackend
 from tests.triggers import Boom, CounterBase, make_trigger_class
 
 
-def stored_cursor(backend: DualBackend) -> int | None:
-    record = backend.read("tests", "src", "watermark")
-    return None if record is None else int(json.loads(record.value)["cursor"])
+async def until_stored(backend: DualBackend, cursor: int, timeout: float = 60) -> None:
+    """Wait until the store holds ``cursor``, reading it as the trigger does: without blocking the loop.
+
+    A synchronous read here would hold the event loop the trigger saves on (the native store
+    asks Airflow's API); polled every few milliseconds on a loaded machine, it starves that save.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout  # a deadlock guard
+    while (record := await backend.aread("tests", "src", "watermark")) is None or int(
+        json.loads(record.value)["cursor"]
+    ) != cursor:
+        assert loop.time() < deadline, f"the store does not hold cursor {cursor}: {record}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("ack", [True, False], ids=["ack", "resume"])
@@ -41,7 +51,7 @@ async def test_a_restarted_triggerer_repeats_nothing_and_fires_new_items(
     trigger = trigger_class("src", [1, 2, 3], then="block")
     first.start(trigger)
     await trigger.blocked.wait()
-    await until(lambda: stored_cursor(backend) == 3)  # a clean shutdown once the events were stored
+    await until_stored(backend, 3)  # a clean shutdown once the events were stored
     await first.stop()
     assert first.events == [1, 2, 3]
 
@@ -49,7 +59,7 @@ async def test_a_restarted_triggerer_repeats_nothing_and_fires_new_items(
     restarted = trigger_class("src", [1, 2, 3, 4], then="block")
     second.start(restarted)
     await restarted.blocked.wait()
-    await until(lambda: stored_cursor(backend) == 4)
+    await until_stored(backend, 4)
     await second.stop()
     assert second.events == [4]  # nothing already emitted fires again
 
@@ -79,12 +89,56 @@ async def test_a_failing_watcher_in_ack_mode_repeats_what_was_not_confirmed(back
     assert first == [1, 2][: len(first)]
     again = Triggerer()
     again.start(trigger_class("src", [1, 2, 3], then="block"))
-    await until(lambda: stored_cursor(backend) == 3)
+    await until_stored(backend, 3)
     await again.stop()
     # Whatever was not confirmed stored comes again: the second run is a suffix of 1..3 that
     # starts at or before the first event the failed run did not deliver. Never a skip.
     assert again.events == [1, 2, 3][3 - len(again.events) :]
     assert len(again.events) >= 3 - len(first)
+
+
+async def test_a_restarted_watcher_loads_only_after_the_failed_run_made_its_last_save(tmp_path: Path) -> None:
+    # Airflow still drains a failed run's confirmed batches (its advance(), the save) after the
+    # run's trigger has failed. A new run of the watermark started meanwhile must load after that
+    # save, not before it: else that late save replaces the state the new run loaded.
+    database = tmp_path / "state.db"
+    store = SqlBackend(f"sqlite:///{database}")
+    store.read("tests", "src", "watermark")  # create the table before locking the file
+    first = Triggerer()
+
+    class FailsWhileSaving(CounterBase):
+        @stateful(namespace="tests", name="{source}", backend=store)
+        async def run(self, watermark: Watermark[int]) -> AsyncIterator[TriggerEvent]:
+            watermark.advance(cursor=1)
+            yield TriggerEvent(1)
+            await until(lambda: first.advancing == 1)  # Airflow confirmed it: its save waits
+            raise Boom("source failed")
+
+    # Another process holds the write lock: the failed run's save waits until it is released.
+    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    first.start(FailsWhileSaving("src", []))
+    with pytest.raises(Boom):
+        await first.finished()
+    assert first.advancing == 1 and first.events == [1]
+
+    second = Triggerer()
+    second.start(make_trigger_class(store)("src", [1, 2, 3], then="block"))
+    await until(lambda: second.producers == 1)
+    for _ in range(50):  # time for a new run that did not wait to load and emit 1 again
+        await asyncio.sleep(0.001)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await until_stored(store, 3)
+    await second.settled()
+    await second.stop()
+    # The new run loaded cursor 1, the failed run's last save: it emits only what came after.
+    assert second.events == [2, 3]
+    # The failed run's save came first; the new run's saves (one per confirmed batch) followed it.
+    history = sorted(store.history("tests", "src", "watermark"), key=lambda r: r.version)
+    cursors = [json.loads(r.value)["cursor"] for r in history]
+    assert cursors[0] == 1 and cursors[-1] == 3 and cursors == sorted(set(cursors))
+    store.dispose()
 
 
 async def test_a_blocked_store_does_not_block_the_event_loop(tmp_path: Path) -> None:

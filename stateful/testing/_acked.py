@@ -77,3 +77,4 @@ async def acked(
             tracked.crash()
         with contextlib.suppress(StopAsyncIteration, RuntimeError):
             await stream.aclose()
+        await producer.aclose()  # as Airflow does once the poll ended

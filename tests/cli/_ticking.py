@@ -75,9 +75,9 @@ class PlainTicker(_Ticking):
 class _Printer(logging.Handler):
     """Prints the events queued so far, then the failed save it is handed, in that order."""
 
-    def __init__(self, triggerer: Triggerer, ack: bool) -> None:
+    def __init__(self, triggerer: Triggerer, ack: bool, limit: int | None = None) -> None:
         super().__init__(logging.ERROR)
-        self.triggerer, self.ack, self.printed = triggerer, ack, 0
+        self.triggerer, self.ack, self.limit, self.printed = triggerer, ack, limit, 0
 
     @property
     def handed_over(self) -> int:
@@ -86,7 +86,9 @@ class _Printer(logging.Handler):
         return self.triggerer.emitted if self.ack else len(self.triggerer.runner.events)
 
     def events(self) -> None:
-        for payload in self.triggerer.events[self.printed :]:
+        # A loaded machine can queue several events between two looks: print only the first
+        # ``limit`` (MAX_EVENTS), the ones the caller asked for.
+        for payload in self.triggerer.events[self.printed : self.limit]:
             _print({"event": payload["n"]})
             self.printed += 1
 
@@ -103,7 +105,7 @@ def _print(line: dict[str, Any]) -> None:
 
 async def main(mode: str, max_events: int | None) -> int:
     triggerer = Triggerer()
-    printer = _Printer(triggerer, ack=mode == "ack")
+    printer = _Printer(triggerer, ack=mode == "ack", limit=max_events)
     logging.getLogger("stateful").addHandler(printer)
     triggerer.start(AckTicker() if mode == "ack" else PlainTicker(), is_watcher=mode == "ack")
     assert triggerer.task is not None

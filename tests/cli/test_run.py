@@ -19,6 +19,9 @@ from tests import triggers
 from tests.cli.conftest import WM, Cli, OpenTerminal
 
 NUMBERS = "tests.triggers:Numbers"
+#: A deadlock guard, not a measure: a ``stateful run`` that imports Airflow takes 45 s to print its
+#: first line at a load average of 9 on two cores, and longer under CI's heavier load.
+PROCESS_TIMEOUT = 240
 
 
 def kwargs(**values: Any) -> str:
@@ -33,7 +36,7 @@ def counter(cli: Cli, url: str | None = None) -> tuple[int, int | None] | None:
 
 
 def read_json_lines(
-    proc: subprocess.Popen[str], until: str, count: int, timeout: float = 60
+    proc: subprocess.Popen[str], until: str, count: int, timeout: float = PROCESS_TIMEOUT
 ) -> list[dict[str, Any]]:
     """Read JSON lines from a running ``stateful run --json`` until ``count`` lines of type ``until``.
 
@@ -134,7 +137,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_saving_nothing_past_the_last_event(
     try:
         lines = read_json_lines(proc, "saved", 3)
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=PROCESS_TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -27,12 +27,14 @@ from stateful._keyed_session import astored_partitions
 from stateful.backends import MemoryBackend, SqlBackend
 from stateful.backends.base import Address, SupportsWriteMany, Write
 from stateful.backends.native import NativeBackend
+from stateful.backends.native.index import index_key
+from stateful.backends.native.listing import documents_in
 from stateful.errors import StateConflictError, StateNameError, StateValidationError, StoreConfigError
 from stateful.sensors import commit
 from stateful.testing import run_trigger
+from tests._airflow import AirflowStateStore
 from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
-from tests._airflow import AirflowStateStore
 from tests.conftest import NATIVE_PARAM, POSTGRES_PARAM, DualBackend, unique_table
 
 NAMESPACE, NAME = "files", "bucket"
@@ -175,6 +177,7 @@ async def test_write_many_is_one_compare_and_set_all_or_nothing(store: Store) ->
 
 async def test_a_lost_race_on_one_partition_stops_the_run_and_writes_no_partition(store: Store) -> None:
     transactional(store)
+
     class Racing(Prefixes):
         @stateful(namespace=NAMESPACE, name="{bucket}", backend=store, save_batch=1)
         async def run(self, keyed: Keyed[Watermark[int]]) -> AsyncIterator[TriggerEvent]:
@@ -302,10 +305,80 @@ def test_a_sensor_saves_the_tenants_it_reported_when_the_task_succeeds(store: St
     assert stored(store) == {"acme": (2, 3), "globex": (1, 5)}  # globex was not written again
 
 
-async def test_the_native_store_is_refused_with_what_to_do() -> None:
+async def test_an_unbound_native_store_is_refused_with_what_to_do() -> None:
     scope = Scope(Address(NAMESPACE, NAME, "watermark"), "NativeBackend(unbound)")
-    with pytest.raises(StoreConfigError, match="backend=SqlBackend"):
+    with pytest.raises(StoreConfigError, match="not bound to an asset state store"):
         await astored_partitions(NativeBackend(), scope)
+
+
+# -- the native store: a name's index lists its partitions ---------------------------------------
+
+
+async def test_native_partitions_are_listed_from_the_index_written_before_them(
+    airflow_state_store: AirflowStateStore,
+) -> None:
+    airflow = airflow_state_store
+    asset = airflow.new_asset()
+    store = NativeBackend(airflow.accessors(asset))
+    assert await drain(prefixes(store, save_batch=1)([("eu", 1), ("us", 1)])) == [("eu", 1), ("us", 1)]
+    head = index_key(NAMESPACE, NAME)
+    assert airflow.stored(asset, head)["keys"] == ["watermark[eu]", "watermark[us]"]
+    # What a crash between the index and the new partition's document leaves: an entry without a
+    # document, which reads as nothing stored for that partition.
+    airflow.put(
+        asset,
+        head,
+        {**airflow.stored(asset, head), "keys": ["watermark[eu]", "watermark[ghost]", "watermark[us]"]},
+    )
+    restarted = NativeBackend(airflow.accessors(asset))  # a new process: nothing cached
+    assert stored(restarted) == {"eu": (1, 1), "us": (1, 1)}
+    events = await drain(prefixes(restarted, save_batch=1)([("ghost", 1), ("eu", 1), ("ap", 1)]))
+    assert events == [("ghost", 1), ("ap", 1)]
+    assert stored(NativeBackend(airflow.accessors(asset))) == {
+        "ap": (1, 1),
+        "eu": (1, 1),
+        "ghost": (1, 1),
+        "us": (1, 1),
+    }
+    # The operator's listing (REST API, UI plugin) takes the index for no document.
+    entries = {key: airflow.stored(asset, key) for key in airflow.keys(asset)}
+    problems: list[str] = []
+    listed = documents_in(entries, "asset", NAMESPACE, problems, lambda *a: None)
+    assert problems == [] and [r.key for r in listed] == [
+        partition_key(p) for p in ("ap", "eu", "ghost", "us")
+    ]
+
+
+async def test_native_index_continues_in_parts_past_the_size_limit(
+    airflow_state_store: AirflowStateStore,
+) -> None:
+    airflow = airflow_state_store
+    asset = airflow.new_asset()
+    store = NativeBackend(airflow.accessors(asset), max_value_bytes=1000)
+    tenants = [f"tenant-{n:03d}-" + "x" * 40 for n in range(60)]
+    addresses = [Address(NAMESPACE, NAME, partition_key(t)) for t in tenants]
+    store.write_many([Write(a, text(1), None) for a in addresses[:30]])
+    await store.awrite_many([Write(a, text(1), None) for a in addresses[30:]])
+    parts = [k for k in airflow.keys(asset) if k.startswith("stateful/%index-part/")]
+    assert len(parts) >= 3
+    assert all(
+        len(json.dumps(airflow.stored(asset, k))) <= 1000 for k in [*parts, index_key(NAMESPACE, NAME)]
+    )
+    restarted = NativeBackend(airflow.accessors(asset), max_value_bytes=1000)
+    assert sorted(stored(restarted)) == sorted(tenants)
+    assert [r.key for r in await restarted.alist_name(NAMESPACE, NAME)] == sorted(a.key for a in addresses)
+
+
+async def test_native_write_many_writes_one_partition_after_the_other(
+    airflow_state_store: AirflowStateStore,
+) -> None:
+    store = NativeBackend(airflow_state_store.accessors(airflow_state_store.new_asset()))
+    eu, us = (Address(NAMESPACE, NAME, partition_key(p)) for p in ("eu", "us"))
+    assert store.write_many([Write(eu, text(1), None), Write(us, text(1), None)]) == [1, 1]
+    with pytest.raises(StateConflictError) as caught:
+        store.write_many([Write(eu, text(2), 1), Write(us, text(2), 5)])
+    assert caught.value.key == us.key
+    assert stored(store) == {"eu": (2, 2), "us": (1, 1)}  # eu, before us, was written: no transaction
 
 
 # -- cost: thousands of partitions, a few changing per event -------------------------------------

@@ -349,7 +349,7 @@ def stored_partitions(store: StateBackend, scope: Scope) -> Sequence[StateRecord
     """The documents stored under ``scope``'s name (its partitions among them), in one listing.
 
     Raises:
-        StoreConfigError: the store cannot list a name's documents (the Airflow-native store).
+        StoreConfigError: the store cannot list a name's documents (it has no ``list_name``).
     """
     if not isinstance(store, SupportsWriteMany) or not getattr(store, "lists_names", True):
         raise _no_listing(scope)

@@ -13,6 +13,7 @@ from typing import Any
 
 from stateful.backends.base import StateRecord
 from stateful.backends.native.document import NativeDocument
+from stateful.backends.native.index import is_index_key
 from stateful.backends.native.parts import PartMismatch, is_part_key, join_seen, part_key
 from stateful.errors import StatefulError
 
@@ -32,7 +33,8 @@ def documents_in(
     """The documents this package wrote among ``entries`` (key -> stored value), of ``namespace``.
 
     A document kept in parts is joined from the parts listed with it, or read again with
-    ``read_again(namespace, name, key)`` if a concurrent save replaced them. What cannot be
+    ``read_again(namespace, name, key)`` if a concurrent save replaced them; the indexes of
+    names (:mod:`stateful.backends.native.index`) are no documents and are skipped. What cannot be
     listed is named in ``problems`` (prefixed with ``label``, e.g. ``asset 'orders'``) and
     skipped, so that one broken watermark does not hide the others.
 
@@ -42,7 +44,7 @@ def documents_in(
     """
     records = []
     for key, stored in entries.items():
-        if not key.startswith(STATEFUL_PREFIX) or is_part_key(key):
+        if not key.startswith(STATEFUL_PREFIX) or is_part_key(key) or is_index_key(key):
             continue
         try:
             doc = NativeDocument.from_json_value(stored)

@@ -25,7 +25,9 @@ What AIP-103 does not give, and what this store does about it:
   parts (:mod:`stateful.backends.native.parts`), and what cannot fit even so is refused before
   writing, with :class:`~stateful.errors.StateTooLargeError`.
 * **No listing** through the Execution API: :meth:`NativeBackend.list` raises; list keys with
-  ``GET /api/v2/assets/{asset_id}/state-store``.
+  ``GET /api/v2/assets/{asset_id}/state-store``. A keyed watermark's partitions are listed all
+  the same (:meth:`NativeBackend.list_name`): a save that creates a partition first adds its key
+  to the name's index (:mod:`stateful.backends.native.index`).
 * **No history**: the store keeps the last ``history_versions`` versions of each watermark as
   entries beside its parts (:mod:`stateful.backends.native.history`); :meth:`NativeBackend.history`
   lists them, for ``stateful history`` and ``stateful rewind``.
@@ -46,8 +48,9 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from stateful._address import partition_of
 from stateful._layout import Layout
-from stateful.backends.base import Address, AddressedStore, StateRecord
+from stateful.backends.base import Address, AddressedStore, StateRecord, Write
 from stateful.backends.native.document import NativeDocument, native_key
 from stateful.backends.native.history import (
     PartialHistory,
@@ -59,6 +62,7 @@ from stateful.backends.native.history import (
     trim,
     with_entries,
 )
+from stateful.backends.native.index import index_chunks, index_key, index_part_key, plan_index
 from stateful.backends.native.parts import PartMismatch, part_key
 from stateful.backends.native.planner import Planner, WritePlan
 from stateful.backends.native.scope import WatchedAsset, assets_of, configured_size_limit
@@ -106,8 +110,8 @@ class NativeBackend(AddressedStore):
     #: line's stores: an operator's edit never shortens the history the trigger's store keeps).
     _inherit_history = False
 
-    #: The Execution API cannot list an asset's keys, so no keyed watermark (``Keyed``) here.
-    lists_names = False
+    #: A name's partitions are listed from its index (the Execution API cannot list keys).
+    lists_names = True
 
     def __init__(
         self,
@@ -196,7 +200,20 @@ class NativeBackend(AddressedStore):
     def _write(
         self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
     ) -> int:
+        self._index([address] if expected is None else [])
         return self._save(address, value, expected, updated_by, reason)
+
+    def _write_many(
+        self, writes: Sequence[Write], updated_by: str | None, reason: str | None
+    ) -> builtins.list[int]:
+        # One compare-and-set after the other (no transactions), the new partitions indexed first.
+        self._index([w.address for w in writes if w.expected_version is None])
+        return [self._save(w.address, w.value, w.expected_version, updated_by, reason) for w in writes]
+
+    def _list_name(self, namespace: str, name: str) -> Iterable[StateRecord]:
+        """The partitions the name's index lists, each read (an entry without a document: skipped)."""
+        found = (self._read(Address(namespace, name, key)) for key in self._indexed(namespace, name))
+        return [record for record in found if record is not None]
 
     def _write_layout(
         self,
@@ -207,6 +224,7 @@ class NativeBackend(AddressedStore):
         reason: str | None,
     ) -> int:
         """A save handed in parts: packed from the runs that changed, not from the whole text."""
+        self._index([address] if expected is None else [])
         return self._save(address, layout, expected, updated_by, reason)
 
     def _save(
@@ -331,7 +349,20 @@ class NativeBackend(AddressedStore):
     async def _awrite(
         self, address: Address, value: str, expected: int | None, updated_by: str | None, reason: str | None
     ) -> int:
+        await self._aindex([address] if expected is None else [])
         return await self._asave(address, value, expected, updated_by, reason)
+
+    async def _awrite_many(
+        self, writes: Sequence[Write], updated_by: str | None, reason: str | None
+    ) -> builtins.list[int]:
+        await self._aindex([w.address for w in writes if w.expected_version is None])
+        return [await self._asave(w.address, w.value, w.expected_version, updated_by, reason) for w in writes]
+
+    async def _alist_name(self, namespace: str, name: str) -> Iterable[StateRecord]:
+        found = [
+            await self._aread(Address(namespace, name, key)) for key in await self._aindexed(namespace, name)
+        ]
+        return [record for record in found if record is not None]
 
     async def _awrite_layout(
         self,
@@ -341,6 +372,7 @@ class NativeBackend(AddressedStore):
         updated_by: str | None,
         reason: str | None,
     ) -> int:
+        await self._aindex([address] if expected is None else [])
         return await self._asave(address, layout, expected, updated_by, reason)
 
     async def _asave(
@@ -407,6 +439,64 @@ class NativeBackend(AddressedStore):
         except Exception:
             self._plan.left_behind(k, i, stale)
 
+    # ---- the index of a name's partitions (stateful.backends.native.index) ---------------------
+
+    def _index(self, addresses: Sequence[Address]) -> None:
+        """Add the partitions among ``addresses`` to their names' indexes, in every asset."""
+        for (namespace, name), keys in _new_partitions(addresses).items():
+            for asset in self._require():
+                chunks = self._index_chunks(asset, namespace, name)
+                for key, value in plan_index(
+                    chunks, keys, namespace, name, limit=self._limit, store=self._description
+                ):
+                    try:
+                        asset.accessor.set(key, value)
+                    except Exception as exc:
+                        raise self._plan.io_error("writing", asset.label, key, exc) from exc
+
+    def _index_chunks(
+        self, asset: WatchedAsset, namespace: str, name: str
+    ) -> builtins.list[builtins.list[str]]:
+        head = index_key(namespace, name)
+        keys, parts = index_chunks(self._fetch(asset, head), f"key {head!r} of {asset.label}")
+        chunks = [keys]
+        for n in range(1, parts + 1):
+            k = index_part_key(namespace, name, n)
+            chunks.append(index_chunks(self._fetch(asset, k), f"key {k!r} of {asset.label}")[0])
+        return chunks
+
+    def _indexed(self, namespace: str, name: str) -> builtins.list[str]:
+        """The keys the indexes of every watched asset list for ``namespace``/``name``, sorted."""
+        chunks = [c for a in self._require() for c in self._index_chunks(a, namespace, name)]
+        return sorted({key for chunk in chunks for key in chunk})
+
+    async def _aindex(self, addresses: Sequence[Address]) -> None:
+        for (namespace, name), keys in _new_partitions(addresses).items():
+            for asset in self._require():
+                chunks = await self._aindex_chunks(asset, namespace, name)
+                for key, value in plan_index(
+                    chunks, keys, namespace, name, limit=self._limit, store=self._description
+                ):
+                    try:
+                        await asset.accessor.aset(key, value)
+                    except Exception as exc:
+                        raise self._plan.io_error("writing", asset.label, key, exc) from exc
+
+    async def _aindex_chunks(
+        self, asset: WatchedAsset, namespace: str, name: str
+    ) -> builtins.list[builtins.list[str]]:
+        head = index_key(namespace, name)
+        keys, parts = index_chunks(await self._afetch(asset, head), f"key {head!r} of {asset.label}")
+        chunks = [keys]
+        for n in range(1, parts + 1):
+            k = index_part_key(namespace, name, n)
+            chunks.append(index_chunks(await self._afetch(asset, k), f"key {k!r} of {asset.label}")[0])
+        return chunks
+
+    async def _aindexed(self, namespace: str, name: str) -> builtins.list[str]:
+        chunks = [c for a in self._require() for c in await self._aindex_chunks(a, namespace, name)]
+        return sorted({key for chunk in chunks for key in chunk})
+
     # ---- I/O ----------------------------------------------------------------------------------
 
     def _require(self) -> tuple[WatchedAsset, ...]:
@@ -454,3 +544,12 @@ class NativeBackend(AddressedStore):
             if isinstance(result, BaseException):
                 raise result
         return [r for r in results if not isinstance(r, BaseException)]
+
+
+def _new_partitions(addresses: Iterable[Address]) -> dict[tuple[str, str], builtins.list[str]]:
+    """The partition keys among ``addresses``, by namespace and name (a plain watermark: none)."""
+    found: dict[tuple[str, str], builtins.list[str]] = {}
+    for address in addresses:
+        if partition_of(address.key) is not None:
+            found.setdefault((address.namespace, address.name), []).append(address.key)
+    return found

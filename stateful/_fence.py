@@ -46,7 +46,7 @@ from typing import Any
 
 from stateful._core import WatermarkSession
 from stateful.backends.base import AsyncStateBackend, SupportsVersion
-from stateful.errors import StateTakenOverError
+from stateful.errors import StateTakenOverError, StoreUnavailableError
 
 __all__ = ["FENCE_GAP", "FENCE_INTERVAL", "Fence"]
 
@@ -106,7 +106,12 @@ class Fence:
         session = self._session
         scope = session.scope
         before, started, busy = session.saved_version, session.writes_started, session.writing
-        found = await reader.aversion(*scope.address)
+        try:
+            found = await reader.aversion(*scope.address)
+        except StoreUnavailableError:
+            # The store cannot be reached now: no takeover can be seen, and none can save either.
+            # The saves retry (stateful._retry) and bound what is emitted past the last save.
+            return
         after = session.saved_version
         if found == after:
             return

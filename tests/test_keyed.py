@@ -18,7 +18,6 @@ from typing import Any, Protocol
 import pytest
 import sqlalchemy
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
-from airflow.sdk.execution_time.context import AssetStateStoreAccessor
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from stateful import Keyed, Watermark, stateful
@@ -357,26 +356,28 @@ async def test_native_partitions_are_listed_from_the_index_written_before_them(
     ]
 
 
-class _DiesBeforeTheDocument(AssetStateStoreAccessor):
-    """Airflow's accessor whose process dies when it writes a document (the index is written first).
-
-    The one stand-in of this file: a crash between two writes cannot be produced on purpose with
-    the real parts.
-    """
-
-    async def aset(self, key: str, value: Any) -> None:
-        if not is_index_key(key):
-            raise ConnectionError("the triggerer was killed")
-        await super().aset(key, value)
-
-
 async def test_native_a_crash_between_the_index_and_the_partition_reads_as_nothing_stored(
     airflow_state_store: AirflowStateStore,
 ) -> None:
+    # Airflow >= 3.3 only (AIP-103), like the fixture: imported here so the module loads on 3.0.
+    from airflow.sdk.execution_time.context import AssetStateStoreAccessor
+
+    class DiesBeforeTheDocument(AssetStateStoreAccessor):
+        """Airflow's accessor whose process dies when it writes a document (the index is written first).
+
+        The one stand-in of this file: a crash between two writes cannot be produced on purpose
+        with the real parts.
+        """
+
+        async def aset(self, key: str, value: Any) -> None:
+            if not is_index_key(key):
+                raise ConnectionError("the triggerer was killed")
+            await super().aset(key, value)
+
     airflow = airflow_state_store
     asset = airflow.new_asset()
     scope = airflow.accessors(asset)
-    scope._by_name[asset.name] = _DiesBeforeTheDocument(name=asset.name)
+    scope._by_name[asset.name] = DiesBeforeTheDocument(name=asset.name)
     eu = Address(NAMESPACE, NAME, partition_key("eu"))
     with pytest.raises(StoreError):
         await NativeBackend(scope).awrite_many([Write(eu, text(1), None)])

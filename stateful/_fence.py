@@ -15,6 +15,14 @@ version this instance neither loaded nor saved, it raises
 event: the per-event path stays as it was. A store without the capability is fenced by its
 compare-and-set saves only.
 
+A keyed run (:class:`~stateful._keyed_session.KeyedSession`) stores each partition under its own
+key and has no single version: a check reads the versions of the partitions *the event it
+precedes moves* (one read each, O(partitions of that event), never of all partitions), and
+compares each with what this instance loaded or saved for that partition. A partition another
+instance saved stops this one at the first checked event that moves it; a partition nobody else
+wrote does not. An event that moves no partition reads nothing, and the next event that moves one
+is checked in its place.
+
 Example:
     >>> import asyncio
     >>> from stateful import Watermark
@@ -42,9 +50,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from stateful._core import WatermarkSession
+from stateful._keyed_session import KeyedSession
 from stateful.backends.base import AsyncStateBackend, SupportsVersion
 from stateful.errors import StateTakenOverError, StoreUnavailableError
 
@@ -67,7 +77,9 @@ class Fence:
     Args:
         store: the run's store; without :class:`~stateful.backends.base.SupportsVersion` the
             fence does nothing (the saves' compare-and-set still fences).
-        session: the run's session: what this instance loaded and saved.
+        session: the run's session: what this instance loaded and saved. For a
+            :class:`~stateful._keyed_session.KeyedSession`, each check reads the partitions the
+            event moves.
         what: names the trigger in the log line.
     """
 
@@ -77,10 +89,12 @@ class Fence:
         if reads is None:
             reads = _READS_VERSION[kind] = isinstance(store, SupportsVersion)
         self._reader: SupportsVersion | None = store if reads else None  # type: ignore[assignment]
-        self._session = session
+        self._keyed = session if isinstance(session, KeyedSession) else None
+        self._plain = (session,)
         self._what = what
         self._handed = -math.inf  # loop time of the previous handover
         self._checked = -math.inf  # loop time of the previous read
+        self._due = False  # a check was due at an event that moved no partition: the next one is
 
     @property
     def active(self) -> bool:
@@ -97,21 +111,30 @@ class Fence:
             return
         now = asyncio.get_running_loop().time()
         previous, self._handed = self._handed, now
-        if now - previous < FENCE_GAP and now - self._checked < FENCE_INTERVAL:
+        if now - previous < FENCE_GAP and now - self._checked < FENCE_INTERVAL and not self._due:
             return  # inside a burst that was checked lately
-        await self._check(self._reader)
+        sessions = self._plain if self._keyed is None else self._keyed.moving()
+        if not sessions:  # a keyed event that moved no partition: nothing of it to read
+            self._due = True
+            return
+        await self._check(self._reader, sessions)
         self._checked = asyncio.get_running_loop().time()
+        self._due = False
 
-    async def _check(self, reader: SupportsVersion) -> None:
-        session = self._session
-        scope = session.scope
-        before, started, busy = session.saved_version, session.writes_started, session.writing
+    async def _check(self, reader: SupportsVersion, sessions: Sequence[WatermarkSession[Any]]) -> None:
+        """Read the stored version of each session's document; raise at the first moved on."""
         try:
-            found = await reader.aversion(*scope.address)
+            for session in sessions:
+                await self._check_one(reader, session)
         except StoreUnavailableError:
             # The store cannot be reached now: no takeover can be seen, and none can save either.
             # The saves retry (stateful._retry) and bound what is emitted past the last save.
             return
+
+    async def _check_one(self, reader: SupportsVersion, session: WatermarkSession[Any]) -> None:
+        scope = session.scope
+        before, started, busy = session.saved_version, session.writes_started, session.writing
+        found = await reader.aversion(*scope.address)
         after = session.saved_version
         if found == after:
             return

@@ -103,19 +103,32 @@ class KeyedSave(Save):
         return len(versions)
 
     async def awrite(self, store: AsyncStateBackend) -> int:
-        """Async :meth:`write`: the texts are rendered off the loop when there are many."""
-        if len(self.parts) <= INLINE_RENDER_PARTITIONS:
-            writes = self.writes()
-        else:
-            writes = await asyncio.to_thread(self.writes)
-        write_many = getattr(store, "awrite_many", None)
-        if write_many is not None:
-            versions = await write_many(writes)
-        else:  # one compare-and-set after the other (a store without transactions)
-            versions = [
-                await store.awrite(*w.address, w.value, expected_version=w.expected_version) for w in writes
-            ]
-        self._session().saved_parts(self, versions)
+        """Async :meth:`write`: the texts are rendered off the loop when there are many.
+
+        Each partition's session counts the save as its own under way while it runs, so a fence
+        reading that partition's version meanwhile lets the save decide (:mod:`stateful._fence`).
+        """
+        sessions = self._session().sessions_of(self)
+        for session in sessions:
+            session.writes_started += 1
+            session.writing += 1
+        try:
+            if len(self.parts) <= INLINE_RENDER_PARTITIONS:
+                writes = self.writes()
+            else:
+                writes = await asyncio.to_thread(self.writes)
+            write_many = getattr(store, "awrite_many", None)
+            if write_many is not None:
+                versions = await write_many(writes)
+            else:  # one compare-and-set after the other (a store without transactions)
+                versions = [
+                    await store.awrite(*w.address, w.value, expected_version=w.expected_version)
+                    for w in writes
+                ]
+            self._session().saved_parts(self, versions)
+        finally:
+            for session in sessions:
+                session.writing -= 1
         return len(versions)
 
     def _session(self) -> KeyedSession:
@@ -149,6 +162,9 @@ class KeyedSession(WatermarkSession[Any]):
         self._records: dict[str, StateRecord] = {}
         self._sessions: dict[str, WatermarkSession[Any]] = {}
         self._touched: dict[str, None] = {}  # looked up since the previous event, in order
+        # Partitions the next event moved, snapshotted before it was emitted (by moving()): their
+        # own event numbers.
+        self._moving: dict[str, int] = {}
         # Per event: (its number, ((partition, the partition's own event number), ...)).
         self._journal: deque[tuple[int, tuple[tuple[str, int], ...]]] = deque()
         self._history: Callable[[Address], History | None] = lambda address: None
@@ -257,15 +273,9 @@ class KeyedSession(WatermarkSession[Any]):
         partitions the code looked up on the way.
         """
         self._seq += 1
-        moved: list[tuple[str, int]] = []
-        for partition in self._touched:
-            session = self._sessions[partition]
-            before = session._previous
-            local = session.emitted()
-            if session._previous != before:
-                moved.append((partition, local))
-        self._touched.clear()
-        moved.sort()
+        self._snapshot()
+        moved = sorted(self._moving.items())
+        self._moving.clear()
         digest = hashlib.sha256(self._key_seed)
         for partition, _ in moved:
             digest.update(f"{partition}\x00{self._sessions[partition].event_key}\x00".encode())
@@ -273,6 +283,42 @@ class KeyedSession(WatermarkSession[Any]):
         if self.commit != "never":  # every event, so that pending counts them all (ack mode's backpressure)
             self._journal.append((self._seq, tuple(moved)))
         return self._seq
+
+    def moving(self) -> list[WatermarkSession[Any]]:
+        """The sessions of the partitions the next event moves: O(partitions looked up since the last event).
+
+        Called before the event is handed over (the fence reads these partitions' stored
+        versions, :mod:`stateful._fence`): the partitions looked up since the previous event are
+        snapshotted now, and :meth:`emitted` keeps these snapshots for the event. A partition only
+        looked up, whose state the event did not move, is not among them.
+
+        Example:
+            >>> from stateful import Watermark
+            >>> from stateful.backends.base import Address
+            >>> scope = Scope(Address("files", "landing", "watermark"), "MemoryBackend")
+            >>> session = KeyedSession(Watermark, scope, commit="after_event")
+            >>> keyed = session.load_partitions([])
+            >>> keyed["eu"].advance(key="a.csv")
+            >>> [part.scope.key for part in session.moving()]
+            ['watermark[eu]']
+            >>> session.emitted(), session.pending
+            (1, 1)
+            >>> _ = keyed["eu"]  # looked up again, not moved
+            >>> session.moving()
+            []
+        """
+        self._snapshot()
+        return [self._sessions[partition] for partition in self._moving]
+
+    def _snapshot(self) -> None:
+        """Snapshot each partition looked up since the previous snapshot; note those that moved."""
+        for partition in self._touched:
+            session = self._sessions[partition]
+            before = session._previous
+            local = session.emitted()
+            if session._previous != before:
+                self._moving[partition] = local
+        self._touched.clear()
 
     def confirm(self, seq: int) -> Save | None:
         """Confirm every event up to ``seq``; a :class:`KeyedSave` of the partitions that moved."""
@@ -286,12 +332,14 @@ class KeyedSession(WatermarkSession[Any]):
         """A normal return: save every loaded partition as user code left it, if it changed."""
         self._journal.clear()
         self._touched.clear()
+        self._moving.clear()
         return self._decide_parts(self._seq, ((p, s.finish()) for p, s in self._sessions.items()))
 
     def abandon(self) -> None:
         """An error, a cancellation or a close: save nothing."""
         self._journal.clear()
         self._touched.clear()
+        self._moving.clear()
         for session in self._sessions.values():
             session.abandon()
 
@@ -307,6 +355,10 @@ class KeyedSession(WatermarkSession[Any]):
 
     def saved(self, save: Save, version: int) -> None:
         """Nothing to do: :meth:`KeyedSave.write` records each partition's version."""
+
+    def sessions_of(self, save: KeyedSave) -> list[WatermarkSession[Any]]:
+        """The sessions of ``save``'s partitions, in its order."""
+        return [self._sessions[_partition(part)] for part in save.parts]
 
     def writes(self, save: KeyedSave) -> list[Write]:
         """The texts of ``save``'s partitions, as compare-and-set writes."""

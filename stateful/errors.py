@@ -244,7 +244,7 @@ class StateTakenOverError(StateConflictError):
             f"this trigger took it over (a second triggerer, after this one missed its heartbeat or "
             f"was paused); otherwise an operator edited it. This instance emits nothing more and stops; "
             f"the instance that saved {found} goes on from there, so no event is lost. "
-            f"`{command('stateful', 'history', namespace, name)}` shows who wrote it.",
+            f"`{_cmd('history', namespace, name, key)}` shows who wrote it.",
         )
 
 

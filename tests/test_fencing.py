@@ -129,6 +129,7 @@ async def test_a_resumed_stale_instance_stops_before_emitting_and_nothing_is_los
 
     SOURCES[source] += list(range(21, 26))
     before = len(first.events)
+    await asyncio.sleep(2 * FENCE_GAP)  # frozen for longer than a pause inside one batch
     stale.running.set()  # resumed: its scan finds 11..25, which it does not own any more
     with pytest.raises(StateTakenOverError) as stopped:
         await first.finished()

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeGuard
 
-from stateful._airflowconf import stateful_setting
+from stateful._airflowconf import check_seconds, stateful_setting
 from stateful._core import Save, WatermarkSession
 from stateful._keyed_session import KeyedSave
 from stateful._metrics import metrics_of
@@ -191,29 +191,12 @@ def check_save_batch(value: object, where: str) -> int:
 
 def check_save_delay(value: object, where: str) -> float:
     """Return ``value`` in seconds if it is a duration >= 0, else raise naming ``where``."""
-    return _check_seconds(value, where, "the longest a taken event waits for its save")
+    return check_seconds(value, where, "the longest a taken event waits for its save")
 
 
 def check_save_interval(value: object, where: str) -> float:
     """Return ``value`` in seconds if it is a duration >= 0, else raise naming ``where``."""
-    return _check_seconds(value, where, "the least time between the starts of two saves of a trigger")
-
-
-def _check_seconds(value: object, where: str, meaning: str) -> float:
-    seconds: float | None = None
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, str):
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = None
-    if seconds is None or not seconds >= 0 or seconds == float("inf"):
-        raise StatefulUsageError(
-            f"{where} must be a duration >= 0 (a timedelta; seconds in the configuration), "
-            f"{meaning}, got {value!r}."
-        )
-    return seconds
+    return check_seconds(value, where, "the least time between the starts of two saves of a trigger")
 
 
 def save_batching(batch: int | None, delay: timedelta | None) -> tuple[int, float]:

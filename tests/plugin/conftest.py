@@ -10,6 +10,7 @@ store, written through Airflow's REST API as the command line does), and call th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from stateful.backends import SqlBackend
+from stateful.backends.native import NativeBackend
 from stateful.types import Watermark
 from tests._airflow import add_asset
 from tests._api_server import api_server_process
@@ -103,17 +105,33 @@ class PluginServer:
         Written through Airflow's REST API as the admin, as ``stateful set --airflow-url`` writes;
         returns the asset's name.
         """
+        with self.native_asset() as (asset_name, _, store):
+            version = None
+            for value in values:
+                version = store.write(namespace, name, WM, value.to_state_json(), expected_version=version)
+        return asset_name
+
+    @contextlib.contextmanager
+    def native_asset(self) -> Iterator[tuple[str, int, NativeBackend]]:
+        """A new asset and its native store, reached through Airflow's REST API as the admin.
+
+        The store is :class:`~stateful.backends.native.NativeBackend`'s own code (its compare-and-set,
+        the index of a keyed watermark's partitions, its history), as ``stateful set --airflow-url``
+        uses it; yields the asset's name, its id and the store.
+        """
         from stateful.cli._native import AirflowApi, Asset, RestNativeStore
 
         asset_name = f"plugin-{uuid.uuid4().hex[:10]}"
         asset_id = add_asset(asset_name)
         api = AirflowApi(self.url, username=self.admin.username, password=self.admin.password)
-        store = RestNativeStore(api, Asset(asset_id, asset_name, f"test://{asset_name}"))
-        version = None
-        for value in values:
-            version = store.write(namespace, name, WM, value.to_state_json(), expected_version=version)
-        api.close()
-        return asset_name
+        try:
+            yield (
+                asset_name,
+                asset_id,
+                RestNativeStore(api, Asset(asset_id, asset_name, f"test://{asset_name}")),
+            )
+        finally:
+            api.close()
 
     def close(self) -> None:
         for store in self._stores:

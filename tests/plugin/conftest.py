@@ -13,14 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
+from stateful._address import partition_key
 from stateful.backends import SqlBackend
+from stateful.backends.base import Address, Write
 from stateful.backends.native import NativeBackend
 from stateful.types import Watermark
 from tests._airflow import add_asset
@@ -83,13 +85,16 @@ class PluginServer:
         headers = {} if user is None else {"Authorization": f"Bearer {self.token(user)}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
+    def _store(self) -> SqlBackend:
+        if not self._stores:
+            self._stores.append(SqlBackend(self.sql_url, history_versions=100))
+        return self._stores[0]
+
     def sql_watermark(
         self, namespace: str, name: str, *values: Watermark[Any], reason: str | None = None
     ) -> int:
         """Save ``values`` as successive versions in the server's SQL store; the last version."""
-        if not self._stores:
-            self._stores.append(SqlBackend(self.sql_url, history_versions=100))
-        store = self._stores[0]
+        store = self._store()
         record = store.read(namespace, name, WM)
         version = None if record is None else record.version
         for value in values:
@@ -98,6 +103,26 @@ class PluginServer:
             )
         assert version is not None
         return version
+
+    def sql_partitions(
+        self, namespace: str, name: str, partitions: Mapping[str, Sequence[Watermark[Any]]]
+    ) -> None:
+        """Save a keyed watermark's partitions in the server's SQL store, as its trigger saves them.
+
+        Each save is one ``write_many`` (what a keyed trigger's save is): the first holds every
+        partition's first value, the next their second values, and so on.
+        """
+        store = self._store()
+        versions: dict[str, int | None] = {p: None for p in partitions}
+        for i in range(max(map(len, partitions.values()), default=0)):
+            changed = [(p, values[i]) for p, values in partitions.items() if i < len(values)]
+            written = store.write_many(
+                [
+                    Write(Address(namespace, name, partition_key(p)), value.to_state_json(), versions[p])
+                    for p, value in changed
+                ]
+            )
+            versions.update(zip((p for p, _ in changed), written, strict=True))
 
     def native_watermark(self, namespace: str, name: str, *values: Watermark[Any]) -> str:
         """A new asset (as the dag-processor registers one) whose native store holds ``values``.

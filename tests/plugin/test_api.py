@@ -370,10 +370,6 @@ def test_each_partition_of_a_keyed_native_watermark_is_a_row_and_its_index_is_no
     assert stored_value(asset_id, index_key(ns, "2026")) == index
 
 
-def _cursor(n: int) -> str:
-    return Watermark[int](cursor=n).to_state_json()
-
-
 def _other_key(watermark_id: str, key: str) -> str:
     """The id of another document of the same store and name (ids are opaque to the page only)."""
     where = decode_id(watermark_id)
@@ -383,13 +379,7 @@ def _other_key(watermark_id: str, key: str) -> str:
 
 def test_the_list_is_filtered_sorted_and_cut_into_pages_by_the_server(plugin_server: PluginServer) -> None:
     ns = f"pages-{uuid.uuid4().hex[:8]}"
-    store = SqlBackend(plugin_server.sql_url, history_versions=100)
-    try:
-        store.write_many(
-            [Write(Address(ns, "2026", partition_key(f"p{n}")), _cursor(n), None) for n in range(1, 26)]
-        )
-    finally:
-        store.dispose()
+    plugin_server.sql_partitions(ns, "2026", {f"p{n}": [Watermark[int](cursor=n)] for n in range(1, 26)})
 
     first = _listing(plugin_server, q=ns, limit=10)
     last = _listing(plugin_server, q=ns, limit=10, offset=20)

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,8 +60,13 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 
 _DIGITS = re.compile(r"(\d+)")
+# Text that JSON writes as it is, whatever the writer's spacing (no quote, backslash, comma,
+# colon, space, control or non-ASCII character): absent from a document's stored text, it is
+# absent from its cursor.
+_VERBATIM = re.compile(r"[!#-+\--9;-\[\]-~]+")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a list repeats its namespaces, names and stores
 def natural(text: str) -> tuple[tuple[int, str], ...]:
     """A sort key that orders ``text`` as the page does: case-insensitive, numbers by value.
 
@@ -109,6 +115,8 @@ class Listed:
         """Whether ``needle`` (case-folded) is in one of the fields the page's filter matches."""
         if any(needle in text.casefold() for text in self.light()):
             return True
+        if _VERBATIM.fullmatch(needle) and needle not in self.record.value.casefold():
+            return False  # not in the stored text, so not in its cursor: no need to parse it
         cursor = self.cursor()
         return cursor is not None and needle in cursor.casefold()
 
@@ -144,6 +152,7 @@ class Listed:
             return lag_seconds(self.timestamp, self.now)
         return int(is_stuck(self.timestamp or r.updated_at, self.now, self.max_lag))  # "stuck"
 
+    @cached_property
     def tie(self) -> tuple[Any, ...]:
         """The order of rows a sort leaves equal: namespace, name, partition (key), store."""
         r = self.record
@@ -175,9 +184,9 @@ def select(
     present = [(entry.sort_value(sort), entry) for entry in found]
     missing = [entry for value, entry in present if value is None]
     kept = [(value, entry) for value, entry in present if value is not None]
-    kept.sort(key=lambda pair: pair[1].tie())
+    kept.sort(key=lambda pair: pair[1].tie)
     kept.sort(key=lambda pair: pair[0], reverse=order == "desc")  # stable: ties keep their order
-    missing.sort(key=Listed.tie)
+    missing.sort(key=lambda entry: entry.tie)
     ordered = [entry for _, entry in kept] + missing
     return ordered[offset : offset + limit], len(found)
 

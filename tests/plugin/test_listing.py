@@ -8,6 +8,7 @@ and those of the page returned.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 SQL = Located("sql", "SqlBackend(sqlite:///stateful.db)", store=None)
 
 
-def _listed(name: str, key: str, watermark: Watermark[int], saved_by: str | None = "host:1") -> Listed:
+def _listed(name: str, key: str, watermark: Watermark[Any], saved_by: str | None = "host:1") -> Listed:
     record = StateRecord("files", name, key, watermark.to_state_json(), 1, NOW, saved_by, None)
     return Listed(SQL, record, NOW, timedelta(hours=1))
 
@@ -75,6 +76,11 @@ def test_the_filter_matches_the_partition_the_address_and_the_cursor() -> None:
     assert _names(select(listed, "777")[0]) == ["plain"]
     assert _names(select(listed, "alice")[0]) == ["plain"]
     assert select(listed, "nothing like it") == ([], 0)
+    # A cursor whose stored text differs from its shown text (escaped quotes, JSON spacing).
+    quoted = _listed("quoted", "watermark", Watermark[str](cursor='say "hi"'))
+    listing = _listed("listing", "watermark", Watermark[list[int]](cursor=[41, 42]))
+    assert _names(select([quoted, listing], 'say "HI"')[0]) == ["quoted"]
+    assert _names(select([quoted, listing], "41, 42")[0]) == ["listing"]
 
 
 def test_only_the_page_returned_is_read_when_neither_filter_nor_order_needs_the_documents() -> None:

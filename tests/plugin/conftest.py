@@ -137,24 +137,27 @@ class PluginServer:
         return asset_name
 
     @contextlib.contextmanager
-    def native_asset(self) -> Iterator[tuple[str, int, NativeBackend]]:
+    def native_asset(self, max_value_bytes: int | None = None) -> Iterator[tuple[str, int, NativeBackend]]:
         """A new asset and its native store, reached through Airflow's REST API as the admin.
 
         The store is :class:`~stateful.backends.native.NativeBackend`'s own code (its compare-and-set,
         the index of a keyed watermark's partitions, its history), as ``stateful set --airflow-url``
-        uses it; yields the asset's name, its id and the store.
+        uses it; yields the asset's name, its id and the store. ``max_value_bytes`` makes values
+        smaller than Airflow's limit (a document, or an index, continues in parts sooner).
         """
-        from stateful.cli._native import AirflowApi, Asset, RestNativeStore
+        from stateful.cli._native import AirflowApi, Asset, RestNativeStore, rest_accessor
 
         asset_name = f"plugin-{uuid.uuid4().hex[:10]}"
         asset_id = add_asset(asset_name)
         api = AirflowApi(self.url, username=self.admin.username, password=self.admin.password)
+        asset = Asset(asset_id, asset_name, f"test://{asset_name}")
+        store = (
+            RestNativeStore(api, asset)
+            if max_value_bytes is None
+            else NativeBackend(rest_accessor(api, asset), max_value_bytes=max_value_bytes)
+        )
         try:
-            yield (
-                asset_name,
-                asset_id,
-                RestNativeStore(api, Asset(asset_id, asset_name, f"test://{asset_name}")),
-            )
+            yield asset_name, asset_id, store
         finally:
             api.close()
 

@@ -20,7 +20,7 @@ from stateful import Keyed, stateful
 from stateful._address import partition_key
 from stateful.backends import SqlBackend
 from stateful.backends.base import Address, Write
-from stateful.backends.native.index import index_key
+from stateful.backends.native.index import index_key, index_part_key
 from stateful.plugin._rows import decode_id, encode_id
 from stateful.types import Watermark
 from tests._airflow import stored_value
@@ -329,16 +329,22 @@ def test_each_partition_of_a_keyed_native_watermark_is_a_row_and_its_index_is_no
             ]
         )
 
-    with plugin_server.native_asset() as (asset, asset_id, store):
+    regions = [(f"region-{n:02}", n, None) for n in range(40)]
+    # Values of at most 1,000 bytes: the index of 43 partitions continues in numbered parts.
+    with plugin_server.native_asset(max_value_bytes=1000) as (asset, asset_id, store):
         save(("eu", 1, None), ("us", 5, None), ("gone", 9, None))
         save(("eu", 2, 1))
+        save(*regions)
         # The index lists every partition; deleting a partition's document leaves its entry.
         assert store.delete(ns, "2026", partition_key("gone")) is True
         index = stored_value(asset_id, index_key(ns, "2026"))
+        part = stored_value(asset_id, index_part_key(ns, "2026", 1))
 
     rows = _partitions(plugin_server, ns)
-    assert sorted(index["keys"]) == ["watermark[eu]", "watermark[gone]", "watermark[us]"]
-    assert set(rows) == {"eu", "us"}  # neither the index nor the deleted partition is a row
+    assert index["parts"] >= 1 and part["keys"]
+    assert {"watermark[eu]", "watermark[gone]", "watermark[us]"} <= {*index["keys"], *part["keys"]}
+    # Neither the index (its head, its parts) nor the deleted partition is a row.
+    assert set(rows) == {"eu", "us", *(r for r, _, _ in regions)}
     assert all(r["asset"] == asset and r["key"].startswith("watermark[") for r in rows.values())
     listing = _listing(plugin_server, q=asset)
     (native,) = [s for s in listing["stores"] if s["label"] == f"asset {asset!r}"]

@@ -176,6 +176,23 @@ def select(
 
     Missing values (no timestamp, no cursor, no partition) stay last in both orders; rows that
     sort alike are ordered by namespace, name, partition and store.
+
+    Raises:
+        ValueError: ``sort`` is not a column (:data:`SortKey`).
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> now = datetime(2026, 1, 5, tzinfo=timezone.utc)
+        >>> sql = Located("sql", "SQL store", store=None)
+        >>> def listed(key: str, cursor: int) -> Listed:
+        ...     value = f'{{"cursor": {cursor}, "timestamp": null, "seen": {{}}, "schema_version": 1}}'
+        ...     return Listed(sql, StateRecord("s3", "landing", key, value, 1, now, None, None), now, None)
+        >>> rows = [listed("watermark[p10]", 1), listed("watermark[p9]", 2), listed("watermark", 3)]
+        >>> page, matched = select(rows, None, "partition", limit=2)
+        >>> [e.partition for e in page], matched
+        (['p9', 'p10'], 3)
+        >>> [e.record.key for e in select(rows, "p1", "cursor", "desc")[0]]
+        ['watermark[p10]']
     """
     if sort not in get_args(SortKey):
         raise ValueError(f"cannot sort by {sort!r}; sort by one of {', '.join(get_args(SortKey))}.")

@@ -69,7 +69,7 @@ def test_an_admin_lists_sql_and_native_watermarks(plugin_server: PluginServer) -
 
     with plugin_server.client(plugin_server.admin) as admin:
         me = admin.get("/stateful/api/me")
-        listed = admin.get("/stateful/api/watermarks")
+        listed = admin.get("/stateful/api/watermarks", params={"limit": 5000})  # every row of the session
 
     assert me.status_code == 200, me.text
     assert me.json() == {"username": "admin", "can_edit": True}
@@ -159,7 +159,7 @@ def test_a_viewer_reads_but_may_not_change(plugin_server: PluginServer) -> None:
 
     with plugin_server.client(plugin_server.viewer) as viewer:
         me = viewer.get("/stateful/api/me")
-        listed = viewer.get("/stateful/api/watermarks")
+        listed = viewer.get("/stateful/api/watermarks", params={"limit": 5000})
         shown = viewer.get(f"/stateful/api/watermarks/{wid}")
         rewind = viewer.post(
             f"/stateful/api/watermarks/{wid}/rewind",

@@ -445,3 +445,11 @@ def test_each_partition_of_a_keyed_watermark_is_a_row_set_alone(
     assert list(page.rows()) == ["tenants · t52", "tenants · t520"]
     assert page.by_id("count").text.startswith("2 of ")  # 2 of every watermark stored
     assert not page.by_id("more").is_displayed()
+
+    # Unfiltered, "Show more" asks for 500 rows more.
+    page.driver.get(plugin_server.page_url)
+    page.wait(lambda d: page.by_id("more").is_displayed(), "'Show more' under the first 500 rows")
+    count = "return document.querySelectorAll('#rows tr').length;"
+    assert page.driver.execute_script(count) == 500
+    page.by_id("more").click()
+    page.wait(lambda d: d.execute_script(count) > 500, "more than 500 rows")

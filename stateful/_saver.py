@@ -265,6 +265,26 @@ class Coalescer:
         self._last_start = -math.inf  # when the last save started (loop time)
         self._failure: Exception | None = None
         self._closed = False
+        self._owner: asyncio.Task[Any] | None = None
+        self._stopped_owner = False
+        #: Set by the driver while ``owner`` waits for the decorated ``run()`` (its own code).
+        self.pulling = False
+
+    def stop_on_failure(self, owner: asyncio.Task[Any] | None) -> None:
+        """Cancel ``owner`` (the task that drives the run) as soon as a background save fails.
+
+        Without it a trigger that finds nothing new after its save failed polls on, emitting
+        nothing, until its next event raises the error; cancelled, it ends at once, and its
+        driver raises the save's error instead (:meth:`stopped_by_failure`). Only while
+        :attr:`pulling`: the cancellation then lands in the trigger's own code. Otherwise the
+        triggerer is handling the run's last event (its code, not to be cancelled) and resumes
+        the run in a moment, which raises the error (:meth:`check`).
+        """
+        self._owner = owner
+
+    def stopped_by_failure(self) -> Exception | None:
+        """The save's error when this saver cancelled its owner for it, else ``None``."""
+        return self._failure if self._stopped_owner else None
 
     def check(self) -> None:
         """Raise the error of a background save that failed: the trigger must emit no more."""
@@ -370,6 +390,10 @@ class Coalescer:
                 self._session.scope.store,
                 exc,
             )
+            owner = self._owner
+            if owner is not None and self.pulling and not owner.done() and not self._closed:
+                self._stopped_owner = True
+                owner.cancel()  # its driver raises the save's error (stopped_by_failure)
         finally:
             self._task = None
         unsaved = self._taken - self._durable

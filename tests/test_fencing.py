@@ -129,6 +129,10 @@ async def test_a_resumed_stale_instance_stops_before_emitting_and_nothing_is_los
 
     SOURCES[source] += list(range(21, 26))
     before = len(first.events)
+    # Frozen for longer than FENCE_GAP: on a fast machine all of the above takes less, and the
+    # resumed scan's first event would count as part of the stale instance's last batch (in a
+    # real freeze, seconds pass).
+    await asyncio.sleep(2 * FENCE_GAP)
     stale.running.set()  # resumed: its scan finds 11..25, which it does not own any more
     with pytest.raises(StateTakenOverError) as stopped:
         await first.finished()

@@ -21,9 +21,12 @@ import configparser
 import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
-__all__ = ["airflow_conf", "stateful_option", "stateful_setting"]
+from stateful.errors import StatefulUsageError
+
+__all__ = ["airflow_conf", "check_seconds", "stateful_option", "stateful_setting"]
 
 _T = TypeVar("_T")
 SECTION = "stateful"
@@ -88,6 +91,40 @@ def stateful_setting(env: str, option: str, check: Callable[[object, str], _T], 
     if text:
         return check(text, f"Airflow configuration [stateful] {option}")
     return default
+
+
+def check_seconds(value: object, where: str, meaning: str, *, above_zero: bool = False) -> float:
+    """Return a duration setting in seconds: ``value`` is a ``timedelta`` or a number as text.
+
+    The one check of every duration this package reads (an argument, a variable, an option):
+    finite and ``>= 0`` (``> 0`` with ``above_zero``), else :class:`StatefulUsageError` naming
+    ``where`` and saying what the setting is (``meaning``).
+
+    Example:
+        >>> check_seconds("1.5", "STATEFUL_EXAMPLE", "an example")
+        1.5
+        >>> check_seconds(timedelta(minutes=1), "delay of @stateful", "an example", above_zero=True)
+        60.0
+        >>> check_seconds("-1", "STATEFUL_EXAMPLE", "an example")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        stateful.errors.StatefulUsageError: STATEFUL_EXAMPLE must be a duration >= 0 ..., got '-1'.
+    """
+    seconds: float | None = None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = None
+    valid = seconds is not None and (seconds > 0 if above_zero else seconds >= 0) and seconds != float("inf")
+    if seconds is None or not valid:
+        raise StatefulUsageError(
+            f"{where} must be a duration {'>' if above_zero else '>='} 0 (a timedelta; seconds in the "
+            f"configuration), {meaning}, got {value!r}."
+        )
+    return seconds
 
 
 def _from_airflow(option: str) -> str | None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from stateful._airflowconf import stateful_setting
-from stateful.errors import StatefulUsageError
+from stateful._airflowconf import check_seconds, stateful_setting
 
 __all__ = ["MAX_LAG_ENV", "check_max_lag", "is_stuck", "lag_seconds", "max_lag_setting"]
 
@@ -57,19 +56,8 @@ def check_max_lag(value: object, where: str) -> timedelta:
         >>> check_max_lag("90", "STATEFUL_MAX_LAG")
         datetime.timedelta(seconds=90)
     """
-    seconds: float | None = None
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, str):
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = None
-    if seconds is None or not seconds > 0 or seconds == float("inf"):
-        raise StatefulUsageError(
-            f"{where} must be a duration > 0 (a timedelta; seconds in the configuration), how long a "
-            f"watermark may stay still while its trigger runs before it is reported stuck, got {value!r}."
-        )
+    meaning = "how long a watermark may stay still while its trigger runs before it is reported stuck"
+    seconds = check_seconds(value, where, meaning, above_zero=True)
     return timedelta(seconds=seconds)
 
 

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from stateful._airflowconf import stateful_setting
+from stateful._airflowconf import check_seconds, stateful_setting
 from stateful.errors import StatefulUsageError, StoreUnavailableError
 
 __all__ = [
@@ -107,8 +107,8 @@ def retry_policy() -> RetryPolicy:
         True
     """
     attempts = stateful_setting(ATTEMPTS_ENV, "store_retries", _check_attempts, DEFAULT_ATTEMPTS)
-    delay = stateful_setting(DELAY_ENV, "store_retry_delay", _check_seconds, DEFAULT_DELAY)
-    max_delay = stateful_setting(MAX_DELAY_ENV, "store_retry_max_delay", _check_seconds, DEFAULT_MAX_DELAY)
+    delay = stateful_setting(DELAY_ENV, "store_retry_delay", _check_wait, DEFAULT_DELAY)
+    max_delay = stateful_setting(MAX_DELAY_ENV, "store_retry_max_delay", _check_wait, DEFAULT_MAX_DELAY)
     return RetryPolicy(attempts, delay, max_delay)
 
 
@@ -122,17 +122,8 @@ def _check_attempts(value: object, where: str) -> int:
     return int(text)
 
 
-def _check_seconds(value: object, where: str) -> float:
-    try:
-        seconds = float(str(value))
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise StatefulUsageError(
-            f"{where} must be a number of seconds >= 0 (a wait between two attempts at a store that "
-            f"cannot be reached), got {value!r}."
-        )
-    return seconds
+def _check_wait(value: object, where: str) -> float:
+    return check_seconds(value, where, "a wait between two attempts at a store that cannot be reached")
 
 
 def retry(call: Callable[[], _T], what: str, *, policy: RetryPolicy | None = None) -> _T:

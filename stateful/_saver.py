@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeGuard
 
-from stateful._airflowconf import stateful_setting
+from stateful._airflowconf import check_seconds, stateful_setting
 from stateful._core import Save, WatermarkSession
 from stateful._keyed_session import KeyedSave
 from stateful._metrics import metrics_of
@@ -191,29 +191,12 @@ def check_save_batch(value: object, where: str) -> int:
 
 def check_save_delay(value: object, where: str) -> float:
     """Return ``value`` in seconds if it is a duration >= 0, else raise naming ``where``."""
-    return _check_seconds(value, where, "the longest a taken event waits for its save")
+    return check_seconds(value, where, "the longest a taken event waits for its save")
 
 
 def check_save_interval(value: object, where: str) -> float:
     """Return ``value`` in seconds if it is a duration >= 0, else raise naming ``where``."""
-    return _check_seconds(value, where, "the least time between the starts of two saves of a trigger")
-
-
-def _check_seconds(value: object, where: str, meaning: str) -> float:
-    seconds: float | None = None
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, str):
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = None
-    if seconds is None or not seconds >= 0 or seconds == float("inf"):
-        raise StatefulUsageError(
-            f"{where} must be a duration >= 0 (a timedelta; seconds in the configuration), "
-            f"{meaning}, got {value!r}."
-        )
-    return seconds
+    return check_seconds(value, where, "the least time between the starts of two saves of a trigger")
 
 
 def save_batching(batch: int | None, delay: timedelta | None) -> tuple[int, float]:
@@ -282,6 +265,26 @@ class Coalescer:
         self._last_start = -math.inf  # when the last save started (loop time)
         self._failure: Exception | None = None
         self._closed = False
+        self._owner: asyncio.Task[Any] | None = None
+        self._stopped_owner = False
+        #: Set by the driver while ``owner`` waits for the decorated ``run()`` (its own code).
+        self.pulling = False
+
+    def stop_on_failure(self, owner: asyncio.Task[Any] | None) -> None:
+        """Cancel ``owner`` (the task that drives the run) as soon as a background save fails.
+
+        Without it a trigger that finds nothing new after its save failed polls on, emitting
+        nothing, until its next event raises the error; cancelled, it ends at once, and its
+        driver raises the save's error instead (:meth:`stopped_by_failure`). Only while
+        :attr:`pulling`: the cancellation then lands in the trigger's own code. Otherwise the
+        triggerer is handling the run's last event (its code, not to be cancelled) and resumes
+        the run in a moment, which raises the error (:meth:`check`).
+        """
+        self._owner = owner
+
+    def stopped_by_failure(self) -> Exception | None:
+        """The save's error when this saver cancelled its owner for it, else ``None``."""
+        return self._failure if self._stopped_owner else None
 
     def check(self) -> None:
         """Raise the error of a background save that failed: the trigger must emit no more."""
@@ -387,6 +390,10 @@ class Coalescer:
                 self._session.scope.store,
                 exc,
             )
+            owner = self._owner
+            if owner is not None and self.pulling and not owner.done() and not self._closed:
+                self._stopped_owner = True
+                owner.cancel()  # its driver raises the save's error (stopped_by_failure)
         finally:
             self._task = None
         unsaved = self._taken - self._durable

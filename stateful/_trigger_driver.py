@@ -149,13 +149,20 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
         inner = fn(self, session.watermark, *args, **kwargs)
         events = emit(inner, session, spec, fence=fence_of(spec, store, session, qualname))
         coalescer = _coalescer(spec, store, session, qualname)
+        if coalescer is not None:
+            coalescer.stop_on_failure(asyncio.current_task())  # a failed save ends the run at once
         try:
             sent: Any = None
             while True:
+                if coalescer is not None:
+                    coalescer.pulling = True
                 try:
                     event, seq = await events.asend(sent)
                 except StopAsyncIteration:
                     break
+                finally:
+                    if coalescer is not None:
+                        coalescer.pulling = False
                 if coalescer is not None:
                     coalescer.check()  # a background save failed: emit nothing more
                 await save(store, session, session.before_yield(seq))
@@ -169,10 +176,14 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
             if coalescer is not None:
                 await coalescer.flush()
             await save(store, session, session.finish())
-        except BaseException:
+        except BaseException as exc:
+            failure = None if coalescer is None else coalescer.stopped_by_failure()
             if coalescer is not None:
                 await coalescer.close()  # best effort: what was taken, never more
             session.abandon()
+            if failure is not None and isinstance(exc, asyncio.CancelledError):
+                _uncancel()
+                raise failure from None  # the cancellation was the failed save's: its error
             raise
         finally:
             watch.stop()
@@ -180,6 +191,14 @@ def async_driver(fn: Callable[..., Any], spec: StatefulSpec, qualname: str) -> C
             await inner.aclose()
 
     return wrapper
+
+
+def _uncancel() -> None:
+    """Take back the cancellation a failed save requested (Python >= 3.11 counts them)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
 
 
 def _coalescer(

@@ -97,11 +97,14 @@ class Triggerer:
         with pytest.raises(asyncio.CancelledError):
             await self.task
 
-    async def finished(self) -> Any:
-        """Wait for the trigger's task to end on its own; return its result or raise its error."""
+    async def finished(self, timeout: float = 60) -> Any:
+        """Wait for the trigger's task to end on its own; return its result or raise its error.
+
+        Fails (``TimeoutError``) after ``timeout`` seconds: a deadlock guard, as :func:`until`.
+        """
         assert self.task is not None
         try:
-            return await self.task
+            return await asyncio.wait_for(self.task, timeout)
         finally:
             await self._stop_supervisor()
 

@@ -24,7 +24,7 @@ from stateful._saver import (
 )
 from stateful.backends import MemoryBackend, SqlBackend
 from stateful.errors import StateConflictError, StatefulUsageError
-from tests._triggerer import until
+from tests._triggerer import Triggerer, until
 from tests.triggers import CounterBase
 
 LONG = timedelta(minutes=10)  # the delay never fires: only the batch size decides
@@ -123,6 +123,31 @@ async def test_a_failed_background_save_stops_the_trigger_with_the_stores_error(
     # Fenced: at most a batch taken after the lost save, then nothing more.
     assert len(handed) <= 3
     assert stored(store) == (99, 1)  # the other writer's state stands
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_failed_background_save_ends_a_trigger_that_waits_for_more(
+    backend: str, tmp_path: Path
+) -> None:
+    """A watcher that found nothing new after its save failed stops at once, not at its next event.
+
+    In Airflow's own TriggerRunner: before, it polled on (emitting nothing) until its next event
+    raised the error, so Airflow never restarted it to reload the state.
+    """
+    store = MemoryBackend() if backend == "memory" else SqlBackend(f"sqlite:///{tmp_path / 'state.db'}")
+    trigger = counter(store, batch=100, delay=timedelta(milliseconds=200))("src", [1, 2, 3], then="block")  # type: ignore[arg-type]
+    triggerer = Triggerer()
+    triggerer.start(trigger)
+    await trigger.blocked.wait()  # three taken, none saved yet; run() waits for more
+    # Another writer saves first: the background save of 1-3 loses its compare-and-set.
+    store.write("tests", "src", "watermark", Watermark[int](cursor=99).to_state_json(), expected_version=None)
+    with pytest.raises(StateConflictError) as info:
+        await triggerer.finished(timeout=30)
+    assert (info.value.expected_version, info.value.actual_version) == (None, 1)
+    assert triggerer.events == [1, 2, 3]
+    assert store.read("tests", "src", "watermark").value == Watermark[int](cursor=99).to_state_json()  # type: ignore[union-attr]
+    if isinstance(store, SqlBackend):
+        store.dispose()
 
 
 async def consume_yielding(trigger: CounterBase, taken: list[int]) -> None:

@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from airflow.api_fastapi.core_api.security import get_user
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from stateful._address import shown_address
 from stateful.errors import StateConflictError, StatefulError
 from stateful.plugin._edit import RewindBody, SetBody, rewind, set_fields
-from stateful.plugin._rows import Located, decode_id, detail, list_watermarks, locate
+from stateful.plugin._listing import DEFAULT_LIMIT, MAX_LIMIT, Order, SortKey, list_watermarks
+from stateful.plugin._rows import Located, decode_id, detail, locate
 
 __all__ = ["STATIC", "create_app"]
 
@@ -65,10 +67,20 @@ def me(user: User) -> dict[str, Any]:
     return {"username": _name(user), "can_edit": allowed(user, "PUT")}
 
 
-def watermarks(user: User, q: str | None = None) -> dict[str, Any]:
-    """Every watermark of the configured SQL store and of the native store of every readable asset."""
+def watermarks(
+    user: User,
+    q: Annotated[str | None, Query(description="Keep the rows that contain this text.")] = None,
+    sort: Annotated[SortKey, Query(description="The column to sort by.")] = "namespace",
+    order: Annotated[Order, Query(description="asc or desc; missing values stay last.")] = "asc",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="The most rows to return.")] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, description="Rows to skip (of those q keeps, sorted).")] = 0,
+) -> dict[str, Any]:
+    """Every watermark (each partition of a keyed one) of the configured SQL store and of the native
+    store of every readable asset: one page of them, with how many are stored and match ``q``."""
     _require(user, "GET")
-    return list_watermarks(lambda asset_id: allowed(user, "GET", asset_id), q)
+    return list_watermarks(
+        lambda asset_id: allowed(user, "GET", asset_id), q, sort=sort, order=order, limit=limit, offset=offset
+    )
 
 
 def _found(user: User, watermark_id: str, method: Method) -> tuple[Located, Any]:
@@ -87,7 +99,7 @@ def _found(user: User, watermark_id: str, method: Method) -> tuple[Located, Any]
     if record is None:
         raise HTTPException(
             404,
-            f"no watermark {where.namespace!r} / {where.name!r} (key {where.key!r}) in {located.label}: it "
+            f"no watermark {shown_address(where.namespace, where.name, where.key)} in {located.label}: it "
             f"was deleted, or never saved. Reload the list.",
         )
     return located, record

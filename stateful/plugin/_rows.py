@@ -2,8 +2,9 @@
 
 No web framework here: :mod:`stateful.plugin._app` turns these into HTTP responses. A row is
 addressed by an opaque, URL-safe id (the store, the asset for the native store, the namespace,
-name and document key, encoded); a store that cannot be read is reported with its error, and
-the others are still listed.
+name and document key, encoded). A keyed watermark's partition is a document of its own (key
+``watermark[P]``), so a row, its detail and its edits are one partition's; the list itself is
+:mod:`stateful.plugin._listing`'s.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from stateful._address import partition_of
 from stateful._document import format_utc
 from stateful._lag import is_stuck, lag_seconds, max_lag_setting
 from stateful.backends.base import StateRecord
 from stateful.cli._documents import summarize
-from stateful.errors import StatefulError, StoreNotFoundError
+from stateful.errors import StoreNotFoundError
 
 __all__ = [
     "Located",
@@ -29,9 +31,12 @@ __all__ = [
     "detail",
     "document_diff",
     "encode_id",
-    "list_watermarks",
+    "cursor_text",
     "locate",
+    "native_stores",
     "row",
+    "row_timestamp",
+    "sql_store",
 ]
 
 StoreKind = Literal["sql", "native"]
@@ -86,7 +91,7 @@ class Located:
     asset: Any = None  # the StoredAsset of a native store
 
 
-def _sql_store() -> Located:
+def sql_store() -> Located:
     """The configured SQL store (as ``@stateful`` finds it), opened to read; raises when it is missing."""
     from stateful.backends.sql.default import default_store, default_url
 
@@ -102,7 +107,7 @@ def _sql_store() -> Located:
     return Located("sql", store.description, store)
 
 
-def _native_stores(may_read: Callable[[int], bool]) -> list[Located] | None:
+def native_stores(may_read: Callable[[int], bool]) -> list[Located] | None:
     """The native store of every asset the user may read; ``None`` before Airflow 3.3."""
     try:
         from airflow.models.asset_state_store import AssetStateStoreModel  # noqa: F401
@@ -120,7 +125,7 @@ def locate(where: Where) -> Located:
         StatefulError: the store cannot be opened (missing, or the asset is gone).
     """
     if where.store == "sql":
-        return _sql_store()
+        return sql_store()
     from stateful.plugin._native import DbNativeStore, assets
 
     for asset in assets():
@@ -129,7 +134,8 @@ def locate(where: Where) -> Located:
     raise StoreNotFoundError(f"no asset with id {where.asset_id} in this deployment.")
 
 
-def _timestamp(text: Any) -> datetime | None:
+def row_timestamp(text: Any) -> datetime | None:
+    """A document's ``timestamp`` text as an aware datetime (UTC when it names no zone), else ``None``."""
     if not isinstance(text, str):
         return None
     try:
@@ -139,7 +145,8 @@ def _timestamp(text: Any) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
-def _cursor_text(value: Any) -> str | None:
+def cursor_text(value: Any) -> str | None:
+    """A cursor as the table shows it: a string as it is, any other value as JSON text."""
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
@@ -159,17 +166,18 @@ def row(located: Located, record: StateRecord, now: datetime, max_lag: timedelta
         record.key,
     )
     summary = summarize(record.value)
-    timestamp = _timestamp(summary.timestamp)
+    timestamp = row_timestamp(summary.timestamp)
     return {
         "id": encode_id(where),
         "namespace": record.namespace,
         "name": record.name,
         "key": record.key,
+        "partition": partition_of(record.key),
         "store": located.kind,
         "store_label": located.label,
         "asset": None if located.asset is None else located.asset.name,
         "timestamp": summary.timestamp,
-        "cursor": _cursor_text(summary.cursor),
+        "cursor": cursor_text(summary.cursor),
         "seen": summary.seen or 0,
         "version": record.version,
         "saved_at": format_utc(record.updated_at),
@@ -179,62 +187,6 @@ def row(located: Located, record: StateRecord, now: datetime, max_lag: timedelta
         "valid": summary.problem is None,
         "problem": summary.problem,
     }
-
-
-def list_watermarks(may_read_asset: Callable[[int], bool], q: str | None = None) -> dict[str, Any]:
-    """Every watermark of the configured SQL store and of the native store of every readable asset.
-
-    ``q`` keeps the rows whose namespace, name, store or asset contains it (case-insensitive).
-    """
-    now = datetime.now(timezone.utc)
-    max_lag = max_lag_setting()
-    rows: list[dict[str, Any]] = []
-    stores: list[dict[str, Any]] = []
-    try:
-        sql = _sql_store()
-    except StatefulError as exc:
-        stores.append({"kind": "sql", "label": "SQL store", "error": str(exc)})
-    else:
-        error = _collect(sql, lambda: sql.store.list(), rows, now, max_lag)
-        stores.append({"kind": "sql", "label": sql.label, "error": error})
-    native = _native_stores(may_read_asset)
-    for located in native or []:
-        problems: list[str] = []
-
-        def listed(located: Located = located, problems: list[str] = problems) -> Sequence[StateRecord]:
-            from stateful.plugin._native import list_asset
-
-            return list_asset(located.asset, None, problems)
-
-        error = _collect(located, listed, rows, now, max_lag)
-        stores.append(
-            {"kind": "native", "label": located.label, "error": error or "; ".join(problems) or None}
-        )
-    if q:
-        needle = q.casefold()
-        rows = [
-            r
-            for r in rows
-            if any(
-                needle in str(r[f] or "").casefold() for f in ("namespace", "name", "store_label", "asset")
-            )
-        ]
-    return {"watermarks": rows, "stores": stores}
-
-
-def _collect(
-    located: Located,
-    listed: Callable[[], Sequence[StateRecord]],
-    rows: list[dict[str, Any]],
-    now: datetime,
-    max_lag: timedelta | None,
-) -> str | None:
-    try:
-        records = listed()
-    except StatefulError as exc:
-        return str(exc)
-    rows.extend(row(located, r, now, max_lag) for r in records)
-    return None
 
 
 def document_diff(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from stateful.backends import SqlBackend
 from stateful.backends.native import NativeDocument, native_key
 from tests._airflow import copy_metadata_db
 from tests.e2e.harness import AirflowDeployment
+from tests.e2e.triggers import SHARED_FOLDERS
 from tests.e2e.watched import WatchedDir, WatchedFiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,10 +78,10 @@ def _read_sql(world: WatchedFiles, namespace: str, name: str) -> str | None:
 def _read_native(world: WatchedFiles, namespace: str, name: str) -> str | None:
     # The metadata database's row, as the REST API serves it (scenario d reads it through REST).
     # Each watched asset keeps its own trigger's watermark; the key names it (namespace included).
+    ids = [watched.asset_id for watched in world.watched]
     rows = world.deployment.query(
-        "SELECT value FROM asset_state_store WHERE asset_id IN (?, ?) AND key = ?",
-        world.landing.asset_id,
-        world.unacked.asset_id,
+        f"SELECT value FROM asset_state_store WHERE asset_id IN ({', '.join('?' * len(ids))}) AND key = ?",
+        *ids,
         native_key(namespace, name),
     )
     return NativeDocument.from_json_value(json.loads(rows[0][0])).value if rows else None
@@ -143,10 +144,12 @@ def world(
     test process, not once per deployment).
     """
     root = tmp_path_factory.mktemp(f"airflow-{store.name}")
-    names = ("landing", "control", "unacked", "burst", "burst-unacked", "deferred")
-    landing, control, unacked, burst, burst_unacked, deferred = (root / name for name in names)
-    for directory in (landing, control, unacked, burst, burst_unacked, deferred):
+    names = ("landing", "control", "unacked", "burst", "burst-unacked", "deferred", "shared")
+    landing, control, unacked, burst, burst_unacked, deferred, shared = (root / name for name in names)
+    for directory in (landing, control, unacked, burst, burst_unacked, deferred, shared):
         directory.mkdir()
+    for folder in SHARED_FOLDERS:
+        (shared / folder).mkdir()
     home = root / "home"
     deployment = AirflowDeployment(
         home=home,
@@ -159,6 +162,7 @@ def world(
             "STATEFUL_E2E_BURST": str(burst),
             "STATEFUL_E2E_BURST_UNACKED": str(burst_unacked),
             "STATEFUL_E2E_DEFERRED": str(deferred),
+            "STATEFUL_E2E_SHARED": str(shared),
             # Airflow's watchdog wakes every 0.1 s and logs when it woke later than this: 20 ms
             # late is the longest stall of the triggerer's loop the suite lets pass unreported.
             "AIRFLOW__TRIGGERER__BLOCKED_MAIN_THREAD_WARNING_THRESHOLD": str(LOOP_WATCHDOG_THRESHOLD),
@@ -173,6 +177,7 @@ def world(
         burst=WatchedDir(burst, "e2e_burst"),
         burst_unacked=WatchedDir(burst_unacked, "e2e_burst_unacked"),
         deferred=deferred,
+        shared=tuple(WatchedDir(shared / folder, f"e2e_shared_{folder}") for folder in SHARED_FOLDERS),
     )
     copy_metadata_db(migrated_airflow_db, home)
     try:
@@ -180,7 +185,7 @@ def world(
         deployment.wait_healthy()
         world.resolve_assets()
         # The watchers are live once a file dropped now has become an asset event.
-        world.barrier(world.landing, world.control, world.unacked, world.burst, world.burst_unacked)
+        world.barrier(*world.watched)
         yield world
     finally:
         deployment.stop_all()

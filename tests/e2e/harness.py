@@ -136,6 +136,10 @@ class AirflowDeployment:
         if name not in self._spares:
             self._spares[name] = self._launch(name)
 
+    def has_spare(self, name: str) -> bool:
+        """Whether a spare of ``name`` was started and has not become the component yet."""
+        return name in self._spares
+
     def _launch(self, name: str) -> _Running:
         self._starts[name] = self._starts.get(name, 0) + 1
         log_path = self.home / "components" / f"{name}-{self._starts[name]}.log"

@@ -8,8 +8,9 @@ for the next event's run).
 
 Every scenario runs once per state store (scenario e; see ``STORES`` in conftest.py), on one
 deployment per store, in this order: a, b, d, f, then c, which kills the triggerer and may leave
-files without an event behind, then g (the control of c), then h (a burst of 10,000 files), then
-i (the same burst taken by a deferred task, on the SQL store's deployment).
+files without an event behind, then g (the control of c), then h (a burst of 5,000 files), then
+i (the same burst taken by a deferred task, on the SQL store's deployment), then j (three assets
+on three folders of one directory, sharing one listing per poll through ``@shared_source``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tests.e2e.conftest import LOOP_WATCHDOG_SLEEP, Store
 from tests.e2e.deferred import DAG_ID as DEFERRED_DAG
 from tests.e2e.deferred import LIMIT as DEFERRED_LIMIT
 from tests.e2e.deferred import TASK_ID as DEFERRED_TASK
-from tests.e2e.triggers import UnackedFilesTrigger
+from tests.e2e.triggers import POLLER_STARTED, UnackedFilesTrigger
 from tests.e2e.watched import WatchedDir, WatchedFiles
 
 pytestmark = [
@@ -284,10 +285,13 @@ def test_h_a_burst_of_thousands_of_files_dropped_at_once_is_delivered_without_a_
     for watched in bursts.values():
         (trigger_id,) = world.deployment.watcher_trigger_ids(watched.asset_id)
         started[watched.asset_name] = f"trigger ID {trigger_id} starting"
+    # Counted from here: on a loaded machine an earlier scenario's triggers may have started twice
+    # in this triggerer (taken over by a warm spare while a late heartbeat made it look dead).
     starts_before = {
-        what: world.deployment.log_text("triggerer").count(line) for what, line in started.items()
+        name: world.deployment.log_text("triggerer").count(line) for name, line in started.items()
     }
-    assert set(starts_before.values()) == {1}  # running since this triggerer started, not restarted
+    assert min(starts_before.values()) >= 1  # this triggerer runs them
+    holders_before = world.holders()
 
     dropped = {}
     files = {}
@@ -309,13 +313,15 @@ def test_h_a_burst_of_thousands_of_files_dropped_at_once_is_delivered_without_a_
         events = [e for e in world.events(watched) if e["extra"]["payload"]["path"] in counts]
         assert sorted(n for n in counts.values() if n == 0) == []  # every file became an event
         assert len(events) <= 1.1 * sizes[what]
-        assert log.count(started[watched.asset_name]) == 1, f"the {what} burst's trigger was restarted"
+        restarts = log.count(started[watched.asset_name]) - starts_before[watched.asset_name]
+        assert restarts == 0, f"the {what} burst's trigger was restarted"
         seconds = max(_epoch(e["timestamp"]) for e in events) - dropped[what]
         figures.append(
             f"[{store.name} store] burst ({what}): {sizes[what]} files ({BURST_NAME_LENGTH}-character "
             f"names) dropped at once: {len(events)} events, {len(events) - sizes[what]} repeated, "
             f"0 restarts, last event {seconds:.1f} s after the drop"
         )
+    assert world.holders() == holders_before  # no other triggerer took a trigger over meanwhile
     for failure in ("fell behind", "EventNotStoredError", "StateTooLargeError"):
         assert failure not in log
     held = "held back at the queue size" if "holds the rest of a burst back" in log else "never held back"
@@ -395,6 +401,82 @@ def test_i_a_deferred_task_takes_the_same_burst_over_its_runs_each_file_once(
         f"the drop; triggerer loop stalls over 20 ms meanwhile: {len(stalls)}, "
         + (f"worst {max(stalls) * 1000:.0f} ms" if stalls else "none")
     )
+
+
+def test_j_watchers_of_one_directory_share_one_listing_each_with_its_own_watermark(
+    world: WatchedFiles, figures: Figures, store: Store
+) -> None:
+    """Three assets on three folders of one directory (``@shared_source``): one listing per poll.
+
+    Their three watchers run in one triggerer; through Airflow's shared streams one poller lists
+    the directory for all of them (it logs its start once per triggerer, where three plain
+    ``@stateful`` triggers would start three), and each watcher keeps its own watermark, saved in
+    ack mode once Airflow stored its own events. Files dropped in turn into the three folders
+    each become one event of their own folder's asset, and each watermark holds its own folder's
+    files and no other's. Then a SIGKILL while files arrive in all three folders loses none, and
+    the next triggerer starts one poller again.
+    """
+    shared = world.shared
+    world.barrier(*shared)  # all three watchers run in this triggerer
+    pollers = world.deployment.log_text("triggerer").count(POLLER_STARTED)
+    assert pollers == 1, f"{pollers} pollers for 3 watchers of one directory"
+
+    # 1. Ten files in each folder, dropped in turn.
+    dropped: dict[str, list[str]] = {w.asset_name: [] for w in shared}
+    for i in range(10):
+        for w in shared:
+            dropped[w.asset_name].append(world.drop_one(w, f"j1-{i:03d}"))
+    world.barrier(*shared)
+    for w in shared:
+        assert world.counts_of(w, dropped[w.asset_name]) == dict.fromkeys(dropped[w.asset_name], 1)
+        elsewhere = [e["extra"]["payload"]["path"] for e in world.events(w)]
+        assert [p for p in elsewhere if Path(p).parent != w.path] == []  # only its own folder's files
+        seen = _shared_watermark_covers(world, store, w)
+        assert {key.rsplit("@", 1)[0] for key in seen} == {
+            f"{w.path.name}/{p.name}" for p in w.path.glob("*.csv")
+        }
+    files = sum(len(paths) for paths in dropped.values())
+    figures.append(
+        f"[{store.name} store] shared source: 3 assets on 3 folders of one directory, {files} files "
+        f"dropped in turn: {files} events, 0 repeated, 1 poller for the 3 watchers; each watermark "
+        "holds its own folder's files only"
+    )
+
+    # 2. SIGKILL while 60 files arrive, 20 in each folder (one every 50 ms in all).
+    arriving = [_ArrivingFiles(world, w, "j2", count=20, interval=0.15) for w in shared]
+    world.kill_triggerer_when(lambda: sum(world.files_with_events(w, "j2-") for w in shared) >= 10)
+    taken = sum(world.files_with_events(w, "j2-") for w in shared)
+    for files_of_one in arriving:
+        files_of_one.join()
+    world.barrier(*shared)
+    results = [
+        _measure(world, w, a.paths, f"{w.asset_name}, SIGKILL while 20 files arrived")
+        for w, a in zip(shared, arriving, strict=True)
+    ]
+    # Each file at most twice (_measure): the kill repeats what was emitted but not yet saved.
+    events = sum(sum(world.counts_of(w, a.paths).values()) for w, a in zip(shared, arriving, strict=True))
+    pollers = world.deployment.log_text("triggerer").count(POLLER_STARTED)
+    assert pollers == 1, f"the next triggerer started {pollers} pollers for 3 watchers of one directory"
+    figures.append(
+        f"[{store.name} store] shared source: SIGKILL while 60 files arrived in the 3 folders ({taken} "
+        f"taken): {events} events, 0 lost, {events - 60} repeated ({'; '.join(results)}); the next "
+        "triggerer started 1 poller"
+    )
+
+
+def _shared_watermark_covers(world: WatchedFiles, store: Store, where: WatchedDir) -> list[str]:
+    """Wait until a shared folder's stored watermark covers its files; return its seen keys."""
+    name = str(where.path)  # SharedFolderTrigger's name, "{directory}/{folder}"
+
+    def covered() -> list[str] | None:
+        text = store.read(world, "files-shared", name)
+        if text is None:
+            return None
+        seen = list(Watermark.from_state_json(text).seen)
+        on_disk = {f"{where.path.name}/{p.name}@{p.stat().st_mtime_ns}" for p in where.path.glob("*.csv")}
+        return seen if on_disk <= set(seen) else None
+
+    return world.deployment.wait_for(f"the {store.name} watermark of {name} to cover its files", covered, 120)
 
 
 def _task_states(world: WatchedFiles) -> list[str]:

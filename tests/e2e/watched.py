@@ -50,19 +50,27 @@ class WatchedFiles:
     burst: WatchedDir  # watched by the @stateful NewFilesTrigger, for scenario h's bursts
     burst_unacked: WatchedDir  # watched by the @stateful code with ack=False, for scenario h
     deferred: Path  # scanned by the deferred task of scenario i (no asset)
+    shared: tuple[WatchedDir, ...]  # the folders of one directory, one @shared_source watcher each
     _barriers: Iterator[int] = field(default_factory=itertools.count, init=False)
     _consumed: dict[str, list[int]] = field(default_factory=dict, init=False)
     # The job ids of the triggerers stopped or killed so far (their rows outlive a SIGKILL).
     _gone: set[int] = field(default_factory=set, init=False)
+    # The job ids of every triggerer started before the spare: the spare's job is none of them.
+    _before_spare: set[int] = field(default_factory=set, init=False)
 
     def resolve_assets(self) -> None:
         """Look the assets up once the DAG processor has registered them."""
-        for watched in (self.landing, self.control, self.unacked, self.burst, self.burst_unacked):
+        for watched in self.watched:
             asset = self.deployment.wait_for(
                 f"asset {watched.asset_name!r} with its watcher",
                 lambda name=watched.asset_name: self._watched_asset(name),  # type: ignore[misc]
             )
             watched.asset_id = int(asset["id"])
+
+    @property
+    def watched(self) -> tuple[WatchedDir, ...]:
+        """Every watched directory."""
+        return (self.landing, self.control, self.unacked, self.burst, self.burst_unacked, *self.shared)
 
     def _watched_asset(self, name: str) -> dict[str, Any] | None:
         try:
@@ -228,22 +236,33 @@ class WatchedFiles:
         could take some of them itself, and the scenario would watch (and kill) the wrong process.
         """
         self.deployment.wait_for("the running triggerer to hold every watcher's trigger", self._held)
-        self.deployment.start_spare("triggerer")
+        if not self.deployment.has_spare("triggerer"):
+            self._before_spare = self._triggerer_jobs()
+            self.deployment.start_spare("triggerer")
 
     def _held(self) -> bool:
-        holders = self._holders()
+        holders = self.holders()
         return None not in holders and not holders & self._gone
 
-    def _holders(self) -> set[int | None]:
+    def holders(self) -> set[int | None]:
         """The job ids of the triggerers holding the watchers' triggers (``None``: not assigned)."""
         rows = self.deployment.query(
             "SELECT t.triggerer_id FROM trigger t JOIN asset_watcher w ON w.trigger_id = t.id"
         )
         return {row[0] for row in rows}
 
+    def _triggerer_jobs(self) -> set[int]:
+        return {row[0] for row in self.deployment.query("SELECT id FROM job WHERE job_type = 'TriggererJob'")}
+
     def _leaving(self) -> None:
-        """Remember the running triggerer's job as gone: it is being stopped or killed."""
-        self._gone |= {holder for holder in self._holders() if holder is not None}
+        """Remember the running triggerer's job as gone: it is being stopped or killed.
+
+        That is every triggerer job started before the spare, not the jobs holding the triggers
+        now: on a loaded machine the running triggerer's heartbeat can be late by more than
+        ``triggerer_health_check_threshold``, and the warm spare then takes some triggers over
+        while the running one is alive; its job must not count as gone.
+        """
+        self._gone |= self._before_spare
 
     def restart_triggerer(self) -> None:
         """Stop the triggerer gracefully (SIGTERM); the spare (started now if none is) takes over."""

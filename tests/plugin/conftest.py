@@ -10,16 +10,20 @@ store, written through Airflow's REST API as the command line does), and call th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
+from stateful._address import partition_key
 from stateful.backends import SqlBackend
+from stateful.backends.base import Address, Write
+from stateful.backends.native import NativeBackend
 from stateful.types import Watermark
 from tests._airflow import add_asset
 from tests._api_server import api_server_process
@@ -81,13 +85,16 @@ class PluginServer:
         headers = {} if user is None else {"Authorization": f"Bearer {self.token(user)}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
+    def _store(self) -> SqlBackend:
+        if not self._stores:
+            self._stores.append(SqlBackend(self.sql_url, history_versions=100))
+        return self._stores[0]
+
     def sql_watermark(
         self, namespace: str, name: str, *values: Watermark[Any], reason: str | None = None
     ) -> int:
         """Save ``values`` as successive versions in the server's SQL store; the last version."""
-        if not self._stores:
-            self._stores.append(SqlBackend(self.sql_url, history_versions=100))
-        store = self._stores[0]
+        store = self._store()
         record = store.read(namespace, name, WM)
         version = None if record is None else record.version
         for value in values:
@@ -97,23 +104,62 @@ class PluginServer:
         assert version is not None
         return version
 
+    def sql_partitions(
+        self, namespace: str, name: str, partitions: Mapping[str, Sequence[Watermark[Any]]]
+    ) -> None:
+        """Save a keyed watermark's partitions in the server's SQL store, as its trigger saves them.
+
+        Each save is one ``write_many`` (what a keyed trigger's save is): the first holds every
+        partition's first value, the next their second values, and so on.
+        """
+        store = self._store()
+        versions: dict[str, int | None] = {p: None for p in partitions}
+        for i in range(max(map(len, partitions.values()), default=0)):
+            changed = [(p, values[i]) for p, values in partitions.items() if i < len(values)]
+            written = store.write_many(
+                [
+                    Write(Address(namespace, name, partition_key(p)), value.to_state_json(), versions[p])
+                    for p, value in changed
+                ]
+            )
+            versions.update(zip((p for p, _ in changed), written, strict=True))
+
     def native_watermark(self, namespace: str, name: str, *values: Watermark[Any]) -> str:
         """A new asset (as the dag-processor registers one) whose native store holds ``values``.
 
         Written through Airflow's REST API as the admin, as ``stateful set --airflow-url`` writes;
         returns the asset's name.
         """
-        from stateful.cli._native import AirflowApi, Asset, RestNativeStore
+        with self.native_asset() as (asset_name, _, store):
+            version = None
+            for value in values:
+                version = store.write(namespace, name, WM, value.to_state_json(), expected_version=version)
+        return asset_name
+
+    @contextlib.contextmanager
+    def native_asset(self, max_value_bytes: int | None = None) -> Iterator[tuple[str, int, NativeBackend]]:
+        """A new asset and its native store, reached through Airflow's REST API as the admin.
+
+        The store is :class:`~stateful.backends.native.NativeBackend`'s own code (its compare-and-set,
+        the index of a keyed watermark's partitions, its history), as ``stateful set --airflow-url``
+        uses it; yields the asset's name, its id and the store. ``max_value_bytes`` makes values
+        smaller than Airflow's limit (a document, or an index, continues in parts sooner).
+        """
+        from stateful.cli._native import AirflowApi, Asset, RestNativeStore, rest_accessor
 
         asset_name = f"plugin-{uuid.uuid4().hex[:10]}"
         asset_id = add_asset(asset_name)
         api = AirflowApi(self.url, username=self.admin.username, password=self.admin.password)
-        store = RestNativeStore(api, Asset(asset_id, asset_name, f"test://{asset_name}"))
-        version = None
-        for value in values:
-            version = store.write(namespace, name, WM, value.to_state_json(), expected_version=version)
-        api.close()
-        return asset_name
+        asset = Asset(asset_id, asset_name, f"test://{asset_name}")
+        store = (
+            RestNativeStore(api, asset)
+            if max_value_bytes is None
+            else NativeBackend(rest_accessor(api, asset), max_value_bytes=max_value_bytes)
+        )
+        try:
+            yield asset_name, asset_id, store
+        finally:
+            api.close()
 
     def close(self) -> None:
         for store in self._stores:

@@ -6,14 +6,24 @@ The server loads the plugin through the package's entry point (nothing copied in
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import uuid
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from stateful import Keyed, stateful
+from stateful._address import partition_key
+from stateful.backends import SqlBackend
+from stateful.backends.base import Address, Write
+from stateful.backends.native.index import index_key, index_part_key
+from stateful.plugin._rows import decode_id, encode_id
 from stateful.types import Watermark
+from tests._airflow import stored_value
 from tests.plugin.conftest import PluginServer
 
 # One group: under pytest-xdist (--dist loadgroup) the API and browser tests share one worker,
@@ -59,7 +69,7 @@ def test_an_admin_lists_sql_and_native_watermarks(plugin_server: PluginServer) -
 
     with plugin_server.client(plugin_server.admin) as admin:
         me = admin.get("/stateful/api/me")
-        listed = admin.get("/stateful/api/watermarks")
+        listed = admin.get("/stateful/api/watermarks", params={"limit": 5000})  # every row of the session
 
     assert me.status_code == 200, me.text
     assert me.json() == {"username": "admin", "can_edit": True}
@@ -149,7 +159,7 @@ def test_a_viewer_reads_but_may_not_change(plugin_server: PluginServer) -> None:
 
     with plugin_server.client(plugin_server.viewer) as viewer:
         me = viewer.get("/stateful/api/me")
-        listed = viewer.get("/stateful/api/watermarks")
+        listed = viewer.get("/stateful/api/watermarks", params={"limit": 5000})
         shown = viewer.get(f"/stateful/api/watermarks/{wid}")
         rewind = viewer.post(
             f"/stateful/api/watermarks/{wid}/rewind",
@@ -217,3 +227,180 @@ def test_bad_requests_get_404_409_and_422_and_write_nothing(plugin_server: Plugi
     assert wrong_kind.status_code == 422 and "the stored cursor is integer 2" in wrong_kind.json()["detail"]
     assert as_text.status_code == 422
     assert _row(plugin_server, ns, "orders")["version"] == 2
+
+
+# -- keyed watermarks: one row per partition ----------------------------------------------------
+
+
+def _run_keyed(server: PluginServer, namespace: str, items: list[tuple[str, int]]) -> list[str]:
+    """A keyed trigger (one watermark per partition) run once on the server's SQL store."""
+    store = SqlBackend(server.sql_url, history_versions=100)
+
+    class Prefixes:
+        @stateful(namespace=namespace, name="2026", backend=store)
+        async def run(self, keyed: Keyed[Watermark[int]]) -> AsyncIterator[str]:
+            for partition, n in items:
+                if n > (keyed[partition].cursor or 0):
+                    keyed[partition].advance(cursor=n, timestamp=T0 + timedelta(minutes=n))
+                    yield f"{partition}/{n}"
+
+    async def events() -> list[str]:
+        return [event async for event in Prefixes().run()]
+
+    try:
+        return asyncio.run(events())
+    finally:
+        store.dispose()
+
+
+def _listing(server: PluginServer, **params: Any) -> dict[str, Any]:
+    with server.client(server.admin) as admin:
+        answer = admin.get("/stateful/api/watermarks", params=params)
+    assert answer.status_code == 200, answer.text
+    listing: dict[str, Any] = answer.json()
+    return listing
+
+
+def _partitions(server: PluginServer, namespace: str) -> dict[str, dict[str, Any]]:
+    """The rows of ``namespace`` by partition (``None`` for a plain watermark)."""
+    return {w["partition"]: w for w in _mine(_listing(server, q=namespace), namespace)}
+
+
+def test_each_partition_of_a_keyed_sql_watermark_is_a_row_edited_alone(plugin_server: PluginServer) -> None:
+    ns = f"keyed-{uuid.uuid4().hex[:8]}"
+    assert _run_keyed(plugin_server, ns, [("eu", 1), ("us", 5), ("ap", 7)]) == ["eu/1", "us/5", "ap/7"]
+    assert _run_keyed(plugin_server, ns, [("eu", 3), ("us", 5)]) == ["eu/3"]
+
+    rows = _partitions(plugin_server, ns)
+    assert set(rows) == {"eu", "us", "ap"}
+    eu = rows["eu"]
+    assert (eu["name"], eu["key"], eu["store"], eu["cursor"]) == ("2026", "watermark[eu]", "sql", "3")
+    assert eu["timestamp"] == "2026-01-05T09:03:00.000000Z" and eu["lag_seconds"] > 0
+    assert (rows["us"]["cursor"], rows["ap"]["cursor"]) == ("5", "7")
+    # The filter finds a partition by its key, and by namespace/name.
+    found = _mine(_listing(plugin_server, q=f"{ns}/2026"), ns)
+    assert sorted(w["partition"] for w in found) == ["ap", "eu", "us"]
+    assert [w["partition"] for w in _mine(_listing(plugin_server, q="watermark[ap]"), ns)] == ["ap"]
+
+    others = {p: (rows[p]["version"], rows[p]["cursor"]) for p in ("us", "ap")}
+    with plugin_server.client(plugin_server.admin) as admin:
+        shown = admin.get(f"/stateful/api/watermarks/{eu['id']}").json()
+        changed = admin.post(
+            f"/stateful/api/watermarks/{eu['id']}/set",
+            json={"expected_version": eu["version"], "fields": {"cursor": 0}, "reason": "replay eu"},
+        )
+        stale = admin.post(
+            f"/stateful/api/watermarks/{eu['id']}/set",
+            json={"expected_version": eu["version"], "fields": {"cursor": 1}, "reason": "again"},
+        )
+        rewound = admin.post(
+            f"/stateful/api/watermarks/{eu['id']}/rewind",
+            json={"expected_version": eu["version"] + 1, "to_version": 1, "reason": "back to the first"},
+        )
+        history = admin.get(f"/stateful/api/watermarks/{eu['id']}").json()["history"]
+
+    assert (shown["row"]["partition"], shown["document"]["cursor"]) == ("eu", 3)
+    assert [h["document"]["cursor"] for h in shown["history"]] == [3, 1]  # eu's versions only
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["row"]["partition"], changed.json()["row"]["cursor"]) == ("eu", "0")
+    assert stale.status_code == 409 and "Nothing was written" in stale.json()["detail"]
+    assert rewound.status_code == 200, rewound.text
+    assert [(h["document"]["cursor"], h["reason"]) for h in history[:2]] == [
+        (1, "back to the first"),
+        (0, "replay eu"),
+    ]
+    assert history[0]["saved_by"] == "Airflow UI rewind to version 1 by admin"
+    after = _partitions(plugin_server, ns)
+    assert after["eu"]["cursor"] == "1"
+    assert {p: (after[p]["version"], after[p]["cursor"]) for p in ("us", "ap")} == others
+
+
+def test_each_partition_of_a_keyed_native_watermark_is_a_row_and_its_index_is_not(
+    plugin_server: PluginServer,
+) -> None:
+    ns = f"keyednative-{uuid.uuid4().hex[:8]}"
+
+    def save(*changes: tuple[str, int, int | None]) -> None:
+        """One keyed save (one write_many): the partitions an event changed."""
+        store.write_many(
+            [
+                Write(Address(ns, "2026", partition_key(p)), Watermark[int](cursor=c).to_state_json(), v)
+                for p, c, v in changes
+            ]
+        )
+
+    regions = [(f"region-{n:02}", n, None) for n in range(40)]
+    # Values of at most 1,000 bytes: the index of 43 partitions continues in numbered parts.
+    with plugin_server.native_asset(max_value_bytes=1000) as (asset, asset_id, store):
+        save(("eu", 1, None), ("us", 5, None), ("gone", 9, None))
+        save(("eu", 2, 1))
+        save(*regions)
+        # The index lists every partition; deleting a partition's document leaves its entry.
+        assert store.delete(ns, "2026", partition_key("gone")) is True
+        index = stored_value(asset_id, index_key(ns, "2026"))
+        part = stored_value(asset_id, index_part_key(ns, "2026", 1))
+
+    rows = _partitions(plugin_server, ns)
+    assert index["parts"] >= 1 and part["keys"]
+    assert {"watermark[eu]", "watermark[gone]", "watermark[us]"} <= {*index["keys"], *part["keys"]}
+    # Neither the index (its head, its parts) nor the deleted partition is a row.
+    assert set(rows) == {"eu", "us", *(r for r, _, _ in regions)}
+    assert all(r["asset"] == asset and r["key"].startswith("watermark[") for r in rows.values())
+    listing = _listing(plugin_server, q=asset)
+    (native,) = [s for s in listing["stores"] if s["label"] == f"asset {asset!r}"]
+    assert native["error"] is None
+    eu, us = rows["eu"], rows["us"]
+    assert (eu["version"], eu["cursor"], us["version"], us["cursor"]) == (2, "2", 1, "5")
+
+    with plugin_server.client(plugin_server.admin) as admin:
+        shown = admin.get(f"/stateful/api/watermarks/{eu['id']}").json()
+        changed = admin.post(
+            f"/stateful/api/watermarks/{eu['id']}/set",
+            json={"expected_version": 2, "fields": {"cursor": 0}, "reason": "replay eu"},
+        )
+        rewound = admin.post(
+            f"/stateful/api/watermarks/{eu['id']}/rewind",
+            json={"expected_version": 3, "to_version": 2, "reason": "undo the replay"},
+        )
+        gone = admin.get(f"/stateful/api/watermarks/{_other_key(eu['id'], 'watermark[gone]')}")
+
+    assert [h["document"]["cursor"] for h in shown["history"]] == [2, 1]
+    assert changed.status_code == 200, changed.text
+    assert rewound.status_code == 200, rewound.text
+    assert (rewound.json()["row"]["partition"], rewound.json()["row"]["version"]) == ("eu", 4)
+    assert gone.status_code == 404 and "partition 'gone'" in gone.json()["detail"]
+    after = _partitions(plugin_server, ns)
+    assert (after["eu"]["cursor"], after["eu"]["version"]) == ("2", 4)
+    assert (after["us"]["cursor"], after["us"]["version"]) == ("5", 1)
+    # An edit of an existing partition does not touch the index.
+    assert stored_value(asset_id, index_key(ns, "2026")) == index
+
+
+def _other_key(watermark_id: str, key: str) -> str:
+    """The id of another document of the same store and name (ids are opaque to the page only)."""
+    where = decode_id(watermark_id)
+    assert where is not None
+    return encode_id(dataclasses.replace(where, key=key))
+
+
+def test_the_list_is_filtered_sorted_and_cut_into_pages_by_the_server(plugin_server: PluginServer) -> None:
+    ns = f"pages-{uuid.uuid4().hex[:8]}"
+    plugin_server.sql_partitions(ns, "2026", {f"p{n}": [Watermark[int](cursor=n)] for n in range(1, 26)})
+
+    first = _listing(plugin_server, q=ns, limit=10)
+    last = _listing(plugin_server, q=ns, limit=10, offset=20)
+    by_cursor = _listing(plugin_server, q=ns, sort="cursor", order="desc", limit=3)
+    everything = _listing(plugin_server, limit=5000)
+
+    assert (first["matched"], first["limit"], len(first["watermarks"])) == (25, 10, 10)
+    # Partitions in natural order: p1, p2, ... p10 (not p1, p10, p11, ...).
+    assert [w["partition"] for w in first["watermarks"]] == [f"p{n}" for n in range(1, 11)]
+    assert [w["partition"] for w in last["watermarks"]] == [f"p{n}" for n in range(21, 26)]
+    assert [w["cursor"] for w in by_cursor["watermarks"]] == ["25", "24", "23"]
+    assert first["total"] == everything["total"] == len(everything["watermarks"]) >= 25
+    with plugin_server.client(plugin_server.admin) as admin:
+        refused = [
+            admin.get("/stateful/api/watermarks", params=params).status_code
+            for params in ({"limit": 0}, {"limit": 5001}, {"offset": -1}, {"sort": "value"}, {"order": "up"})
+        ]
+    assert refused == [422] * 5

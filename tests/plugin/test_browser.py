@@ -165,13 +165,14 @@ class Page:
         self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#rows tr"), "the table")
 
     def rows(self) -> dict[str, dict[str, str]]:
-        """The table's visible rows by name: each column's text by its heading."""
+        """The visible rows by name (``NAME · PARTITION`` for a partition), each cell by its column."""
         script = """
             const keys = [...document.querySelectorAll('#watermarks thead th')].map((th) => th.dataset.key);
             const cells = (tr) => [...tr.children].map((cell, i) => [keys[i], cell.innerText.trim()]);
             return [...document.querySelectorAll('#rows tr')].map((tr) => Object.fromEntries(cells(tr)));
         """
-        return {row["name"]: row for row in self.driver.execute_script(script)}
+        rows = self.driver.execute_script(script)
+        return {row["name"] + (f" · {row['partition']}" if row["partition"] else ""): row for row in rows}
 
     def filter(self, text: str) -> None:
         box = self.by_id("filter")
@@ -376,3 +377,79 @@ def test_the_read_only_user_sees_no_control_that_changes_anything(
         assert not page.by_id(control).is_displayed(), control
     assert "Rewind" not in page.text() and "Set…" not in page.text()
     page.screenshot("read-only")
+
+
+def test_each_partition_of_a_keyed_watermark_is_a_row_set_alone(
+    page: Page, plugin_server: PluginServer
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    ns = _namespace("orders")
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    plugin_server.sql_partitions(
+        ns,
+        "2026",
+        {
+            "eu": [Watermark[int](cursor=c, timestamp=start) for c in (41000, 41870)],
+            "us": [Watermark[int](cursor=900, timestamp=start - timedelta(hours=3))],
+        },
+    )
+    # More rows than the page asks for at a time (500): the server filters, sorts and pages them.
+    bulk = f"bulk-{uuid.uuid4().hex[:8]}"
+    tenants = {f"t{n}": [Watermark[int](cursor=n)] for n in range(1, 521)}
+    plugin_server.sql_partitions(bulk, "tenants", tenants)
+
+    page.sign_in(plugin_server.admin)
+    page.wait(lambda d: page.by_id("more").is_displayed(), "'Show more' under the first 500 rows")
+    assert "500 of" in page.by_id("count").text and "shown" in page.by_id("count").text
+    page.filter(ns)
+    page.wait(lambda d: set(page.rows()) == {"2026 · eu", "2026 · us"}, f"the two partitions of {ns!r}")
+    rows = page.rows()
+    assert (rows["2026 · eu"]["cursor"], rows["2026 · eu"]["version"]) == ("41870", "2")
+    assert (rows["2026 · us"]["cursor"], rows["2026 · us"]["version"]) == ("900", "1")
+    assert page.driver.find_element(By.CSS_SELECTOR, 'th[data-key="partition"]').is_displayed()
+    page.screenshot("partitions")
+
+    eu_link = "//tr[td[contains(@class, 'partition') and normalize-space()='eu']]//a"
+    page.driver.find_element(By.XPATH, eu_link).click()
+    page.wait(lambda d: "partition eu" in page.by_id("detail-title").text, "the detail of partition eu")
+    page.wait(lambda d: page.versions() == [2, 1], "its history")
+    assert f"{ns} / 2026 · partition eu" == page.by_id("detail-title").text
+    assert page.by_id("partition-note").is_displayed()
+
+    page.by_id("set-cursor").send_keys("41000")
+    page.by_id("set-reason").send_keys("replay eu")
+    page.by_id("set-button").click()
+    dialog = page.wait(lambda d: (e := page.by_id("confirm")).is_displayed() and e, "the confirmation dialog")
+    assert "Set this partition?" in dialog.text
+    assert f"The other partitions of {ns} / 2026 are not changed." in dialog.text
+    page.by_id("confirm-ok").click()
+    page.wait(lambda d: 3 in page.versions(), "version 3 in the history")
+    assert f"{ns} / 2026 · partition eu is now at version 3" in page.by_id("action-done").text
+
+    # "All its partitions": back to the list, filtered to this watermark; the other one unchanged.
+    page.by_id("partition-all").click()
+    page.wait(lambda d: page.rows().get("2026 · eu", {}).get("version") == "3", "eu at version 3 in the list")
+    assert page.by_id("filter").get_attribute("value") == f"{ns}/2026"
+    rows = page.rows()
+    assert set(rows) == {"2026 · eu", "2026 · us"}
+    assert (rows["2026 · eu"]["cursor"], rows["2026 · us"]["cursor"], rows["2026 · us"]["version"]) == (
+        "41000",
+        "900",
+        "1",
+    )
+
+    # The server's filter (on the document key too) and order: t52 before t520.
+    page.filter("watermark[t52")
+    page.wait(lambda d: "tenants · t52" in page.rows(), "the partitions t52 and t520 of 'tenants'")
+    assert list(page.rows()) == ["tenants · t52", "tenants · t520"]
+    assert page.by_id("count").text.startswith("2 of ")  # 2 of every watermark stored
+    assert not page.by_id("more").is_displayed()
+
+    # Unfiltered, "Show more" asks for 500 rows more.
+    page.driver.get(plugin_server.page_url)
+    page.wait(lambda d: page.by_id("more").is_displayed(), "'Show more' under the first 500 rows")
+    count = "return document.querySelectorAll('#rows tr').length;"
+    assert page.driver.execute_script(count) == 500
+    page.by_id("more").click()
+    page.wait(lambda d: d.execute_script(count) > 500, "more than 500 rows")

@@ -7,6 +7,12 @@
   const script = document.currentScript;
   const BASE = new URL("..", script ? script.src : window.location.href).href;
 
+  // Rows asked for at a time. A deployment whose watermarks (each partition of a keyed one is a
+  // row) all fit is filtered and sorted here, as you type; a larger one by the server, a page at
+  // a time ("Show more").
+  const PAGE = 500;
+  const MAX_ROWS = 5000; // the most rows the API returns in one answer
+
   const state = {
     me: null,
     rows: [],
@@ -14,6 +20,10 @@
     sortKey: "namespace",
     sortDir: 1,
     filter: "",
+    limit: PAGE,
+    serverSide: false, // true when the stores hold more rows than one answer: the server filters and sorts
+    total: 0, // rows stored
+    matched: 0, // rows the server's filter kept
     current: null, // the detail being shown: {row, document, history}
   };
 
@@ -150,18 +160,41 @@
 
   // ----- the list ------------------------------------------------------------------------------
 
+  /** Whether the row is one partition of a keyed watermark. */
+  function isPartition(row) {
+    return row.partition !== null && row.partition !== undefined;
+  }
+
+  /** A partition of a keyed watermark, or another document key than the watermark's ("key cfg"). */
+  function partitionText(row) {
+    if (isPartition(row)) return row.partition;
+    return row.key && row.key !== "watermark" ? `key ${row.key}` : null;
+  }
+
+  /** "orders / 2026 · partition eu": the watermark's address as the page names it. */
+  function rowLabel(row) {
+    const base = `${row.namespace} / ${row.name}`;
+    if (isPartition(row)) return `${base} · partition ${row.partition}`;
+    return row.key && row.key !== "watermark" ? `${base} · key ${row.key}` : base;
+  }
+
+  /** The same rule as the server's filter (GET api/watermarks?q=...), for a list held whole. */
   function matches(row, needle) {
     if (!needle) return true;
-    const haystack = [row.namespace, row.name, row.store, row.store_label, row.asset, row.cursor, row.saved_by]
+    const haystack = [row.namespace, row.name, `${row.namespace}/${row.name}`, row.key, row.store, row.store_label, row.asset, row.cursor, row.saved_by]
       .filter((v) => v !== null && v !== undefined)
       .join("\n")
       .toLowerCase();
     return haystack.includes(needle);
   }
 
+  function sortValue(row, key) {
+    return key === "partition" ? partitionText(row) : row[key];
+  }
+
   function compare(a, b, key) {
-    let x = a[key];
-    let y = b[key];
+    let x = sortValue(a, key);
+    let y = sortValue(b, key);
     if (key === "stuck") {
       x = x ? 1 : 0;
       y = y ? 1 : 0;
@@ -178,17 +211,20 @@
   }
 
   function sortedRows() {
+    if (state.serverSide) return state.rows.slice(); // the server filtered and sorted them
     const needle = state.filter.trim().toLowerCase();
     const rows = state.rows.filter((row) => matches(row, needle));
     rows.sort((a, b) => {
       const first = compare(a, b, state.sortKey);
       if (first !== 0) {
         // Missing values stay last in both directions.
-        const aMissing = a[state.sortKey] === null || a[state.sortKey] === undefined;
-        const bMissing = b[state.sortKey] === null || b[state.sortKey] === undefined;
+        const aValue = sortValue(a, state.sortKey);
+        const bValue = sortValue(b, state.sortKey);
+        const aMissing = aValue === null || aValue === undefined;
+        const bMissing = bValue === null || bValue === undefined;
         return aMissing || bMissing ? first : first * state.sortDir;
       }
-      return compare(a, b, "namespace") || compare(a, b, "name");
+      return compare(a, b, "namespace") || compare(a, b, "name") || compare(a, b, "key");
     });
     return rows;
   }
@@ -209,13 +245,15 @@
     clear(body);
     const rows = sortedRows();
     for (const row of rows) {
-      const link = el("a", { href: "#/watermark/" + encodeURIComponent(row.id), text: row.name });
+      const link = el("a", { href: "#/watermark/" + encodeURIComponent(row.id), title: rowLabel(row), text: row.name });
+      const partition = partitionText(row);
       const invalid = row.valid === false ? el("span", { class: "badge invalid", title: row.problem || null, text: "invalid" }) : null;
       const tr = el(
         "tr",
         { class: row.stuck ? "is-stuck" : null, "data-id": row.id },
         el("td", { text: row.namespace }),
         el("th", { scope: "row" }, link, invalid ? " " : null, invalid),
+        el("td", { class: isPartition(row) ? "partition mono" : "partition muted", title: partition, text: partition || "" }),
         el("td", { class: "store", title: row.store_label }, storeBadge(row)),
         el("td", { class: "time", title: row.timestamp || null, text: formatTime(row.timestamp) }),
         el("td", { class: "mono", title: row.cursor || null, text: short(row.cursor ?? "", 40) }),
@@ -232,8 +270,16 @@
       const key = th.dataset.key;
       th.setAttribute("aria-sort", key === state.sortKey ? (state.sortDir > 0 ? "ascending" : "descending") : "none");
     }
-    const total = state.rows.length;
-    $("count").textContent = rows.length === total ? `${total} watermark${total === 1 ? "" : "s"}` : `${rows.length} of ${total} watermarks`;
+    // The Partition column only when a row shown has one (most deployments keep plain watermarks).
+    $("watermarks").classList.toggle("no-partitions", !rows.some((row) => partitionText(row) !== null));
+    const total = state.serverSide ? state.total : state.rows.length;
+    const plural = (n) => `${n.toLocaleString("en")} watermark${n === 1 ? "" : "s"}`;
+    let count = rows.length === total ? plural(total) : `${rows.length.toLocaleString("en")} of ${plural(total)}`;
+    const more = state.serverSide && state.matched > rows.length;
+    if (more) count = `${rows.length.toLocaleString("en")} of ${state.matched.toLocaleString("en")} shown (${plural(total)} stored)`;
+    $("count").textContent = count;
+    $("more").hidden = !more || state.limit >= MAX_ROWS;
+    $("more-hint").hidden = !more || state.limit < MAX_ROWS;
     const empty = $("empty");
     empty.hidden = rows.length > 0;
     empty.textContent = total === 0 ? "No watermark is stored yet in the stores listed above." : "No watermark matches the filter.";
@@ -249,25 +295,60 @@
     }
   }
 
+  /** The list's query: the whole list when it fits, else the filter, the order and a page from the server. */
+  function listQuery() {
+    const params = new URLSearchParams({ limit: String(state.limit), sort: state.sortKey, order: state.sortDir > 0 ? "asc" : "desc" });
+    const needle = state.filter.trim();
+    if (state.serverSide && needle) params.set("q", needle);
+    return params;
+  }
+
+  let loading = 0; // the latest request: an older answer that comes after it is dropped
+
   async function loadList() {
+    const mine = ++loading;
     try {
-      const data = await api("watermarks");
-      state.rows = data.watermarks || [];
+      const params = listQuery();
+      const data = await api("watermarks?" + params.toString());
+      if (mine !== loading) return;
+      const rows = data.watermarks || [];
+      const total = data.total ?? rows.length;
+      const wasServerSide = state.serverSide;
+      state.serverSide = total > state.limit; // not all of them in one answer
+      if (wasServerSide && !state.serverSide && params.has("q")) return loadList(); // now it fits: all of it
+      state.rows = rows;
       state.stores = data.stores || [];
+      state.total = total;
+      state.matched = data.matched ?? rows.length;
       showBanner("");
     } catch (error) {
+      if (mine !== loading) return;
       showBanner(explain(error), error);
     }
     renderStores();
     renderList();
   }
 
+  let filterTimer = null;
+
+  /** After typing in the filter: at once for a list held whole, else from the server when typing pauses. */
+  function onFilter(event) {
+    state.filter = event.target.value;
+    if (!state.serverSide) return renderList();
+    window.clearTimeout(filterTimer);
+    state.limit = PAGE;
+    filterTimer = window.setTimeout(loadList, 300);
+  }
+
   // ----- one watermark -------------------------------------------------------------------------
 
   function summaryEntries(row) {
+    const partition = isPartition(row) ? row.partition : null;
     return [
       ["Namespace", row.namespace],
       ["Name", row.name],
+      ["Partition", partition],
+      ["Key", partition === null && row.key && row.key !== "watermark" ? row.key : null],
       ["Store", row.store_label],
       ["Asset", row.asset],
       ["Timestamp", row.timestamp ? `${formatTime(row.timestamp)} (${row.timestamp})` : "none"],
@@ -333,7 +414,10 @@
   function renderDetail(data) {
     state.current = data;
     const row = data.row;
-    $("detail-title").textContent = `${row.namespace} / ${row.name}`;
+    $("detail-title").textContent = rowLabel(row);
+    const keyed = isPartition(row);
+    $("partition-note").hidden = !keyed;
+    if (keyed) $("partition-name").textContent = `${row.namespace} / ${row.name}`;
     const summary = $("summary");
     clear(summary);
     for (const [term, value] of summaryEntries(row)) {
@@ -411,7 +495,7 @@
       const after = await api("watermarks/" + encodeURIComponent(result.row.id || row.id));
       renderDetail(after);
       const done = $("action-done");
-      done.textContent = `Saved: ${row.namespace} / ${row.name} is now at version ${after.row.version}.`;
+      done.textContent = `Saved: ${rowLabel(row)} is now at version ${after.row.version}.`;
       done.hidden = false;
       $("action-error").hidden = true;
       return true;
@@ -430,6 +514,12 @@
     }
   }
 
+  /** For a partition's edit: the sentence that says the others keep their versions. */
+  function otherPartitions(row) {
+    if (!isPartition(row)) return null;
+    return `The other partitions of ${row.namespace} / ${row.name} are not changed.`;
+  }
+
   async function onRewind(event) {
     event.preventDefault();
     hideActionMessages();
@@ -442,10 +532,11 @@
       return actionError("A reason is required: say why you rewind this watermark (it is kept with the new version).");
     }
     const ok = await confirmDialog(
-      "Rewind this watermark?",
+      isPartition(row) ? "Rewind this partition?" : "Rewind this watermark?",
       [
-        `${row.namespace} / ${row.name} (${row.store_label}) goes back to the content of version ${target}.`,
+        `${rowLabel(row)} (${row.store_label}) goes back to the content of version ${target}.`,
         `It is saved as a new version, if version ${row.version} is still the current one.`,
+        otherPartitions(row),
         el("p", {}, el("strong", { text: "Reason: " }), reason),
       ],
       "Rewind",
@@ -508,12 +599,13 @@
       return actionError("A reason is required: say why you change this watermark (it is kept with the new version).");
     }
     const ok = await confirmDialog(
-      "Set this watermark?",
+      isPartition(row) ? "Set this partition?" : "Set this watermark?",
       [
-        `${row.namespace} / ${row.name} (${row.store_label}) is saved as a new version with:`,
+        `${rowLabel(row)} (${row.store_label}) is saved as a new version with:`,
         el("pre", { class: "document", text: pretty(fields) }),
         drops.length ? `and without the fields: ${drops.join(", ")},` : null,
         `if version ${row.version} is still the current one.`,
+        otherPartitions(row),
         el("p", {}, el("strong", { text: "Reason: " }), reason),
       ],
       "Set",
@@ -546,14 +638,28 @@
         const key = th.dataset.key;
         state.sortDir = state.sortKey === key ? -state.sortDir : 1;
         state.sortKey = key;
-        renderList();
+        if (state.serverSide) {
+          state.limit = PAGE;
+          loadList();
+        } else renderList();
       });
     }
-    $("filter").addEventListener("input", (event) => {
-      state.filter = event.target.value;
-      renderList();
-    });
+    $("filter").addEventListener("input", onFilter);
     $("refresh").addEventListener("click", loadList);
+    $("more").addEventListener("click", () => {
+      state.limit = Math.min(state.limit + PAGE, MAX_ROWS);
+      loadList();
+    });
+    $("partition-all").addEventListener("click", (event) => {
+      // Back to the list, filtered to this watermark's partitions.
+      event.preventDefault();
+      const row = state.current && state.current.row;
+      if (!row) return;
+      state.filter = `${row.namespace}/${row.name}`;
+      $("filter").value = state.filter;
+      state.limit = PAGE;
+      window.location.hash = "";
+    });
     $("back").addEventListener("click", (event) => {
       event.preventDefault();
       window.location.hash = "";

@@ -9,6 +9,9 @@
 * ``e2e_burst`` is watched by the example ``@stateful`` trigger too, in a directory of its own:
   scenario h drops thousands of files into it at once; ``e2e_burst_unacked`` likewise, under
   ``@stateful(ack=False)`` (:class:`tests.e2e.triggers.UnackedBurstTrigger`).
+* ``e2e_shared_<folder>``, for each of ``SHARED_FOLDERS``, is watched by
+  :class:`tests.e2e.triggers.SharedFolderTrigger` on that folder of one directory: the three
+  watchers share one listing of the directory per poll (``@shared_source``, scenario j).
 * ``e2e_control`` is watched by the same polling code without ``@stateful``
   (:class:`tests.e2e.triggers.ForgetfulFilesTrigger`); ``e2e_consume_control`` is scheduled on
   it so that its watcher runs (Airflow runs the watchers of assets scheduled by unpaused DAGs).
@@ -27,13 +30,20 @@ from airflow.sdk import DAG, Asset, AssetWatcher, get_current_context, task
 from airflow.triggers.base import BaseEventTrigger
 
 from examples.local_files import NewFilesTrigger
-from tests.e2e.triggers import ForgetfulFilesTrigger, UnackedBurstTrigger, UnackedFilesTrigger
+from tests.e2e.triggers import (
+    SHARED_FOLDERS,
+    ForgetfulFilesTrigger,
+    SharedFolderTrigger,
+    UnackedBurstTrigger,
+    UnackedFilesTrigger,
+)
 
 LANDING = os.environ["STATEFUL_E2E_LANDING"]
 CONTROL = os.environ["STATEFUL_E2E_CONTROL"]
 UNACKED = os.environ["STATEFUL_E2E_UNACKED"]
 BURST = os.environ["STATEFUL_E2E_BURST"]
 BURST_UNACKED = os.environ["STATEFUL_E2E_BURST_UNACKED"]
+SHARED = os.environ["STATEFUL_E2E_SHARED"]
 PATTERN = "*.csv"
 # Short, so that the tests wait little; the watermark logic does not depend on it.
 POLL_INTERVAL = 0.5
@@ -62,6 +72,11 @@ burst_unacked = watched(
     "e2e_burst_unacked", UnackedBurstTrigger(BURST_UNACKED, PATTERN, poll_interval=POLL_INTERVAL)
 )
 
+shared = [
+    watched(f"e2e_shared_{folder}", SharedFolderTrigger(SHARED, folder, poll_interval=POLL_INTERVAL))
+    for folder in SHARED_FOLDERS
+]
+
 
 @task
 def consume() -> list[str]:
@@ -84,3 +99,7 @@ with DAG("e2e_consume_burst", schedule=[burst], start_date=START, catchup=False)
 
 with DAG("e2e_consume_burst_unacked", schedule=[burst_unacked], start_date=START, catchup=False):
     EmptyOperator(task_id="noop")
+
+for asset in shared:
+    with DAG(f"e2e_consume_{asset.name}", schedule=[asset], start_date=START, catchup=False):
+        EmptyOperator(task_id="noop")

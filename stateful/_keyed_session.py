@@ -49,7 +49,7 @@ from stateful._core import Save, Scope, WatermarkSession
 from stateful._keyed import Keyed
 from stateful._layout import Layout
 from stateful._repair import History
-from stateful._spec import CommitMode
+from stateful._spec import CommitMode, StatefulSpec
 from stateful.backends.base import (
     Address,
     AsyncStateBackend,
@@ -67,6 +67,7 @@ __all__ = [
     "KeyedSession",
     "astored_partitions",
     "log_loaded_keyed",
+    "session_for",
     "stored_partitions",
 ]
 
@@ -434,4 +435,19 @@ def log_loaded_keyed(session: KeyedSession, qualname: str) -> None:
         session.scope.store,
         session.stored,
         "" if session.stored == 1 else "s",
+    )
+
+
+def session_for(spec: StatefulSpec, scope: Scope) -> WatermarkSession[Any]:
+    """The session of one run of a decorated method: keyed (one watermark per partition) or not.
+
+    One place for what both drivers build from the decorator's spec.
+    """
+    kind = KeyedSession if spec.keyed else WatermarkSession
+    return kind(
+        spec.model,
+        scope,
+        commit=spec.commit,
+        lookback=spec.lookback,
+        max_untimed_keys=spec.max_untimed_keys,
     )

@@ -38,7 +38,7 @@ from typing import Any
 from stateful._address import command, partition_options
 from stateful._core import Save, Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
-from stateful._keyed_session import KeyedSave, KeyedSession, log_loaded_keyed, stored_partitions
+from stateful._keyed_session import KeyedSave, KeyedSession, log_loaded_keyed, session_for, stored_partitions
 from stateful._metrics import metrics_of
 from stateful._repair import history_of
 from stateful._retry import retry
@@ -256,31 +256,17 @@ def _poke(spec: StatefulSpec, qualname: str, task: Any, context: Any, call: Call
     choice = resolve_sync_store(spec.backend, task, context)
     store = choice.store
     scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
-    session: WatermarkSession[Any]
     watermark: Any
     # A store that cannot be reached is tried again with backoff (stateful._retry); once the
     # attempts are spent the try fails with StoreUnavailableError and Airflow retries the task.
     loading = f"load {scope} for {qualname}"
-    if spec.keyed:  # one watermark per partition: their texts now, each validated when looked up
-        keyed = KeyedSession(
-            spec.model,
-            scope,
-            commit=spec.commit,
-            lookback=spec.lookback,
-            max_untimed_keys=spec.max_untimed_keys,
-        )
+    session = session_for(spec, scope)
+    # Keyed: one watermark per partition, their texts now, each validated when looked up.
+    if isinstance(session, KeyedSession):
         stored = retry(lambda: stored_partitions(store, scope), loading)
-        watermark = keyed.load_partitions(stored, functools.partial(history_of, store))
-        log_loaded_keyed(keyed, qualname)
-        session = keyed
+        watermark = session.load_partitions(stored, functools.partial(history_of, store))
+        log_loaded_keyed(session, qualname)
     else:
-        session = WatermarkSession(
-            spec.model,
-            scope,
-            commit=spec.commit,
-            lookback=spec.lookback,
-            max_untimed_keys=spec.max_untimed_keys,
-        )
         # Every poke starts from the store: in reschedule mode each poke is a new process anyway,
         # and in poke mode an earlier poke of this try that returned False saved nothing.
         record = retry(lambda: load(choice, *scope.address), loading)

@@ -20,7 +20,7 @@ from stateful._core import Scope, WatermarkSession, log_loaded
 from stateful._document import DEFAULT_KEY
 from stateful._fence import Fence
 from stateful._flow import Pacer
-from stateful._keyed_session import KeyedSession, astored_partitions, log_loaded_keyed
+from stateful._keyed_session import KeyedSession, astored_partitions, log_loaded_keyed, session_for
 from stateful._metrics import aprepare, metrics_of
 from stateful._repair import history_of
 from stateful._retry import aretry
@@ -64,25 +64,13 @@ async def open_session(
     await aprepare()  # Airflow's metrics imported off the loop (once per process)
     store = choice.store
     scope = Scope(Address(spec.namespace, name, DEFAULT_KEY), store.description)
-    if spec.keyed:  # one watermark per partition: their texts now, each validated when looked up
-        keyed = KeyedSession(
-            spec.model,
-            scope,
-            commit=spec.commit,
-            lookback=spec.lookback,
-            max_untimed_keys=spec.max_untimed_keys,
-        )
+    session = session_for(spec, scope)
+    # Keyed: one watermark per partition, their texts now, each validated when looked up.
+    if isinstance(session, KeyedSession):
         stored = await aretry(lambda: astored_partitions(store, scope), f"load {scope} for {qualname}")
-        keyed.load_partitions(stored, functools.partial(history_of, store))
-        log_loaded_keyed(keyed, qualname)
-        return store, keyed
-    session = WatermarkSession(
-        spec.model,
-        scope,
-        commit=spec.commit,
-        lookback=spec.lookback,
-        max_untimed_keys=spec.max_untimed_keys,
-    )
+        session.load_partitions(stored, functools.partial(history_of, store))
+        log_loaded_keyed(session, qualname)
+        return store, session
     record = await aretry(lambda: aload(choice, *scope.address), f"load {scope} for {qualname}")
     # Parsing and validating a large state is O(state): a worker thread's job, not the loop's.
     try:

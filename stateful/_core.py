@@ -25,8 +25,10 @@ at resume time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -301,6 +303,21 @@ class WatermarkSession(Generic[W]):
             return shadow.layout()
         finally:
             self._rendering = False
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Mark a save of this session's own as under way for the ``with`` block.
+
+        A fence reading the stored version meanwhile may see the new version before
+        :meth:`saved` records it; it then lets the save's compare-and-set decide
+        (:mod:`stateful._fence`).
+        """
+        self.writes_started += 1
+        self.writing += 1
+        try:
+            yield
+        finally:
+            self.writing -= 1
 
     def saved(self, save: Save, version: int) -> None:
         """Record that the store acknowledged ``save`` as ``version``."""

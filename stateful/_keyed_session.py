@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections import deque
@@ -109,11 +110,9 @@ class KeyedSave(Save):
         Each partition's session counts the save as its own under way while it runs, so a fence
         reading that partition's version meanwhile lets the save decide (:mod:`stateful._fence`).
         """
-        sessions = self._session().sessions_of(self)
-        for session in sessions:
-            session.writes_started += 1
-            session.writing += 1
-        try:
+        with contextlib.ExitStack() as in_flight:
+            for session in self._session().sessions_of(self):
+                in_flight.enter_context(session.saving())
             if len(self.parts) <= INLINE_RENDER_PARTITIONS:
                 writes = self.writes()
             else:
@@ -127,9 +126,6 @@ class KeyedSave(Save):
                     for w in writes
                 ]
             self._session().saved_parts(self, versions)
-        finally:
-            for session in sessions:
-                session.writing -= 1
         return len(versions)
 
     def _session(self) -> KeyedSession:

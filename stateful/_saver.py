@@ -101,9 +101,7 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
     inline = session.size <= INLINE_RENDER_KEYS
     started = time.perf_counter()
     write: Callable[[], Awaitable[int]]
-    session.writes_started += 1  # a save of its own in flight: the fence lets it decide
-    session.writing += 1
-    try:
+    with session.saving():  # a save of its own in flight: the fence lets it decide
         if _takes_layout(store):
             layout = session.layout(decision) if inline else await asyncio.to_thread(session.layout, decision)
             write = functools.partial(store.awrite_layout, *scope.address, layout, expected_version=expected)
@@ -120,8 +118,6 @@ async def save(store: AsyncStateBackend, session: WatermarkSession[Any], decisio
             metrics_of(session).conflict()
             raise
         session.saved(decision, version)
-    finally:
-        session.writing -= 1
     metrics_of(session).saved(session, size, time.perf_counter() - started)
     _LOG.debug("stateful: saved %s as version %d in %s (event %d)", scope, version, scope.store, decision.seq)
 

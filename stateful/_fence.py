@@ -6,14 +6,21 @@ resumes beside its successor. Airflow 3.3.2 still stores the events of the stale
 lose their compare-and-set, but a save follows its events (after Airflow confirmed them, or a
 batch later): fencing at save time alone lets a resumed instance emit one whole scan first.
 
-So before it hands over the first event of a batch (the first after ``run()`` waited: a new scan,
-or a resumed process) and at least every :data:`FENCE_INTERVAL` seconds during a long burst, a
-decorated trigger reads the stored version (:class:`~stateful.backends.base.SupportsVersion`: one
-indexed lookup, in a worker thread for a database; never the whole state). If the store holds a
-version this instance neither loaded nor saved, it raises
-:class:`~stateful.errors.StateTakenOverError` and emits nothing more. One read per batch, not per
-event: the per-event path stays as it was. A store without the capability is fenced by its
-compare-and-set saves only.
+So before it hands over the first event after a pause (an event :data:`FENCE_GAP` seconds or
+more after the previous one: a new scan, or a resumed process) and at least every
+:data:`FENCE_INTERVAL` seconds while events keep coming, a decorated trigger reads the stored
+version (:class:`~stateful.backends.base.SupportsVersion`: one indexed lookup, in a worker thread
+for a database; never the whole state). If the store holds a version this instance neither loaded
+nor saved, it raises :class:`~stateful.errors.StateTakenOverError` and emits nothing more.
+
+A resumed process is checked at its first event: a freeze long enough for Airflow to re-assign
+the trigger (the triggerer's heartbeat older than ``[triggerer] triggerer_health_check_threshold``,
+30 s by default) is far longer than the gap. A busy trigger is read once per interval, whatever
+its event rate (a gap of 50 ms read one version per event of a trigger emitting every 200 ms:
+1,000 such triggers sent 5,000 reads a second and kept a fifth of their events); there, its
+coalesced saves, at least every ``save_interval`` (5 s by default), fence it too: a save loses its
+compare-and-set once another instance saved. The per-event path stays as it was. A store without
+the capability is fenced by its compare-and-set saves only.
 
 A keyed run (:class:`~stateful._keyed_session.KeyedSession`) stores each partition under its own
 key and has no single version: a check reads the versions of the partitions *the event it
@@ -62,17 +69,17 @@ __all__ = ["FENCE_GAP", "FENCE_INTERVAL", "Fence"]
 
 _LOG = logging.getLogger("stateful")
 
-#: An event handed over this long (seconds) after the previous one starts a batch: it is checked.
-FENCE_GAP = 0.05
-#: During a long burst, the stored version is read at least this often (seconds).
-FENCE_INTERVAL = 1.0
+#: An event handed over this long (seconds) after the previous one follows a pause: it is checked.
+FENCE_GAP = 1.0
+#: While events keep coming, the stored version is read at least this often (seconds).
+FENCE_INTERVAL = 5.0
 
 # Whether a store's class reads versions alone: isinstance() on a runtime Protocol costs ~100 µs.
 _READS_VERSION: dict[type, bool] = {}
 
 
 class Fence:
-    """Reads the stored version before each batch of events; raises once another writer saved.
+    """Reads the stored version after a pause and every few seconds; raises once another writer saved.
 
     Args:
         store: the run's store; without :class:`~stateful.backends.base.SupportsVersion` the
@@ -102,7 +109,7 @@ class Fence:
         return self._reader is not None
 
     async def before_handover(self) -> None:
-        """Call before handing over an event: reads the version when a batch starts or is long.
+        """Call before handing over an event: reads the version after a pause or a long burst.
 
         Raises:
             StateTakenOverError: the store holds a version this instance neither loaded nor saved.
@@ -112,7 +119,7 @@ class Fence:
         now = asyncio.get_running_loop().time()
         previous, self._handed = self._handed, now
         if now - previous < FENCE_GAP and now - self._checked < FENCE_INTERVAL and not self._due:
-            return  # inside a burst that was checked lately
+            return  # no pause, and checked lately
         sessions = self._plain if self._keyed is None else self._keyed.moving()
         if not sessions:  # a keyed event that moved no partition: nothing of it to read
             self._due = True

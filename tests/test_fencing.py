@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from stateful import Keyed, Watermark, stateful
+from stateful import Keyed, Watermark, _fence, stateful
 from stateful._address import partition_key
 from stateful._core import Scope, WatermarkSession
-from stateful._fence import FENCE_GAP, Fence
+from stateful._fence import FENCE_GAP, FENCE_INTERVAL, Fence
 from stateful._keyed_session import KeyedSave, KeyedSession
 from stateful.backends import MemoryBackend, SqlBackend
 from stateful.backends.base import Address, SupportsVersion, Write
@@ -36,6 +36,16 @@ from stateful.errors import StateTakenOverError
 from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
 from tests.conftest import POSTGRES_PARAM, unique_table
+
+# The fence's pause, shortened for these tests (FENCE_GAP is 1 s: a freeze that lets Airflow
+# re-assign a trigger lasts longer than the triggerer's health-check threshold, 30 s by default).
+GAP = 0.05
+
+
+@pytest.fixture(autouse=True)
+def short_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fence, "FENCE_GAP", GAP)
+
 
 # What each source lists now: the test appends items as files would arrive.
 SOURCES: dict[str, list[int]] = {}
@@ -136,10 +146,10 @@ async def test_a_resumed_stale_instance_stops_before_emitting_and_nothing_is_los
 
     SOURCES[source] += list(range(21, 26))
     before = len(first.events)
-    # Frozen for longer than FENCE_GAP: on a fast machine all of the above takes less, and the
-    # resumed scan's first event would count as part of the stale instance's last batch (in a
-    # real freeze, seconds pass).
-    await asyncio.sleep(2 * FENCE_GAP)
+    # Frozen for longer than the fence's gap: on a fast machine all of the above takes less, and
+    # the resumed scan's first event would follow the stale instance's last event without a
+    # pause (in a real freeze, seconds pass).
+    await asyncio.sleep(2 * GAP)
     stale.running.set()  # resumed: its scan finds 11..25, which it does not own any more
     with pytest.raises(StateTakenOverError) as stopped:
         await first.finished()
@@ -168,9 +178,45 @@ async def test_a_save_of_its_own_under_way_is_not_taken_for_a_takeover() -> None
     session.writing += 1
     await fence.before_handover()  # not fenced: the save's own compare-and-set decides
     session.writing -= 1
-    await asyncio.sleep(2 * FENCE_GAP)  # the next batch, and nothing of ours under way: fenced
+    await asyncio.sleep(2 * GAP)  # the next batch, and nothing of ours under way: fenced
     with pytest.raises(StateTakenOverError):
         await fence.before_handover()
+
+
+async def test_a_busy_trigger_is_read_once_an_interval_and_after_every_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A trigger emitting every 200 ms never pauses FENCE_GAP long: before, a gap of 50 ms read
+    # one version per event (1,000 such triggers: 5,000 reads a second).
+    monkeypatch.setattr(_fence, "FENCE_GAP", FENCE_GAP)  # the real gap, on a clock of the test's
+    clock = [1000.0]
+    monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: clock[0])
+    store = MemoryBackend()
+    read: list[float] = []
+    aversion = store.aversion
+
+    async def counted(namespace: str, name: str, key: str) -> int | None:
+        read.append(clock[0])
+        return await aversion(namespace, name, key)
+
+    monkeypatch.setattr(store, "aversion", counted)
+    session = WatermarkSession(
+        Watermark, Scope(Address("fence", "busy", "watermark"), store.description), commit="after_event"
+    )
+    session.load(None)
+    fence = Fence(store, session, "busy")
+    for _ in range(60):  # 12 s of events every 200 ms
+        await fence.before_handover()
+        clock[0] += 0.2
+    # The first event, then one every FENCE_INTERVAL: 3 reads for 60 events.
+    assert read == pytest.approx([1000.0 + FENCE_INTERVAL * k for k in range(3)])
+
+    clock[0] += FENCE_GAP  # a pause: a new scan, or a process that was frozen
+    await fence.before_handover()
+    assert len(read) == 4 and read[-1] == clock[0]
+    clock[0] += 0.2
+    await fence.before_handover()  # right after: not read again
+    assert len(read) == 4
 
 
 # -- keyed: one watermark per partition, fenced per partition -------------------------------------
@@ -271,7 +317,7 @@ async def test_a_resumed_stale_keyed_instance_stops_at_a_partition_its_successor
 
     KEYED_SOURCES[name] += [("eu", 11), ("us", 6), ("eu", 12)]
     before = len(first.events)
-    await asyncio.sleep(2 * FENCE_GAP)  # frozen for longer than a pause inside one batch
+    await asyncio.sleep(2 * GAP)  # frozen for longer than a pause inside one batch
     stale.running.set()  # resumed: its first new item is eu 6, which its successor emitted
     with pytest.raises(StateTakenOverError) as stopped:
         await first.finished()
@@ -308,13 +354,13 @@ async def test_a_partition_nobody_else_wrote_does_not_stop_a_keyed_run(shared_st
     await partition_saved(shared_store, name, "eu", 2)
     await other.stop()
 
-    await asyncio.sleep(2 * FENCE_GAP)  # the next event starts a batch: it is checked
+    await asyncio.sleep(2 * GAP)  # the next event starts a batch: it is checked
     KEYED_SOURCES["mine"] += [("us", 2), ("us", 3)]
     await until(lambda: pairs(mine)[-2:] == [("us", 2), ("us", 3)])
     await partition_saved(shared_store, name, "us", 3)  # us is still this instance's
     assert mine.task is not None and not mine.task.done()
 
-    await asyncio.sleep(2 * FENCE_GAP)
+    await asyncio.sleep(2 * GAP)
     KEYED_SOURCES["mine"] += [("eu", 3)]  # moves eu, which the other instance saved
     with pytest.raises(StateTakenOverError) as stopped:
         await mine.finished()
@@ -346,7 +392,7 @@ async def test_a_keyed_burst_nobody_else_writes_is_never_fenced(
     for r in range(rounds):
         KEYED_SOURCES[name] += [(p, r * 10 + i) for i in range(1, 11) for p in partitions]
         await until(lambda: len(triggerer.events) == len(KEYED_SOURCES[name]))
-        await asyncio.sleep(2 * FENCE_GAP)
+        await asyncio.sleep(2 * GAP)
     for p in partitions:
         await partition_saved(shared_store, name, p, (rounds - 1) * 10 + 10)
     assert triggerer.task is not None and not triggerer.task.done()  # never taken for a takeover
@@ -395,7 +441,7 @@ async def test_a_keyed_check_reads_only_the_partitions_the_event_moves(
     session.emitted()
     assert read == [partition_key("p7")]
 
-    await asyncio.sleep(2 * FENCE_GAP)  # a new batch whose first event moves no partition:
+    await asyncio.sleep(2 * GAP)  # a new batch whose first event moves no partition:
     _ = keyed["p1"]
     await fence.before_handover()  # nothing of it to read...
     session.emitted()
@@ -425,7 +471,7 @@ async def test_a_keyed_save_of_its_own_under_way_is_not_taken_for_a_takeover(
     async def committed_then_read(writes: list[Write]) -> list[int]:
         versions = await write_many(writes)
         keyed["eu"].advance(cursor=3)  # the next event, moving eu, checked meanwhile
-        await asyncio.sleep(2 * FENCE_GAP)
+        await asyncio.sleep(2 * GAP)
         await fence.before_handover()  # not fenced: the save's own compare-and-set decides
         return versions
 
@@ -440,7 +486,7 @@ async def test_a_keyed_save_of_its_own_under_way_is_not_taken_for_a_takeover(
     # Another writer saves eu; the next batch that moves eu is fenced.
     store.write("fence", "own", partition_key("eu"), text(9), expected_version=1)
     keyed["eu"].advance(cursor=4)
-    await asyncio.sleep(2 * FENCE_GAP)
+    await asyncio.sleep(2 * GAP)
     with pytest.raises(StateTakenOverError) as stopped:
         await fence.before_handover()
     assert (stopped.value.key, stopped.value.expected_version, stopped.value.actual_version) == (

@@ -125,6 +125,7 @@ class Batches(Generic[_In, _Out]):
             batch = [queued for queued in batch if not queued.future.cancelled()]
             if batch:
                 self._run(batch)
+            del batch  # not kept (with its callers' futures) while the worker waits for more
 
     def _run(self, batch: list[_Queued[_In]]) -> None:
         try:

@@ -108,23 +108,38 @@ def unique_table() -> str:
     return f"t_{uuid.uuid4().hex[:16]}"
 
 
-@pytest.fixture(params=["memory", "sqlite", POSTGRES_PARAM, NATIVE_PARAM])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DualBackend]:
-    """A fresh, empty store of each kind."""
-    if request.param == "memory":
+def fresh_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DualBackend]:
+    """A fresh, empty store of ``kind`` (``yield from`` it in a fixture): in memory, a SQLite
+    file, a table of its own on the PostgreSQL server, or a new asset's state store in Airflow's
+    metadata database. A SQL store is disposed of afterwards."""
+    if kind == "memory":
         yield MemoryBackend()
         return
-    if request.param == "native":
+    if kind == "native":
         airflow: AirflowStateStore = request.getfixturevalue("airflow_state_store")
         yield NativeBackend(airflow.accessors(airflow.new_asset()))
         return
-    if request.param == "sqlite":
+    if kind == "sqlite":
         store = SqlBackend(f"sqlite:///{tmp_path / 'state.db'}")
     else:
         server: PostgresServer = request.getfixturevalue("postgres")
         store = SqlBackend(server.url, table_name=unique_table())
     yield store
     store.dispose()
+
+
+@pytest.fixture(params=["memory", "sqlite", POSTGRES_PARAM, NATIVE_PARAM])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DualBackend]:
+    """A fresh, empty store of each kind."""
+    yield from fresh_store(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", POSTGRES_PARAM])
+def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
+    """A fresh SQL store: a SQLite file, or a table of its own on the PostgreSQL server."""
+    for store in fresh_store(request.param, request, tmp_path):
+        assert isinstance(store, SqlBackend)
+        yield store
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

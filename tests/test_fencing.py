@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,9 +32,7 @@ from stateful.backends import MemoryBackend, SqlBackend
 from stateful.backends.base import Address, SupportsVersion, Write
 from stateful.backends.native import NativeBackend
 from stateful.errors import StateTakenOverError
-from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
-from tests.conftest import POSTGRES_PARAM, unique_table
 
 # The fence's pause, shortened for these tests (FENCE_GAP is 1 s: a freeze that lets Airflow
 # re-assign a trigger lasts longer than the triggerer's health-check threshold, 30 s by default).
@@ -90,18 +87,6 @@ def polling_class(store: SqlBackend, *, ack: bool) -> type[Polling]:
     return FencedPolling
 
 
-@pytest.fixture(params=["sqlite", POSTGRES_PARAM])
-def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
-    """One real store both instances use: a SQLite file, or a table on a PostgreSQL server."""
-    if request.param == "sqlite":
-        store = SqlBackend(f"sqlite:///{tmp_path / 'state.db'}")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres")
-        store = SqlBackend(server.url, table_name=unique_table())
-    yield store
-    store.dispose()
-
-
 async def stored_cursor(store: SqlBackend, source: str) -> int | None:
     record = await store.aread("fence", source, "watermark")
     return None if record is None else int(json.loads(record.value)["cursor"])
@@ -122,7 +107,7 @@ def numbers(triggerer: Triggerer) -> list[int]:
 
 @pytest.mark.parametrize("ack", [True, False], ids=["ack", "resume"])
 async def test_a_resumed_stale_instance_stops_before_emitting_and_nothing_is_lost(
-    shared_store: SqlBackend, ack: bool
+    sql_store: SqlBackend, ack: bool
 ) -> None:
     if ack:
         pytest.importorskip(
@@ -130,19 +115,19 @@ async def test_a_resumed_stale_instance_stops_before_emitting_and_nothing_is_los
         )
     source = f"src-{'ack' if ack else 'resume'}"
     SOURCES[source] = list(range(1, 11))
-    trigger_class = polling_class(shared_store, ack=ack)
+    trigger_class = polling_class(sql_store, ack=ack)
 
     first, stale = Triggerer(), trigger_class(source)
     first.start(stale, 1)
     await until(lambda: numbers(first) == list(range(1, 11)))
-    await saved(shared_store, source, 10)
+    await saved(sql_store, source, 10)
     stale.running.clear()  # frozen before its next scan
 
     SOURCES[source] += list(range(11, 21))
     second = Triggerer()
     second.start(trigger_class(source), 2)  # Airflow re-assigned the trigger: the successor
     await until(lambda: numbers(second)[-1:] == [20])
-    await saved(shared_store, source, 20)
+    await saved(sql_store, source, 20)
 
     SOURCES[source] += list(range(21, 26))
     before = len(first.events)
@@ -154,7 +139,7 @@ async def test_a_resumed_stale_instance_stops_before_emitting_and_nothing_is_los
     with pytest.raises(StateTakenOverError) as stopped:
         await first.finished()
     message = str(stopped.value)
-    assert f"fence/{source}" in message and shared_store.description in message
+    assert f"fence/{source}" in message and sql_store.description in message
     assert "another instance of this trigger took it over" in message
     assert len(first.events) == before  # the stale instance handed over nothing more
 
@@ -293,27 +278,27 @@ def needs_ack(ack: bool) -> None:
 
 @pytest.mark.parametrize("ack", [True, False], ids=["ack", "resume"])
 async def test_a_resumed_stale_keyed_instance_stops_at_a_partition_its_successor_saved(
-    shared_store: SqlBackend, ack: bool
+    sql_store: SqlBackend, ack: bool
 ) -> None:
     # Before keyed runs were fenced, the stale instance read the plain key (never written by a
     # keyed run), emitted eu 6..12 again and only failed at its save's compare-and-set.
     needs_ack(ack)
     name = f"keyed-{'ack' if ack else 'resume'}"
     KEYED_SOURCES[name] = [(p, n) for n in range(1, 6) for p in ("eu", "us")]
-    trigger_class = keyed_polling_class(shared_store, ack=ack)
+    trigger_class = keyed_polling_class(sql_store, ack=ack)
 
     first, stale = Triggerer(), trigger_class(name, name)
     first.start(stale, 1)
     await until(lambda: len(first.events) == 10)
-    await partition_saved(shared_store, name, "eu", 5)
-    await partition_saved(shared_store, name, "us", 5)
+    await partition_saved(sql_store, name, "eu", 5)
+    await partition_saved(sql_store, name, "us", 5)
     stale.running.clear()  # frozen before its next scan
 
     KEYED_SOURCES[name] += [("eu", n) for n in range(6, 11)]
     second = Triggerer()
     second.start(trigger_class(name, name), 2)  # the successor: it moves eu only
     await until(lambda: pairs(second)[-1:] == [("eu", 10)])
-    await partition_saved(shared_store, name, "eu", 10)
+    await partition_saved(sql_store, name, "eu", 10)
 
     KEYED_SOURCES[name] += [("eu", 11), ("us", 6), ("eu", 12)]
     before = len(first.events)
@@ -322,7 +307,7 @@ async def test_a_resumed_stale_keyed_instance_stops_at_a_partition_its_successor
     with pytest.raises(StateTakenOverError) as stopped:
         await first.finished()
     message = str(stopped.value)
-    assert f"fence/{name} (partition 'eu')" in message and shared_store.description in message
+    assert f"fence/{name} (partition 'eu')" in message and sql_store.description in message
     assert "another instance of this trigger took it over" in message
     assert f"stateful history fence {name} --partition eu" in message
     assert stopped.value.key == "watermark[eu]"
@@ -334,30 +319,30 @@ async def test_a_resumed_stale_keyed_instance_stops_at_a_partition_its_successor
     await second.stop()
 
 
-async def test_a_partition_nobody_else_wrote_does_not_stop_a_keyed_run(shared_store: SqlBackend) -> None:
+async def test_a_partition_nobody_else_wrote_does_not_stop_a_keyed_run(sql_store: SqlBackend) -> None:
     # Fencing is per partition: another instance that saved "eu" stops this one at its first
     # checked event that moves "eu", not before; its events of "us" go on (and are saved).
     name = "keyed-untouched"
     KEYED_SOURCES["mine"] = [("eu", 1), ("us", 1)]
     KEYED_SOURCES["other"] = [("eu", 1), ("eu", 2)]
-    trigger_class = keyed_polling_class(shared_store, ack=False)
+    trigger_class = keyed_polling_class(sql_store, ack=False)
 
     mine, trigger = Triggerer(), trigger_class("mine", name)
     mine.start(trigger, 1)
     await until(lambda: pairs(mine) == [("eu", 1), ("us", 1)])
-    await partition_saved(shared_store, name, "us", 1)
-    await partition_saved(shared_store, name, "eu", 1)
+    await partition_saved(sql_store, name, "us", 1)
+    await partition_saved(sql_store, name, "eu", 1)
 
     other = Triggerer()
     other.start(trigger_class("other", name), 2)  # another instance of the same watermark
     await until(lambda: pairs(other) == [("eu", 2)])
-    await partition_saved(shared_store, name, "eu", 2)
+    await partition_saved(sql_store, name, "eu", 2)
     await other.stop()
 
     await asyncio.sleep(2 * GAP)  # the next event starts a batch: it is checked
     KEYED_SOURCES["mine"] += [("us", 2), ("us", 3)]
     await until(lambda: pairs(mine)[-2:] == [("us", 2), ("us", 3)])
-    await partition_saved(shared_store, name, "us", 3)  # us is still this instance's
+    await partition_saved(sql_store, name, "us", 3)  # us is still this instance's
     assert mine.task is not None and not mine.task.done()
 
     await asyncio.sleep(2 * GAP)
@@ -371,30 +356,30 @@ async def test_a_partition_nobody_else_wrote_does_not_stop_a_keyed_run(shared_st
 
 @pytest.mark.parametrize("ack", [True, False], ids=["ack", "resume"])
 async def test_a_keyed_burst_nobody_else_writes_is_never_fenced(
-    shared_store: SqlBackend, ack: bool, monkeypatch: pytest.MonkeyPatch
+    sql_store: SqlBackend, ack: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Rounds of events over five partitions, each round a new batch (checked) while the saves of
     # the previous ones (every 10 ms, coalesced; in ack mode once Airflow confirmed) are under way.
     needs_ack(ack)
     name = f"keyed-burst-{'ack' if ack else 'resume'}"
     read: list[str] = []
-    aversion = shared_store.aversion
+    aversion = sql_store.aversion
 
     async def counted(namespace: str, name: str, key: str) -> int | None:
         read.append(key)
         return await aversion(namespace, name, key)
 
-    monkeypatch.setattr(shared_store, "aversion", counted)
+    monkeypatch.setattr(sql_store, "aversion", counted)
     KEYED_SOURCES[name] = []
     triggerer = Triggerer()
-    triggerer.start(keyed_polling_class(shared_store, ack=ack)(name, name), 1)
+    triggerer.start(keyed_polling_class(sql_store, ack=ack)(name, name), 1)
     rounds, partitions = 12, ("a", "b", "c", "d", "e")
     for r in range(rounds):
         KEYED_SOURCES[name] += [(p, r * 10 + i) for i in range(1, 11) for p in partitions]
         await until(lambda: len(triggerer.events) == len(KEYED_SOURCES[name]))
         await asyncio.sleep(2 * GAP)
     for p in partitions:
-        await partition_saved(shared_store, name, p, (rounds - 1) * 10 + 10)
+        await partition_saved(sql_store, name, p, (rounds - 1) * 10 + 10)
     assert triggerer.task is not None and not triggerer.task.done()  # never taken for a takeover
     assert sorted(pairs(triggerer)) == sorted(KEYED_SOURCES[name])
     # Every round's first event was checked, and a check reads a partition, never the plain key.

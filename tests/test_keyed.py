@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pytest
 import sqlalchemy
@@ -42,7 +42,7 @@ from stateful.testing import run_trigger
 from tests._airflow import AirflowStateStore
 from tests._postgres import PostgresServer
 from tests._triggerer import Triggerer, until
-from tests.conftest import NATIVE_PARAM, POSTGRES_PARAM, DualBackend, unique_table
+from tests.conftest import NATIVE_PARAM, POSTGRES_PARAM, DualBackend, fresh_store, unique_table
 
 NAMESPACE, NAME = "files", "bucket"
 
@@ -53,22 +53,9 @@ class Store(DualBackend, SupportsWriteMany, Protocol):
 
 @pytest.fixture(params=["memory", "sqlite", POSTGRES_PARAM, NATIVE_PARAM])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh store: in memory, a SQLite file, a table of its own on the PostgreSQL server, or a
-    new asset's state store in Airflow's metadata database."""
-    if request.param == "memory":
-        yield MemoryBackend()
-        return
-    if request.param == "native":
-        airflow: AirflowStateStore = request.getfixturevalue("airflow_state_store")
-        yield NativeBackend(airflow.accessors(airflow.new_asset()))
-        return
-    if request.param == "sqlite":
-        sql = SqlBackend(f"sqlite:///{tmp_path / 'keyed.db'}")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres")
-        sql = SqlBackend(server.url, table_name=unique_table())
-    yield sql
-    sql.dispose()
+    """A fresh store of each kind (see ``tests.conftest.fresh_store``)."""
+    for made in fresh_store(request.param, request, tmp_path):
+        yield cast(Store, made)  # every built-in store writes several documents at once
 
 
 class Prefixes(BaseEventTrigger):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,21 +20,8 @@ from stateful.backends import SqlBackend
 from stateful.backends.base import Address, Write
 from stateful.backends.sql.versions import CHUNK, VersionReads
 from stateful.errors import StoreError
-from tests._postgres import PostgresServer
-from tests.conftest import POSTGRES_PARAM, unique_table
 
 NS = "versions"
-
-
-@pytest.fixture(params=["sqlite", POSTGRES_PARAM])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
-    if request.param == "sqlite":
-        sql = SqlBackend(f"sqlite:///{tmp_path / 'state.db'}")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres")
-        sql = SqlBackend(server.url, table_name=unique_table())
-    yield sql
-    sql.dispose()
 
 
 class HeldFirstBatch:
@@ -71,20 +56,20 @@ def counting_selects(store: SqlBackend) -> list[str]:
 
 
 async def test_many_reads_share_a_few_statements_and_each_gets_its_own_version(
-    store: SqlBackend, monkeypatch: pytest.MonkeyPatch
+    sql_store: SqlBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stored = [Address(NS, f"t{i}", "watermark") for i in range(700)]
-    store.write_many([Write(address, "{}", None) for address in stored])
+    sql_store.write_many([Write(address, "{}", None) for address in stored])
     for address in stored[:10]:
-        store.write(*address, "{}", expected_version=1)  # version 2
+        sql_store.write(*address, "{}", expected_version=1)  # version 2
     missing = [Address(NS, f"gone{i}", "watermark") for i in range(50)]
     asked = [*stored, *missing, *stored[:5]]  # a document asked twice gets its version twice
 
     held = HeldFirstBatch(monkeypatch)
-    selects = counting_selects(store)
-    first = asyncio.ensure_future(store.aversion(*asked[0]))
+    selects = counting_selects(sql_store)
+    first = asyncio.ensure_future(sql_store.aversion(*asked[0]))
     assert await asyncio.to_thread(held.first_taken.wait, 30)
-    rest = [asyncio.ensure_future(store.aversion(*address)) for address in asked[1:]]
+    rest = [asyncio.ensure_future(sql_store.aversion(*address)) for address in asked[1:]]
     await asyncio.sleep(0.05)  # every read queued behind the held batch
     held.release.set()
     versions = [await first, *await asyncio.gather(*rest)]
@@ -97,15 +82,15 @@ async def test_many_reads_share_a_few_statements_and_each_gets_its_own_version(
 
 
 async def test_a_failed_statement_fails_every_read_of_its_batch_with_the_store_error(
-    store: SqlBackend, monkeypatch: pytest.MonkeyPatch
+    sql_store: SqlBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store.write(NS, "t", "watermark", "{}", expected_version=None)
+    sql_store.write(NS, "t", "watermark", "{}", expected_version=None)
     held = HeldFirstBatch(monkeypatch)
-    first = asyncio.ensure_future(store.aversion(NS, "t", "watermark"))
+    first = asyncio.ensure_future(sql_store.aversion(NS, "t", "watermark"))
     assert await asyncio.to_thread(held.first_taken.wait, 30)
-    with store._engine.use() as engine, engine.begin() as conn:  # the table goes away first
-        conn.execute(sa.text(f"DROP TABLE {store.table_name}"))
-    rest = [asyncio.ensure_future(store.aversion(NS, name, "watermark")) for name in ("t", "u")]
+    with sql_store._engine.use() as engine, engine.begin() as conn:  # the table goes away first
+        conn.execute(sa.text(f"DROP TABLE {sql_store.table_name}"))
+    rest = [asyncio.ensure_future(sql_store.aversion(NS, name, "watermark")) for name in ("t", "u")]
     await asyncio.sleep(0.05)
     held.release.set()
     for read, name in zip([first, *rest], ("t", "t", "u"), strict=True):
@@ -113,18 +98,18 @@ async def test_a_failed_statement_fails_every_read_of_its_batch_with_the_store_e
             await read
         message = str(failed.value)
         assert f"failed to read the version of state {NS}/{name} (key 'watermark')" in message
-        assert store.description in message and store.table_name in message
+        assert sql_store.description in message and sql_store.table_name in message
 
 
 async def test_a_read_cancelled_while_queued_is_never_sent(
-    store: SqlBackend, monkeypatch: pytest.MonkeyPatch
+    sql_store: SqlBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store.write(NS, "t", "watermark", "{}", expected_version=None)
+    sql_store.write(NS, "t", "watermark", "{}", expected_version=None)
     held = HeldFirstBatch(monkeypatch)
-    first = asyncio.ensure_future(store.aversion(NS, "t", "watermark"))
+    first = asyncio.ensure_future(sql_store.aversion(NS, "t", "watermark"))
     assert await asyncio.to_thread(held.first_taken.wait, 30)
-    cancelled = asyncio.ensure_future(store.aversion(NS, "cancelled", "watermark"))
-    kept = asyncio.ensure_future(store.aversion(NS, "t", "watermark"))
+    cancelled = asyncio.ensure_future(sql_store.aversion(NS, "cancelled", "watermark"))
+    kept = asyncio.ensure_future(sql_store.aversion(NS, "t", "watermark"))
     await asyncio.sleep(0.01)
     cancelled.cancel()
     held.release.set()

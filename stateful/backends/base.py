@@ -260,9 +260,9 @@ class SupportsWriteMany(Protocol):
 class SupportsVersion(Protocol):
     """A store that reads a document's version alone, cheaply (the SQL and memory stores do).
 
-    A decorated trigger reads it before each batch of events it hands over (fencing before
-    emitting, see :mod:`stateful._fence`): one indexed lookup, not the whole state. A store
-    without it is fenced by its compare-and-set saves only.
+    A decorated trigger reads it before the first event after a pause, and every few seconds
+    while events keep coming (fencing before emitting, see :mod:`stateful._fence`): one indexed
+    lookup, not the whole state. A store without it is fenced by its compare-and-set saves only.
     """
 
     async def aversion(self, namespace: str, name: str, key: str) -> int | None:
